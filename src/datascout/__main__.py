@@ -1,0 +1,5 @@
+import sys
+
+from datascout.cli import main
+
+sys.exit(main())

@@ -1,0 +1,75 @@
+"""The ``datascout`` command line: thin, parse -> call the library -> print.
+
+Each command group lives in its own module with a ``register(subparsers)`` function. A user's
+mistake (any :class:`~datascout.exceptions.DatascoutError`, or a usage error) prints one line and
+exits with status 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from datascout import __version__
+from datascout.exceptions import DatascoutError
+
+# command modules, in the order their commands appear in --help
+COMMAND_MODULES = ["simulate", "demo", "index", "datasets", "embed", "prune", "campaign"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, status 2 (argparse's own convention)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="datascout",
+        description="Decide which data to label next (active learning, SEALS) and which to keep.",
+        epilog="Example: datascout demo",
+    )
+    parser.add_argument("--version", action="version", version=f"datascout {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"datascout.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"datascout.cli.{name}":
+                continue  # that command group is not part of this build
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except DatascoutError as exc:
+        if args.debug:
+            raise
+        print(f"datascout: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("datascout: interrupted", file=sys.stderr)
+        return 130
+
+
+def command(sub, name: str, help: str, example: str, func):
+    """Add a sub-command whose help ends with an example."""
+    p = sub.add_parser(name, help=help, description=help, epilog=f"Example:\n  {example}",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show the full traceback on errors")
+    p.set_defaults(func=func)
+    return p
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

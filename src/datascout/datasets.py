@@ -1,0 +1,176 @@
+"""Loaders for the real data sets that work offline on these machines.
+
+Nothing here downloads. When a file is missing, the error says exactly what to install.
+
+* ``digits``: scikit-learn's bundled 8x8 digits (1,797 x 64, 10 classes).
+* ``fashion-mnist``: Debian package ``dataset-fashion-mnist`` (70,000 28x28 images, 10 classes).
+* ``fortunes``: Debian package ``fortunes`` (~15k quotes; the file a quote comes from is its
+  class, several classes under 1%).
+* ``letter``: UCI Letter Recognition (20,000 x 16, 26 classes) from Debian ``r-cran-mlbench``,
+  unpacked with ``apt-get download`` + ``dpkg -x`` (no R needed), read with ``rdata``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from datascout.exceptions import MissingDependencyError, ValidationError
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FORTUNES_DIR = Path("/usr/share/games/fortunes")
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                         "Sneaker", "Bag", "Ankle boot"]
+
+
+def cache_dir() -> Path:
+    """Where datascout caches derived data (``$DATASCOUT_CACHE`` or ``~/.cache/datascout``)."""
+    return Path(os.environ.get("DATASCOUT_CACHE", Path.home() / ".cache" / "datascout"))
+
+
+@dataclass
+class Dataset:
+    """A labeled data set: ``data`` is an (N, d) array, a list of texts, or (N, 28, 28) images."""
+
+    name: str
+    data: object
+    labels: np.ndarray
+    classes: list[str]
+    kind: str  # "vectors", "text" or "images"
+    ids: np.ndarray | None = None
+    info: dict = field(default_factory=dict)
+
+
+def load_digits() -> Dataset:
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    return Dataset("digits", d.data.astype(np.float32), d.target.astype(np.int64),
+                   [str(i) for i in range(10)], "vectors")
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as fh:
+        raw = fh.read()
+    magic = int.from_bytes(raw[:4], "big")
+    ndim = magic & 0xFF
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def load_fashion_mnist(directory=FASHION_MNIST_DIR) -> Dataset:
+    """All 70,000 images (train then test) as uint8 (N, 28, 28), labels 0..9."""
+    directory = Path(directory)
+    files = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    missing = [f for f in files if not (directory / f).is_file()]
+    if missing:
+        raise MissingDependencyError(
+            f"Fashion-MNIST is not installed ({directory / missing[0]} is missing): "
+            "run 'apt-get install dataset-fashion-mnist'"
+        )
+    xtr, ytr, xte, yte = (_read_idx(directory / f) for f in files)
+    return Dataset("fashion-mnist", np.concatenate([xtr, xte]),
+                   np.concatenate([ytr, yte]).astype(np.int64), list(FASHION_MNIST_CLASSES), "images")
+
+
+def fashion_mnist_pixel_embeddings(dim: int = 64, random_state: int = 0) -> tuple[np.ndarray, Dataset]:
+    """Fashion-MNIST as PCA-``dim`` embeddings of the pixels (unsupervised, fitted on all 70k
+    images), cached in :func:`cache_dir`. A no-torch stand-in for pretrained image embeddings."""
+    ds = load_fashion_mnist()
+    path = cache_dir() / f"fashion-mnist-pca{dim}-rs{random_state}.npy"
+    if path.is_file():
+        emb = np.load(path)
+        if emb.shape == (len(ds.labels), dim):
+            return emb, ds
+    from sklearn.decomposition import PCA
+
+    X = ds.data.reshape(len(ds.labels), -1).astype(np.float32) / 255.0
+    emb = PCA(n_components=dim, random_state=random_state, svd_solver="randomized").fit_transform(X)
+    emb = emb.astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npy")
+    np.save(tmp, emb)
+    tmp.replace(path)
+    return emb, ds
+
+
+def load_fortunes(directory=FORTUNES_DIR, min_chars: int = 1) -> Dataset:
+    """Every quote of the ``fortunes`` package; its class is the file it comes from."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise MissingDependencyError(
+            f"the fortunes are not installed ({directory} is missing): run 'apt-get install fortunes'"
+        )
+    files = sorted(p for p in directory.iterdir() if p.is_file() and not p.suffix and not p.is_symlink())
+    texts, labels, classes = [], [], []
+    for path in files:
+        raw = path.read_text(encoding="utf-8", errors="replace")
+        quotes = [q.strip() for q in raw.split("\n%\n")]
+        quotes = [q.rstrip("%").strip() for q in quotes]
+        quotes = [q for q in quotes if len(q) >= min_chars]
+        if not quotes:
+            continue
+        classes.append(path.name)
+        texts.extend(quotes)
+        labels.extend([len(classes) - 1] * len(quotes))
+    if not texts:
+        raise MissingDependencyError(f"no fortunes found in {directory}: run 'apt-get install fortunes'")
+    ids = np.asarray([f"{classes[c]}:{i}" for i, c in enumerate(labels)])
+    return Dataset("fortunes", texts, np.asarray(labels, dtype=np.int64), classes, "text", ids=ids)
+
+
+def _mlbench_rda(name: str) -> Path:
+    candidates = [
+        Path(os.environ.get("DATASCOUT_MLBENCH", cache_dir() / "mlbench")) / "usr/lib/R/site-library/mlbench/data",
+        Path("/usr/lib/R/site-library/mlbench/data"),
+    ]
+    for c in candidates:
+        if (c / name).is_file():
+            return c / name
+    raise MissingDependencyError(
+        f"{name} from Debian r-cran-mlbench is not unpacked: run 'cd /tmp && apt-get download "
+        f"r-cran-mlbench && dpkg -x r-cran-mlbench_*.deb {candidates[0].parents[4]}' "
+        "(or set DATASCOUT_MLBENCH to the folder it was unpacked in) and 'pip install rdata'"
+    )
+
+
+def load_letter() -> Dataset:
+    """UCI Letter Recognition: 20,000 x 16 integer features, 26 classes (A..Z)."""
+    path = _mlbench_rda("LetterRecognition.rda")
+    try:
+        import rdata
+    except ImportError as exc:
+        raise MissingDependencyError("reading Letter needs rdata: pip install rdata") from exc
+    frame = rdata.read_rda(str(path))["LetterRecognition"]
+    lettr = frame["lettr"]
+    classes = [str(c) for c in lettr.cat.categories]
+    X = frame.drop(columns=["lettr"]).to_numpy(dtype=np.float32)
+    return Dataset("letter", X, np.asarray(lettr.cat.codes, dtype=np.int64), classes, "vectors")
+
+
+LOADERS = {
+    "digits": load_digits,
+    "fashion-mnist": load_fashion_mnist,
+    "fortunes": load_fortunes,
+    "letter": load_letter,
+}
+
+
+def load(name: str) -> Dataset:
+    if name not in LOADERS:
+        raise ValidationError(f"unknown data set {name!r}: expected one of {', '.join(LOADERS)}")
+    return LOADERS[name]()
+
+
+def file_sha256(path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()

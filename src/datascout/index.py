@@ -1,0 +1,227 @@
+"""Similarity search over pool embeddings: one narrow interface over faiss.
+
+Backends are named by faiss factory strings: ``"Flat"`` (exact), ``"HNSW32"`` (any M),
+``"IVF1024,Flat"``, ``"IVF1024,PQ32"`` (compressed, for pools that do not fit in memory as
+float32), ``"LSH"`` / ``"LSHrt"`` (random-hyperplane LSH, as SEALS was first described).
+
+Similarity is cosine: vectors are L2-normalised (in chunks, never the whole pool at once) before
+they reach faiss. Whatever the backend returns is re-scored with the exact cosine of the
+returned items, so similarities are comparable across backends; the ranking of the *returned*
+set is exact, what an approximate backend may miss is only which items are returned.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from datascout.exceptions import IndexMismatchError, MissingDependencyError, ValidationError
+from datascout.pool import check_embeddings, iter_row_chunks
+
+_FACTORY = re.compile(
+    r"^(Flat|HNSW\d+(,Flat)?|IVF\d+,(Flat|PQ\d+(x\d+)?|SQ8|SQfp16)|LSH(r|t|rt)?|PQ\d+|OPQ\d+,IVF\d+,PQ\d+)$"
+)
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError as exc:  # pragma: no cover - faiss-cpu is a core dependency
+        raise MissingDependencyError("similarity search needs faiss: pip install faiss-cpu") from exc
+    return faiss
+
+
+def normalize_rows(X) -> np.ndarray:
+    """float32 copy of ``X`` with unit-length rows (zero rows stay zero)."""
+    X = np.array(X, dtype=np.float32, copy=True)
+    norms = np.sqrt(np.einsum("ij,ij->i", X, X))
+    X /= np.maximum(norms, 1e-12)[:, None]
+    return X
+
+
+def check_factory(factory: str) -> str:
+    if not isinstance(factory, str) or not _FACTORY.match(factory):
+        raise ValidationError(
+            f"unsupported index {factory!r}: expected a faiss factory string such as 'Flat', "
+            "'HNSW32', 'IVF1024,Flat', 'IVF1024,PQ32' or 'LSH'"
+        )
+    return factory
+
+
+class SimilarityIndex:
+    """A cosine-similarity index over pool positions.
+
+    Parameters
+    ----------
+    factory : str
+        faiss factory string (see the module docstring).
+    ef_search : int, optional
+        HNSW search depth (default ``max(2 k, 64)`` at search time).
+    ef_construction : int
+        HNSW build depth.
+    nprobe : int
+        IVF lists probed per query.
+    train_size : int
+        Rows sampled to train IVF / PQ / LSH thresholds.
+    random_state : int, optional
+    """
+
+    def __init__(self, factory: str = "HNSW32", *, ef_search: int | None = None,
+                 ef_construction: int = 80, nprobe: int = 16, train_size: int = 100_000,
+                 random_state=0):
+        self.factory = factory
+        self.ef_search = ef_search
+        self.ef_construction = ef_construction
+        self.nprobe = nprobe
+        self.train_size = train_size
+        self.random_state = random_state
+
+    # -- building ------------------------------------------------------------------------
+
+    def build(self, embeddings, *, chunk_rows: int = 65536, progress=None) -> "SimilarityIndex":
+        """Train (where the backend needs it) and add every row of ``embeddings``, in chunks."""
+        check_factory(self.factory)
+        X = check_embeddings(embeddings)
+        faiss = _faiss()
+        n, d = X.shape
+        metric = faiss.METRIC_L2 if self.factory.startswith("LSH") else faiss.METRIC_INNER_PRODUCT
+        index = faiss.index_factory(d, self.factory, metric)
+        if hasattr(index, "hnsw"):
+            index.hnsw.efConstruction = self.ef_construction
+        if not index.is_trained:
+            rng = np.random.default_rng(self.random_state)
+            m = min(n, self.train_size)
+            sample = np.sort(rng.choice(n, size=m, replace=False))
+            nlist = getattr(faiss.extract_index_ivf(index), "nlist", 0) if "IVF" in self.factory else 0
+            if nlist and m < nlist:
+                raise ValidationError(
+                    f"index {self.factory!r} needs at least {nlist} training rows but the pool has {n}"
+                )
+            index.train(normalize_rows(X[sample]))
+        self.index_ = index
+        self.dim_ = d
+        self.ntotal_ = 0
+        self.add(X, chunk_rows=chunk_rows, progress=progress)
+        return self
+
+    def add(self, embeddings, *, chunk_rows: int = 65536, progress=None) -> np.ndarray:
+        """Add rows; they get the next positions. Returns the positions they were given."""
+        self._check_built()
+        X = check_embeddings(embeddings)
+        if X.shape[1] != self.dim_:
+            raise IndexMismatchError(
+                f"embeddings has {X.shape[1]} columns but the index was built with {self.dim_}"
+            )
+        start = self.ntotal_
+        for rows in iter_row_chunks(X.shape[0], chunk_rows):
+            self.index_.add(normalize_rows(X[rows]))
+            if progress is not None:
+                progress(rows.stop - rows.start)
+        self.ntotal_ = int(self.index_.ntotal)
+        return np.arange(start, self.ntotal_, dtype=np.int64)
+
+    # -- searching -----------------------------------------------------------------------
+
+    def _set_search_params(self, k: int) -> None:
+        index = self.index_
+        if hasattr(index, "hnsw"):
+            index.hnsw.efSearch = int(self.ef_search or max(2 * k, 64))
+        if "IVF" in self.factory:
+            _faiss().extract_index_ivf(index).nprobe = int(self.nprobe)
+
+    def search(self, queries, k: int, *, exact_embeddings=None):
+        """The ``k`` nearest pool positions of each query: ``(similarities, positions)``, both
+        (n_queries, k), best first; -1 / -inf pads rows where fewer than k were found.
+
+        With ``exact_embeddings`` (the pool), similarities are recomputed exactly (cosine) for the
+        returned positions and each row re-sorted.
+        """
+        self._check_built()
+        Q = np.asarray(queries)
+        if Q.ndim == 1:
+            Q = Q[None, :]
+        if Q.ndim != 2 or Q.shape[1] != self.dim_:
+            raise IndexMismatchError(
+                f"queries have {Q.shape[-1]} columns but the index was built with {self.dim_}"
+            )
+        if k < 1:
+            raise ValidationError(f"k must be >= 1 but is {k}")
+        k_eff = min(k, self.ntotal_)
+        self._set_search_params(k_eff)
+        Qn = normalize_rows(Q)
+        dist, pos = self.index_.search(Qn, k_eff)
+        pos = pos.astype(np.int64)
+        if exact_embeddings is not None:
+            sims = exact_cosine(Qn, exact_embeddings, pos)
+        elif self.factory.startswith("LSH"):
+            sims = np.where(pos >= 0, -dist.astype(np.float32), -np.inf)
+        else:
+            sims = np.where(pos >= 0, dist.astype(np.float32), -np.inf)
+        order = np.argsort(-sims, axis=1, kind="stable")
+        sims = np.take_along_axis(sims, order, axis=1)
+        pos = np.take_along_axis(pos, order, axis=1)
+        if k_eff < k:
+            pad = k - k_eff
+            sims = np.pad(sims, ((0, 0), (0, pad)), constant_values=-np.inf)
+            pos = np.pad(pos, ((0, 0), (0, pad)), constant_values=-1)
+        return sims, pos
+
+    # -- persistence ---------------------------------------------------------------------
+
+    def save(self, path) -> None:
+        self._check_built()
+        faiss = _faiss()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        faiss.write_index(self.index_, str(tmp))
+        tmp.replace(path)
+        meta = {"factory": self.factory, "dim": self.dim_, "ntotal": self.ntotal_,
+                "ef_search": self.ef_search, "nprobe": self.nprobe}
+        path.with_name(path.name + ".json").write_text(json.dumps(meta))
+
+    @classmethod
+    def load(cls, path) -> "SimilarityIndex":
+        path = Path(path)
+        if not path.is_file():
+            raise ValidationError(f"expected an index file at {str(path)!r} but none exists")
+        meta = json.loads(path.with_name(path.name + ".json").read_text())
+        self = cls(meta["factory"], ef_search=meta["ef_search"], nprobe=meta["nprobe"])
+        self.index_ = _faiss().read_index(str(path))
+        self.dim_ = meta["dim"]
+        self.ntotal_ = int(self.index_.ntotal)
+        return self
+
+    def _check_built(self) -> None:
+        if not hasattr(self, "index_"):
+            raise ValidationError("the index is not built yet: call build(embeddings) first")
+
+
+def exact_cosine(unit_queries: np.ndarray, embeddings, positions: np.ndarray) -> np.ndarray:
+    """Exact cosine of each unit query to the pool rows at ``positions`` (n_q, k); -inf for -1."""
+    nq, k = positions.shape
+    flat = positions.reshape(-1)
+    ok = flat >= 0
+    rows = np.zeros((len(flat), unit_queries.shape[1]), dtype=np.float32)
+    if ok.any():
+        take = flat[ok]
+        order = np.argsort(take, kind="stable")  # sorted reads are kinder to a memory map
+        got = np.empty((len(take), unit_queries.shape[1]), dtype=np.float32)
+        got[order] = normalize_rows(np.asarray(embeddings[take[order]]))
+        rows[ok] = got
+    sims = np.einsum("qkd,qd->qk", rows.reshape(nq, k, -1), unit_queries)
+    return np.where(positions >= 0, sims, -np.inf).astype(np.float32)
+
+
+def recall_at_k(approx_positions: np.ndarray, exact_positions: np.ndarray) -> float:
+    """Mean fraction of each query's exact k nearest neighbours that the approximate search found."""
+    a = np.asarray(approx_positions)
+    e = np.asarray(exact_positions)
+    if a.shape != e.shape:
+        raise ValidationError(f"approximate results have shape {a.shape} but exact ones {e.shape}")
+    hits = sum(len(np.intersect1d(ai[ai >= 0], ei[ei >= 0])) for ai, ei in zip(a, e))
+    total = int((e >= 0).sum())
+    return hits / total if total else 1.0

@@ -1,0 +1,191 @@
+"""Loaders for embeddings, ids and labels: ``.npy`` (memory-mapped), ``.npz``, Parquet, CSV."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+
+from datascout.exceptions import MissingDependencyError, ValidationError
+
+
+def _require_file(path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise ValidationError(f"expected a file at {str(path)!r} but none exists")
+    return path
+
+
+def _read_parquet(path: Path):
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise MissingDependencyError(
+            "reading Parquet needs pyarrow: pip install 'datascout[parquet]'"
+        ) from exc
+    try:
+        return pq.read_table(path)
+    except Exception as exc:
+        raise ValidationError(f"cannot read Parquet file {str(path)!r}: {exc}") from exc
+
+
+def load_embeddings(path, *, mmap: bool = True, id_column: str = "id",
+                    vector_column: str = "embedding"):
+    """Load embeddings and (where the file holds them) ids.
+
+    * ``.npy``: memory-mapped read-only when ``mmap`` (never copied whole into memory).
+    * ``.npz``: the array ``embeddings`` (or the only array), and ``ids`` when present.
+    * ``.parquet``: an id column and a vector column (a list of floats per row).
+
+    Returns ``(embeddings, ids)``; ``ids`` is ``None`` when the file has none.
+    """
+    path = _require_file(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except Exception as exc:
+            raise ValidationError(f"cannot read {str(path)!r} as a .npy array: {exc}") from exc
+        return arr, None
+    if suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                keys = list(z.keys())
+                if "embeddings" in keys:
+                    emb = z["embeddings"]
+                elif len([k for k in keys if k != "ids"]) == 1:
+                    emb = z[[k for k in keys if k != "ids"][0]]
+                else:
+                    raise ValidationError(
+                        f"{str(path)!r} holds arrays {keys}: expected one named 'embeddings'"
+                    )
+                ids = z["ids"] if "ids" in keys else None
+        except ValidationError:
+            raise
+        except Exception as exc:
+            raise ValidationError(f"cannot read {str(path)!r} as a .npz archive: {exc}") from exc
+        return emb, ids
+    if suffix in (".parquet", ".pq"):
+        table = _read_parquet(path)
+        names = table.column_names
+        if vector_column not in names:
+            raise ValidationError(
+                f"{str(path)!r} has columns {names}: expected a vector column {vector_column!r}"
+            )
+        col = table.column(vector_column).combine_chunks()
+        try:
+            flat = np.asarray(col.flatten().to_numpy(zero_copy_only=False))
+            lengths = np.diff(np.asarray(col.offsets))
+        except Exception as exc:
+            raise ValidationError(
+                f"column {vector_column!r} of {str(path)!r} must hold lists of floats: {exc}"
+            ) from exc
+        if len(lengths) and (lengths != lengths[0]).any():
+            raise ValidationError(
+                f"column {vector_column!r} must hold vectors of one length but has lengths "
+                f"{int(lengths.min())} to {int(lengths.max())}"
+            )
+        d = int(lengths[0]) if len(lengths) else 0
+        emb = flat.reshape(len(lengths), d)
+        if emb.dtype == np.float64:
+            emb = emb.astype(np.float32)
+        ids = np.asarray(table.column(id_column).to_numpy(zero_copy_only=False)) if id_column in names else None
+        return emb, ids
+    raise ValidationError(
+        f"unsupported embeddings file {path.name!r}: expected .npy, .npz or .parquet"
+    )
+
+
+def load_labels(path, *, ids=None, id_column: str = "id", label_column: str = "label",
+                classes=None):
+    """Load labels from ``.npy`` (integer class ids, -1 = unlabeled) or CSV.
+
+    A CSV holds either one column of labels (one row per item, in pool order) or an id column and
+    a label column, matched to ``ids``. Labels may be class names; they are mapped to class ids in
+    the order of ``classes`` (or sorted order). Returns ``(labels, classes)`` where ``classes`` is
+    ``None`` for integer labels from ``.npy``.
+    """
+    path = _require_file(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            labels = np.load(path, allow_pickle=False)
+        except Exception as exc:
+            raise ValidationError(f"cannot read {str(path)!r} as a .npy array: {exc}") from exc
+        if labels.ndim != 1:
+            raise ValidationError(f"labels in {str(path)!r} must be 1-D but have shape {labels.shape}")
+        if labels.dtype.kind == "f":
+            if not np.all(np.isfinite(labels)) or not np.all(labels == np.round(labels)):
+                raise ValidationError(f"labels in {str(path)!r} must be integer class ids")
+            labels = labels.astype(np.int64)
+        if labels.dtype.kind in "US":
+            return _names_to_ids(labels.astype(str), classes)
+        if labels.dtype.kind not in "iu":
+            raise ValidationError(f"labels in {str(path)!r} must be integers but have dtype {labels.dtype}")
+        return labels.astype(np.int64), (list(classes) if classes is not None else None)
+    if suffix == ".csv":
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+        if not rows:
+            raise ValidationError(f"{str(path)!r} is empty: expected a header and label rows")
+        header, body = rows[0], rows[1:]
+        if label_column in header and id_column in header:
+            li, ii = header.index(label_column), header.index(id_column)
+            if ids is None:
+                raise ValidationError(
+                    f"{str(path)!r} has an id column: pass the pool's ids to match labels to items"
+                )
+            lookup = {str(v): i for i, v in enumerate(np.asarray(ids).tolist())}
+            names = np.full(len(lookup), "", dtype=object)
+            for r in body:
+                pos = lookup.get(r[ii])
+                if pos is None:
+                    raise ValidationError(f"{str(path)!r} names id {r[ii]!r}, which is not in the pool")
+                names[pos] = r[li]
+            raw = names.astype(str)
+        else:
+            col = header.index(label_column) if label_column in header else 0
+            raw = np.asarray([r[col] for r in body], dtype=str)
+        return _names_to_ids(raw, classes)
+    raise ValidationError(f"unsupported labels file {path.name!r}: expected .npy or .csv")
+
+
+def _names_to_ids(raw: np.ndarray, classes):
+    """Map label strings to class ids; '' and '-1' mean unlabeled. Integers stay integers."""
+    unlabeled = (raw == "") | (raw == "-1")
+    present = raw[~unlabeled]
+    if classes is None and present.size and all(s.lstrip("-").isdigit() for s in np.unique(present)):
+        out = np.full(len(raw), -1, dtype=np.int64)
+        out[~unlabeled] = present.astype(np.int64)
+        return out, None
+    names = list(classes) if classes is not None else sorted(set(present.tolist()))
+    index = {n: i for i, n in enumerate(names)}
+    out = np.full(len(raw), -1, dtype=np.int64)
+    for i in np.flatnonzero(~unlabeled):
+        c = index.get(raw[i])
+        if c is None:
+            raise ValidationError(f"unknown class {raw[i]!r}: expected one of {names}")
+        out[i] = c
+    return out, names
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename: no half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_text(path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))

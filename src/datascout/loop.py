@@ -1,0 +1,304 @@
+"""The active-learning loop state: ``ActiveLearner.query(n) -> ids`` and ``teach(ids, labels)``.
+
+The learner holds the one mutable state of a campaign or a simulation: which items are
+labeled, with what, and (with SEALS) the candidate pool. Strategies stay stateless.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from datascout.exceptions import LabelingError, ValidationError
+from datascout.models import BootstrapCommittee, FittedModel, default_model
+from datascout.pool import UNLABELED, Pool, iter_row_chunks
+from datascout.seals import CandidatePool
+from datascout.strategies import (
+    Hybrid,
+    ScoreInputs,
+    Strategy,
+    cosine_to_direction,
+    kcenter_greedy,
+    make_strategy,
+    top_b,
+)
+
+HELD_OUT = -2
+DENSITY_REFERENCES = ("pool", "candidates", "neighbors")
+
+
+class ActiveLearner:
+    """Pool-based active learning over embeddings.
+
+    Parameters
+    ----------
+    pool : Pool or array of shape (N, d)
+    n_classes : int
+        Number of task classes (labels are ``0..n_classes-1``).
+    strategy : str or Strategy
+    model : scikit-learn classifier, optional
+        Default: ``LogisticRegression(class_weight="balanced")``.
+    candidates : CandidatePool, optional
+        SEALS candidate pool; without it every unlabeled item is a candidate.
+    density_reference : {"pool", "candidates", "neighbors"}
+        What Information Density measures similarity against inside SEALS: the exact mean
+        cosine to the whole unlabeled pool (maintained in O(new labels * d) per round after one
+        O(N d) pass), the mean cosine to the candidate set C, or the mean cosine to the item's
+        unlabeled graph neighbours. Without SEALS it is always the whole unlabeled pool.
+    holdout : array of pool positions, optional
+        Items that are not part of the pool to label (e.g. a test split kept in the same
+        embeddings file): never queried, never candidates, not in the density reference.
+    random_state : int, optional
+    """
+
+    def __init__(self, pool, n_classes: int, strategy: str | Strategy = "entropy", *, model=None,
+                 candidates: CandidatePool | None = None, density_reference: str = "pool",
+                 holdout=None, random_state=None):
+        self.pool = pool if isinstance(pool, Pool) else Pool(pool)
+        if int(n_classes) < 2:
+            raise ValidationError(f"n_classes must be >= 2 but is {n_classes}")
+        self.n_classes = int(n_classes)
+        self.strategy = make_strategy(strategy) if isinstance(strategy, str) else strategy
+        if not isinstance(self.strategy, Strategy):
+            raise ValidationError(f"strategy must be a name or a Strategy, got {type(strategy).__name__}")
+        self.model = model if model is not None else default_model(random_state)
+        if not (hasattr(self.model, "fit") and hasattr(self.model, "predict_proba")):
+            raise ValidationError(f"model must have fit and predict_proba, got {type(self.model).__name__}")
+        if candidates is not None and candidates.embeddings.shape != self.pool.embeddings.shape:
+            raise ValidationError(
+                f"the candidate pool covers {candidates.embeddings.shape[0]} items but the pool has {len(self.pool)}"
+            )
+        if density_reference not in DENSITY_REFERENCES:
+            raise ValidationError(
+                f"density_reference must be one of {DENSITY_REFERENCES} but is {density_reference!r}"
+            )
+        self.candidates = candidates
+        self.density_reference = density_reference
+        self.rng = np.random.default_rng(random_state)
+        self.random_state = random_state
+        n = len(self.pool)
+        self.labels_ = np.full(n, UNLABELED, dtype=np.int64)
+        self.labeled_order_: list[np.ndarray] = []  # positions, in the order they were taught
+        self.n_labeled_ = 0
+        self.n_holdout_ = 0
+        self.model_ = None
+        self.committee_ = None
+        self._stale = True
+        self._unit_sum_all = None
+        self._unit_sum_labeled = np.zeros(self.pool.dim, dtype=np.float64)  # labeled + held out
+        self.last_query_ = {}
+        if holdout is not None:
+            holdout = np.unique(np.asarray(holdout, dtype=np.int64))
+            if len(holdout) and (holdout[0] < 0 or holdout[-1] >= n):
+                raise ValidationError(f"holdout positions must be in 0..{n - 1}")
+            self.labels_[holdout] = HELD_OUT
+            self.n_holdout_ = len(holdout)
+            self._add_unit_sum(holdout)
+            if candidates is not None:
+                candidates.block(holdout)
+        labeled = np.flatnonzero(self.pool.labels != UNLABELED)
+        if len(labeled):
+            self._teach_positions(labeled, self.pool.labels[labeled])
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def labeled_positions(self) -> np.ndarray:
+        return np.concatenate(self.labeled_order_) if self.labeled_order_ else np.empty(0, np.int64)
+
+    @property
+    def n_unlabeled(self) -> int:
+        return len(self.pool) - self.n_labeled_ - self.n_holdout_
+
+    def teach(self, ids, labels) -> None:
+        """Record labels for ``ids``. Rejects size mismatches, duplicate ids, unknown ids, ids
+        already labeled and unknown classes; on any error nothing is recorded."""
+        ids = np.asarray(ids)
+        labels = np.asarray(labels)
+        if ids.ndim != 1 or labels.ndim != 1:
+            raise LabelingError(f"ids and labels must be 1-D, got shapes {ids.shape} and {labels.shape}")
+        if len(ids) != len(labels):
+            raise LabelingError(f"got {len(ids)} ids but {len(labels)} labels")
+        if len(ids) == 0:
+            raise LabelingError("teach needs at least 1 id, got 0")
+        positions = self.pool.positions(ids)
+        uniq, counts = np.unique(positions, return_counts=True)
+        if (counts > 1).any():
+            dup = self.pool.ids_at(uniq[counts > 1][:1])[0]
+            raise LabelingError(f"id {dup!r} occurs {int(counts.max())} times in one teach call")
+        held = self.labels_[positions] == HELD_OUT
+        if held.any():
+            raise LabelingError(f"id {ids[held][0]!r} is held out (e.g. in the test split), not in the pool")
+        already = self.labels_[positions] != UNLABELED
+        if already.any():
+            raise LabelingError(f"id {ids[already][0]!r} is already labeled")
+        labels = self._class_ids(labels)
+        self._teach_positions(positions, labels)
+
+    def _class_ids(self, labels: np.ndarray) -> np.ndarray:
+        if labels.dtype.kind in "iu":
+            bad = (labels < 0) | (labels >= self.n_classes)
+            if bad.any():
+                raise LabelingError(f"unknown class {labels[bad][0]!r}: expected a class id in 0..{self.n_classes - 1}")
+            return labels.astype(np.int64)
+        names = self.pool.classes
+        if names is None:
+            raise LabelingError(f"labels must be integer class ids but have dtype {labels.dtype}")
+        index = {c: i for i, c in enumerate(names)}
+        out = np.empty(len(labels), dtype=np.int64)
+        for i, v in enumerate(labels.tolist()):
+            if v not in index:
+                raise LabelingError(f"unknown class {v!r}: expected one of {names}")
+            out[i] = index[v]
+        return out
+
+    def _teach_positions(self, positions: np.ndarray, labels: np.ndarray) -> None:
+        self.labels_[positions] = labels
+        self.labeled_order_.append(np.asarray(positions, dtype=np.int64))
+        self.n_labeled_ += len(positions)
+        self._add_unit_sum(positions)
+        if self.candidates is not None:
+            self.candidates.add_labeled(positions)
+        self._stale = True
+
+    def _add_unit_sum(self, positions: np.ndarray) -> None:
+        positions = np.sort(positions)
+        for rows in iter_row_chunks(len(positions), 65536):
+            X = np.asarray(self.pool.embeddings[positions[rows]], dtype=np.float64)
+            self._unit_sum_labeled += (X / np.maximum(np.linalg.norm(X, axis=1), 1e-12)[:, None]).sum(axis=0)
+
+    # -- model ---------------------------------------------------------------------------
+
+    def fit(self) -> "ActiveLearner":
+        """Fit the model (and the committee, for committee strategies) on the labeled items."""
+        pos = np.sort(self.labeled_positions)
+        if len(pos) == 0:
+            raise ValidationError("no labeled items yet: teach a seed set before fitting")
+        X = np.asarray(self.pool.embeddings[pos], dtype=np.float32)
+        y = self.labels_[pos]
+        self.model_ = FittedModel(self.model, self.n_classes).fit(X, y)
+        if self.strategy.needs_committee:
+            self.committee_ = BootstrapCommittee(
+                self.model, self.n_classes, self.strategy.n_members,
+                random_state=int(self.rng.integers(2**31))).fit(X, y)
+        self._stale = False
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        if self.model_ is None or self._stale:
+            self.fit()
+        return self.model_.predict_proba(X)
+
+    # -- query ---------------------------------------------------------------------------
+
+    def query(self, n: int):
+        """The ids of the ``n`` items to label next, best first.
+
+        With SEALS, candidates are the labeled items' neighbours; when fewer than ``n`` exist
+        (e.g. before any label) the batch is completed with uniformly random unlabeled items,
+        and ``last_query_["padded"]`` says how many.
+        """
+        n = int(n)
+        if n <= 0:
+            raise ValidationError(f"batch size must be > 0 but is {n}")
+        if n > self.n_unlabeled:
+            raise ValidationError(f"batch size {n} is larger than the {self.n_unlabeled} unlabeled items")
+        t0 = time.perf_counter()
+        X, positions, exclude = self._candidate_view()
+        n_cand = X.shape[0] - (int(exclude.sum()) if exclude is not None else 0)
+        take = min(n, n_cand)
+        chosen = np.empty(0, dtype=np.int64)
+        if take > 0:
+            if self.n_labeled_ == 0 and (self.strategy.needs_probs or self.strategy.needs_committee):
+                raise ValidationError("no labeled items yet: teach a seed set before a model-based query")
+            rows = self._select_rows(X, positions, exclude, take)
+            chosen = rows if positions is None else positions[rows]
+        padded = n - len(chosen)
+        if padded:
+            chosen = np.concatenate([chosen, self._random_unlabeled(padded, exclude_positions=chosen)])
+        self.last_query_ = {"candidates": int(n_cand), "padded": int(padded),
+                            "seconds": time.perf_counter() - t0}
+        return self.pool.ids_at(chosen)
+
+    def _candidate_view(self):
+        """(X, positions or None, exclude mask or None) of the rows that may be chosen."""
+        if self.candidates is not None:
+            return self.candidates.view()
+        return self.pool.embeddings, None, self.labels_ != UNLABELED
+
+    def _select_rows(self, X, positions, exclude, n) -> np.ndarray:
+        s = self.strategy
+        if s.diverse and not isinstance(s, Hybrid):
+            centers = np.asarray(self.pool.embeddings[np.sort(self.labeled_positions)], dtype=np.float32)
+            return kcenter_greedy(X, centers, n, self.rng, exclude=exclude)
+        scores = self.score_rows(X, positions)
+        if exclude is not None:
+            scores[exclude] = -np.inf
+        if isinstance(s, Hybrid):
+            m = min(n * s.m, X.shape[0] - (int(exclude.sum()) if exclude is not None else 0))
+            top = top_b(scores, m, self.rng)
+            centers = np.asarray(self.pool.embeddings[np.sort(self.labeled_positions)], dtype=np.float32)
+            sub = np.asarray(X[np.sort(top)], dtype=np.float32)
+            return np.sort(top)[kcenter_greedy(sub, centers, n, self.rng)]
+        return top_b(scores, n, self.rng)
+
+    def score_rows(self, X, positions=None, chunk_rows: int = 65536) -> np.ndarray:
+        """Scores of the rows of ``X`` (whose pool positions are ``positions``, or ``None`` when
+        ``X`` is the whole pool), computed chunk by chunk."""
+        s = self.strategy
+        if (s.needs_probs or s.needs_committee) and (self.model_ is None or self._stale):
+            self.fit()
+        direction = self._density_direction() if s.needs_similarity else None
+        out = np.empty(X.shape[0], dtype=np.float64)
+        for rows in iter_row_chunks(X.shape[0], chunk_rows):
+            xc = X[rows]
+            inputs = ScoreInputs(embeddings=xc)
+            if s.needs_probs:
+                inputs.probs = self.model_.predict_proba(xc)
+            if s.needs_committee:
+                inputs.member_probs = self.committee_.predict_proba_members(xc)
+            if s.needs_similarity:
+                if direction is None:
+                    inputs.similarity = self.candidates.neighbor_similarity(positions[rows])
+                else:
+                    inputs.similarity = cosine_to_direction(xc, direction)
+            out[rows] = s.score(inputs)
+        return out
+
+    def _density_direction(self):
+        """Mean unit vector of the density reference set (``None`` = per-item graph neighbours)."""
+        if self.candidates is not None and self.density_reference == "candidates":
+            return self.candidates.density_direction()
+        if self.candidates is not None and self.density_reference == "neighbors":
+            return None
+        if self._unit_sum_all is None:
+            total = np.zeros(self.pool.dim, dtype=np.float64)
+            for rows in iter_row_chunks(len(self.pool)):
+                X = np.asarray(self.pool.embeddings[rows], dtype=np.float32)
+                total += (X / np.maximum(np.sqrt(np.einsum("ij,ij->i", X, X)), 1e-12)[:, None]).sum(
+                    axis=0, dtype=np.float64)
+            self._unit_sum_all = total
+        m = max(self.n_unlabeled, 1)
+        return ((self._unit_sum_all - self._unit_sum_labeled) / m).astype(np.float32)
+
+    def _random_unlabeled(self, n: int, exclude_positions: np.ndarray) -> np.ndarray:
+        """``n`` uniformly random unlabeled positions not in ``exclude_positions`` (rejection
+        sampling: O(n) expected while most of the pool is unlabeled)."""
+        N = len(self.pool)
+        taken = set(exclude_positions.tolist())
+        out: list[int] = []
+        if self.n_unlabeled - len(taken) < n:
+            raise ValidationError(f"only {self.n_unlabeled - len(taken)} unlabeled items remain, asked for {n}")
+        if self.n_unlabeled > N // 2:
+            while len(out) < n:
+                for p in self.rng.integers(0, N, size=2 * (n - len(out))).tolist():
+                    if self.labels_[p] == UNLABELED and p not in taken:
+                        taken.add(p)
+                        out.append(p)
+                        if len(out) == n:
+                            break
+            return np.asarray(out, dtype=np.int64)
+        free = np.flatnonzero(self.labels_ == UNLABELED)
+        free = free[~np.isin(free, exclude_positions)]
+        return self.rng.choice(free, size=n, replace=False)

@@ -1,0 +1,121 @@
+"""Classifier wrappers: any scikit-learn estimator with ``fit`` / ``predict_proba`` is a model.
+
+Two things the loop needs that plain scikit-learn does not give:
+
+* probabilities with one column per class of the *task*, also for classes the labeled set has
+  not seen yet (a rare-concept round with no positive yet must not crash scoring);
+* a fast path for linear models: ``softmax(X @ W.T + b)`` in float32 over chunks, instead of
+  scikit-learn's float64 upcast of a pool-sized array.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+
+from datascout.exceptions import ValidationError
+
+
+def default_model(random_state=None) -> LogisticRegression:
+    """Logistic regression with balanced class weights, the field's default on frozen embeddings."""
+    return LogisticRegression(class_weight="balanced", max_iter=1000, random_state=random_state)
+
+
+class FittedModel:
+    """A fitted estimator whose probabilities are aligned to ``n_classes`` task classes.
+
+    If the labeled set holds a single class, no estimator is fitted and every item gets
+    probability 1 for that class (the only honest prediction from one class).
+    """
+
+    def __init__(self, estimator, n_classes: int):
+        self.estimator = estimator
+        self.n_classes = n_classes
+
+    def fit(self, X, y) -> "FittedModel":
+        y = np.asarray(y, dtype=np.int64)
+        seen = np.unique(y)
+        if len(seen) == 0:
+            raise ValidationError("cannot fit a model on 0 labeled items")
+        if seen.max() >= self.n_classes or seen.min() < 0:
+            raise ValidationError(
+                f"labels must be class ids in 0..{self.n_classes - 1} but contain {int(seen.max())}"
+            )
+        self.seen_classes_ = seen
+        if len(seen) == 1:
+            self.estimator_ = None
+        else:
+            est = clone(self.estimator)
+            est.fit(np.asarray(X, dtype=np.float32), y)
+            self.estimator_ = est
+            self.columns_ = np.asarray(est.classes_, dtype=np.int64)
+            self._linear = None
+            if isinstance(est, LogisticRegression):
+                w = np.ascontiguousarray(est.coef_.T, dtype=np.float32)
+                b = np.asarray(est.intercept_, dtype=np.float32)
+                self._linear = (w, b)
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Probabilities, shape (n, n_classes), float32; columns of unseen classes are 0."""
+        n = X.shape[0]
+        out = np.zeros((n, self.n_classes), dtype=np.float32)
+        if self.estimator_ is None:
+            out[:, self.seen_classes_[0]] = 1.0
+            return out
+        if self._linear is not None:
+            w, b = self._linear
+            logits = np.asarray(X, dtype=np.float32) @ w
+            logits += b
+            if w.shape[1] == 1:  # binary logistic regression: sigmoid of one logit
+                p1 = logits[:, 0]
+                np.negative(p1, out=p1)
+                np.exp(p1, out=p1)
+                p1 += 1.0
+                np.reciprocal(p1, out=p1)
+                out[:, self.columns_[1]] = p1
+                out[:, self.columns_[0]] = 1.0 - p1
+                return out
+            logits -= logits.max(axis=1, keepdims=True)
+            np.exp(logits, out=logits)
+            logits /= logits.sum(axis=1, keepdims=True)
+            out[:, self.columns_] = logits
+            return out
+        out[:, self.columns_] = self.estimator_.predict_proba(X)
+        return out
+
+
+def fit_model(estimator, X, y, n_classes: int) -> FittedModel:
+    return FittedModel(estimator, n_classes).fit(X, y)
+
+
+class BootstrapCommittee:
+    """``n_members`` copies of an estimator, each fitted on a bootstrap resample of the labeled set.
+
+    Every resample keeps at least one item of each class seen, so each member sees every class.
+    """
+
+    def __init__(self, estimator, n_classes: int, n_members: int = 5, random_state=None):
+        self.estimator = estimator
+        self.n_classes = n_classes
+        self.n_members = n_members
+        self.random_state = random_state
+
+    def fit(self, X, y) -> "BootstrapCommittee":
+        if self.n_members < 2:
+            raise ValidationError(f"a committee needs at least 2 members, got {self.n_members}")
+        rng = np.random.default_rng(self.random_state)
+        X = np.asarray(X, dtype=np.float32)
+        y = np.asarray(y, dtype=np.int64)
+        firsts = np.unique(y, return_index=True)[1]
+        self.members_ = []
+        for _ in range(self.n_members):
+            idx = rng.integers(0, len(y), size=len(y))
+            idx[: len(firsts)] = firsts  # every class stays present in every member
+            self.members_.append(fit_model(self.estimator, X[idx], y[idx], self.n_classes))
+        return self
+
+    def predict_proba_members(self, X) -> np.ndarray:
+        """Shape (n_members, n, n_classes)."""
+        return np.stack([m.predict_proba(X) for m in self.members_])

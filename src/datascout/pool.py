@@ -1,0 +1,149 @@
+"""The pool: item ids, their embeddings (possibly memory-mapped) and their labels.
+
+Positions (0..N-1) are the one identity used inside the library: the index, the kNN graph, the
+candidate pool and the learner all store pool positions. Ids are what a user sees; a
+:class:`Pool` converts between the two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from datascout.exceptions import ValidationError
+
+UNLABELED = -1
+CHUNK_ROWS = 65536
+
+
+def iter_row_chunks(n_rows: int, chunk_rows: int = CHUNK_ROWS) -> Iterator[slice]:
+    """Yield contiguous slices covering ``range(n_rows)``."""
+    for start in range(0, n_rows, chunk_rows):
+        yield slice(start, min(start + chunk_rows, n_rows))
+
+
+def check_embeddings(embeddings, name: str = "embeddings") -> np.ndarray:
+    """Validate an (N, d) float32/float16/float64 array; memory-mapped arrays are scanned in chunks.
+
+    Returns the array itself (never a copy), so a memory map stays a memory map.
+    """
+    if not hasattr(embeddings, "ndim") or not hasattr(embeddings, "dtype"):
+        embeddings = np.asarray(embeddings)
+    if embeddings.ndim != 2:
+        raise ValidationError(
+            f"{name} must be a 2-D array (items x dimensions) but has {embeddings.ndim} dimension(s)"
+            f" with shape {tuple(embeddings.shape)}"
+        )
+    n, d = embeddings.shape
+    if n == 0:
+        raise ValidationError(f"{name} is empty: expected at least 1 row, got shape ({n}, {d})")
+    if d == 0:
+        raise ValidationError(f"{name} has 0 columns: expected at least 1 dimension")
+    if embeddings.dtype not in (np.float16, np.float32, np.float64):
+        raise ValidationError(
+            f"{name} must be float16, float32 or float64 but has dtype {embeddings.dtype}"
+        )
+    for rows in iter_row_chunks(n):
+        chunk = embeddings[rows]
+        if not np.isfinite(chunk).all():
+            bad = rows.start + int(np.flatnonzero(~np.isfinite(chunk).all(axis=1))[0])
+            raise ValidationError(
+                f"{name} must be finite but row {bad} contains NaN or inf"
+            )
+    return embeddings
+
+
+def check_ids(ids, n: int) -> np.ndarray | None:
+    """Validate item ids (ints or strings, unique, one per row); ``None`` means ids = positions."""
+    if ids is None:
+        return None
+    ids = np.asarray(ids)
+    if ids.ndim != 1:
+        raise ValidationError(f"ids must be 1-D but has shape {ids.shape}")
+    if len(ids) != n:
+        raise ValidationError(f"ids has {len(ids)} entries but embeddings has {n} rows")
+    if ids.dtype.kind not in "iuUO":
+        raise ValidationError(f"ids must be integers or strings but have dtype {ids.dtype}")
+    if ids.dtype.kind == "O":
+        ids = ids.astype(str)
+    uniq = np.unique(ids)
+    if len(uniq) != n:
+        counts = np.unique(ids, return_counts=True)
+        dup = counts[0][counts[1] > 1][0]
+        raise ValidationError(f"ids must be unique but {dup!r} occurs {int(counts[1].max())} times")
+    return ids
+
+
+class Pool:
+    """N items: ``ids`` (unique ints or strings, or ``None`` for 0..N-1), ``embeddings`` (N x d,
+    may be a memory map that is never copied whole), ``labels`` (int class ids, -1 = unlabeled).
+
+    Parameters
+    ----------
+    embeddings : array-like of shape (N, d)
+    ids : array-like of shape (N,), optional
+    labels : array-like of shape (N,), optional
+        Class ids (``0..n_classes-1``) or ``-1`` for unlabeled.
+    classes : sequence of str, optional
+        Names of the class ids.
+    """
+
+    def __init__(self, embeddings, ids=None, labels=None, classes: Sequence[str] | None = None):
+        self.embeddings = check_embeddings(embeddings)
+        n = self.embeddings.shape[0]
+        self.ids = check_ids(ids, n)
+        if labels is None:
+            self.labels = np.full(n, UNLABELED, dtype=np.int64)
+        else:
+            labels = np.asarray(labels)
+            if labels.shape != (n,):
+                raise ValidationError(
+                    f"labels has {labels.shape[0] if labels.ndim else 0} entries but embeddings has {n} rows"
+                )
+            if labels.dtype.kind not in "iu":
+                raise ValidationError(f"labels must be integer class ids but have dtype {labels.dtype}")
+            if (labels < UNLABELED).any():
+                raise ValidationError(
+                    f"labels must be class ids >= 0 or -1 (unlabeled) but contain {int(labels.min())}"
+                )
+            self.labels = labels.astype(np.int64)
+        self.classes = list(classes) if classes is not None else None
+        self._position_of: dict | None = None
+
+    def __len__(self) -> int:
+        return self.embeddings.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.embeddings.shape[1]
+
+    def positions(self, ids) -> np.ndarray:
+        """Pool positions of ``ids``; raises on an id that is not in the pool."""
+        ids = np.asarray(ids)
+        if ids.ndim != 1:
+            ids = ids.reshape(-1)
+        if self.ids is None:
+            if ids.size and ids.dtype.kind not in "iu":
+                raise ValidationError(f"ids must be integer positions but have dtype {ids.dtype}")
+            pos = ids.astype(np.int64)
+            bad = (pos < 0) | (pos >= len(self))
+            if bad.any():
+                raise ValidationError(
+                    f"unknown id {ids[bad][0]!r}: expected ids in 0..{len(self) - 1}"
+                )
+            return pos
+        if self._position_of is None:
+            self._position_of = {v: i for i, v in enumerate(self.ids.tolist())}
+        out = np.empty(len(ids), dtype=np.int64)
+        for i, v in enumerate(ids.tolist()):
+            p = self._position_of.get(v)
+            if p is None:
+                raise ValidationError(f"unknown id {v!r}: it is not in the pool of {len(self)} items")
+            out[i] = p
+        return out
+
+    def ids_at(self, positions) -> np.ndarray:
+        """Ids of the given pool positions."""
+        positions = np.asarray(positions, dtype=np.int64)
+        return positions.copy() if self.ids is None else self.ids[positions]

@@ -1,0 +1,290 @@
+"""SEALS: restrict each round's candidates to the nearest neighbours of the labeled items.
+
+* :class:`KNNGraph`: the k nearest neighbours (pool positions + cosine similarities) of every
+  pool item, computed once in batches through a :class:`~datascout.index.SimilarityIndex`,
+  saved next to the embeddings and loaded memory-mapped.
+* :class:`CandidatePool`: ``C = union of kNN(labeled) - labeled``. Adding newly labeled items
+  costs O(new labels * k) (a graph lookup, or an index query when there is no graph); the
+  candidates' embeddings live in a contiguous buffer that grows, so scoring C never touches the
+  rest of the pool.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from datascout.exceptions import IndexMismatchError, ValidationError
+from datascout.index import SimilarityIndex, check_factory, exact_cosine, normalize_rows
+from datascout.pool import check_embeddings, iter_row_chunks
+
+
+def graph_dir(embeddings_path, factory: str, k: int) -> Path:
+    """Where the graph of ``embeddings_path`` for ``factory`` and ``k`` is stored."""
+    p = Path(embeddings_path)
+    slug = factory.replace(",", "-")
+    return p.with_name(f"{p.stem}.knn-{slug}-k{k}")
+
+
+class KNNGraph:
+    """k nearest neighbours of every pool item (self excluded): ``neighbors`` (N, k) int32/int64
+    pool positions (-1 = none) and ``similarities`` (N, k) float32 cosine, best first."""
+
+    def __init__(self, neighbors: np.ndarray, similarities: np.ndarray, meta: dict | None = None):
+        if neighbors.shape != similarities.shape or neighbors.ndim != 2:
+            raise ValidationError(
+                f"neighbors {neighbors.shape} and similarities {similarities.shape} must be equal 2-D shapes"
+            )
+        self.neighbors = neighbors
+        self.similarities = similarities
+        self.meta = dict(meta or {})
+
+    @property
+    def k(self) -> int:
+        return self.neighbors.shape[1]
+
+    def __len__(self) -> int:
+        return self.neighbors.shape[0]
+
+    @classmethod
+    def build(cls, embeddings, k: int = 100, index: SimilarityIndex | str = "HNSW32", *,
+              batch_rows: int = 8192, progress: bool = False) -> "KNNGraph":
+        """Build the index (if a factory string is given) and query every item's k+1 neighbours
+        in batches, dropping the item itself."""
+        X = check_embeddings(embeddings)
+        n = X.shape[0]
+        if not 1 <= k < n:
+            raise ValidationError(f"k must be in 1..{n - 1} for a pool of {n} items but is {k}")
+        t0 = time.perf_counter()
+        if isinstance(index, str):
+            index = SimilarityIndex(check_factory(index)).build(X)
+        if index.ntotal_ != n:
+            raise IndexMismatchError(f"the index holds {index.ntotal_} items but the pool has {n}")
+        t_index = time.perf_counter() - t0
+        dtype = np.int32 if n < 2**31 else np.int64
+        neighbors = np.empty((n, k), dtype=dtype)
+        sims = np.empty((n, k), dtype=np.float32)
+        bar = _progress(n, "kNN graph") if progress else None
+        for rows in iter_row_chunks(n, batch_rows):
+            q = np.asarray(X[rows])
+            s, p = index.search(q, k + 1, exact_embeddings=X)
+            s, p = _drop_self(s, p, np.arange(rows.start, rows.stop), k)
+            neighbors[rows] = p
+            sims[rows] = s
+            if bar is not None:
+                bar(rows.stop - rows.start)
+        if bar is not None:
+            bar(0, done=True)
+        meta = {"index": index.factory, "k": k, "n": n, "dim": X.shape[1],
+                "index_seconds": round(t_index, 3),
+                "graph_seconds": round(time.perf_counter() - t0 - t_index, 3)}
+        return cls(neighbors, sims, meta)
+
+    def save(self, directory) -> Path:
+        """Write ``neighbors.npy``, ``similarities.npy`` and ``graph.json``; atomic per directory."""
+        directory = Path(directory)
+        tmp = directory.with_name(directory.name + ".tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        np.save(tmp / "neighbors.npy", self.neighbors)
+        np.save(tmp / "similarities.npy", self.similarities)
+        (tmp / "graph.json").write_text(json.dumps(self.meta, indent=2))
+        if directory.exists():
+            for f in directory.iterdir():
+                f.unlink()
+            directory.rmdir()
+        tmp.rename(directory)
+        return directory
+
+    @classmethod
+    def load(cls, directory, *, mmap: bool = True, expect_n: int | None = None) -> "KNNGraph":
+        directory = Path(directory)
+        if not (directory / "neighbors.npy").is_file():
+            raise ValidationError(f"expected a kNN graph in {str(directory)!r} but none exists")
+        mode = "r" if mmap else None
+        g = cls(np.load(directory / "neighbors.npy", mmap_mode=mode),
+                np.load(directory / "similarities.npy", mmap_mode=mode),
+                json.loads((directory / "graph.json").read_text()))
+        if expect_n is not None and len(g) != expect_n:
+            raise IndexMismatchError(f"the kNN graph has {len(g)} rows but the pool has {expect_n} items")
+        return g
+
+
+def _drop_self(sims, pos, self_pos, k):
+    """Remove each query's own position from its row (or the last column if absent)."""
+    is_self = pos == self_pos[:, None]
+    # push self to the end, keep the order of the rest
+    order = np.argsort(is_self, axis=1, kind="stable")
+    pos = np.take_along_axis(pos, order, axis=1)[:, :k]
+    sims = np.take_along_axis(sims, order, axis=1)[:, :k]
+    return sims, pos
+
+
+def _progress(total: int, label: str):
+    """A small rich progress bar, as a callable ``advance(n, done=False)``."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    prog = Progress(TextColumn(label), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TimeRemainingColumn(), transient=False)
+    prog.start()
+    task = prog.add_task(label, total=total)
+
+    def advance(n: int, done: bool = False):
+        prog.advance(task, n)
+        if done:
+            prog.stop()
+
+    return advance
+
+
+class CandidatePool:
+    """The SEALS candidate set ``C = union_{l in L} kNN(l) - L``, grown incrementally.
+
+    Parameters
+    ----------
+    embeddings : (N, d) array or memory map — the pool.
+    graph : KNNGraph, optional — neighbour lookups (O(k) per labeled item).
+    index : SimilarityIndex, optional — on-the-fly queries when there is no graph.
+    k : int — neighbours per labeled item (at most ``graph.k`` with a graph).
+    """
+
+    def __init__(self, embeddings, *, graph: KNNGraph | None = None,
+                 index: SimilarityIndex | None = None, k: int = 100):
+        if graph is None and index is None:
+            raise ValidationError("a candidate pool needs a kNN graph or a similarity index")
+        self.embeddings = embeddings
+        n, d = embeddings.shape
+        if graph is not None:
+            if len(graph) != n:
+                raise IndexMismatchError(f"the kNN graph has {len(graph)} rows but the pool has {n} items")
+            if k > graph.k:
+                raise ValidationError(f"k={k} is larger than the graph's k={graph.k}")
+        if index is not None and index.dim_ != d:
+            raise IndexMismatchError(f"embeddings has {d} columns but the index was built with {index.dim_}")
+        if k < 1:
+            raise ValidationError(f"k must be >= 1 but is {k}")
+        self.graph, self.index, self.k = graph, index, int(k)
+        self._state = np.zeros(n, dtype=np.int8)  # 0 unseen, 1 candidate, 2 labeled
+        self._pos = np.empty(1024, dtype=np.int64)
+        self._emb = np.empty((1024, d), dtype=np.float32)
+        self._size = 0  # rows used in the buffer (some may be labeled since: see compact)
+        self._n_labeled_in_buffer = 0
+        self.neighbor_seconds = 0.0
+
+    # -- growth --------------------------------------------------------------------------
+
+    def add_labeled(self, positions) -> int:
+        """Record newly labeled pool positions: drop them from C and add their neighbours.
+        Returns how many new candidates were added."""
+        positions = np.unique(np.asarray(positions, dtype=np.int64))
+        t0 = time.perf_counter()
+        newly = positions[self._state[positions] != 2]
+        was_candidate = self._state[newly] == 1
+        self._n_labeled_in_buffer += int(was_candidate.sum())
+        self._state[newly] = 2
+        if len(newly) == 0:
+            return 0
+        if self.graph is not None:
+            nb = np.asarray(self.graph.neighbors[np.sort(newly)][:, : self.k], dtype=np.int64)
+        else:
+            _, nb = self.index.search(np.asarray(self.embeddings[np.sort(newly)]), self.k)
+        nb = nb[nb >= 0]
+        nb = np.unique(nb)
+        fresh = nb[self._state[nb] == 0]
+        self._state[fresh] = 1
+        self._append(fresh)
+        self.neighbor_seconds += time.perf_counter() - t0
+        if self._n_labeled_in_buffer > max(1024, self._size // 4):
+            self.compact()
+        return len(fresh)
+
+    def block(self, positions) -> None:
+        """Positions that may never become candidates (held-out items); no neighbours added."""
+        positions = np.asarray(positions, dtype=np.int64)
+        was_candidate = self._state[positions] == 1
+        self._n_labeled_in_buffer += int(was_candidate.sum())
+        self._state[positions] = 2
+
+    def _append(self, fresh: np.ndarray) -> None:
+        m = len(fresh)
+        need = self._size + m
+        if need > len(self._pos):
+            cap = max(need, 2 * len(self._pos))
+            self._pos = np.resize(self._pos, cap)
+            grown = np.empty((cap, self._emb.shape[1]), dtype=np.float32)
+            grown[: self._size] = self._emb[: self._size]
+            self._emb = grown
+        self._pos[self._size : need] = fresh
+        self._emb[self._size : need] = self.embeddings[fresh]  # fresh is sorted: sequential reads
+        self._size = need
+
+    def compact(self) -> None:
+        """Drop buffer rows of items labeled since they became candidates."""
+        keep = self._state[self._pos[: self._size]] == 1
+        m = int(keep.sum())
+        self._pos[:m] = self._pos[: self._size][keep]
+        self._emb[:m] = self._emb[: self._size][keep]
+        self._size = m
+        self._n_labeled_in_buffer = 0
+
+    # -- views ---------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._size - self._n_labeled_in_buffer
+
+    def view(self):
+        """``(embeddings, positions, exclude)`` of the buffer: rows to score, their pool
+        positions, and a mask of rows labeled since they were added (not to be chosen)."""
+        pos = self._pos[: self._size]
+        return self._emb[: self._size], pos, self._state[pos] != 1
+
+    @property
+    def positions(self) -> np.ndarray:
+        emb, pos, exclude = self.view()
+        return np.sort(pos[~exclude])
+
+    def is_labeled(self, positions) -> np.ndarray:
+        return self._state[np.asarray(positions, dtype=np.int64)] == 2
+
+    def density_direction(self) -> np.ndarray:
+        """Mean unit vector of the current candidates (for density measured against C)."""
+        emb, pos, exclude = self.view()
+        u = normalize_rows(emb[~exclude]) if (~exclude).any() else np.zeros((1, emb.shape[1]), np.float32)
+        return u.mean(axis=0)
+
+    def neighbor_similarity(self, positions) -> np.ndarray:
+        """Mean cosine of each position to its graph neighbours that are still unlabeled."""
+        if self.graph is None:
+            raise ValidationError("neighbour density needs a kNN graph")
+        positions = np.asarray(positions, dtype=np.int64)
+        nb = np.asarray(self.graph.neighbors[positions][:, : self.k], dtype=np.int64)
+        sims = np.asarray(self.graph.similarities[positions][:, : self.k], dtype=np.float32)
+        ok = (nb >= 0) & (self._state[np.maximum(nb, 0)] != 2)
+        cnt = ok.sum(axis=1)
+        return np.where(cnt > 0, (sims * ok).sum(axis=1) / np.maximum(cnt, 1), 0.0).astype(np.float32)
+
+
+def build_or_load_graph(embeddings, embeddings_path, factory: str, k: int, *,
+                        progress: bool = False, save: bool = True) -> KNNGraph:
+    """Load the graph saved next to ``embeddings_path`` for (factory, k), or build and save it.
+    A saved graph with a larger k is reused."""
+    check_factory(factory)
+    X = check_embeddings(embeddings)
+    if embeddings_path is not None:
+        parent = Path(embeddings_path).parent
+        stem = Path(embeddings_path).stem
+        slug = factory.replace(",", "-")
+        for d in sorted(parent.glob(f"{stem}.knn-{slug}-k*")):
+            if d.is_dir() and (d / "graph.json").is_file():
+                meta = json.loads((d / "graph.json").read_text())
+                if meta.get("k", 0) >= k and meta.get("n") == X.shape[0] and meta.get("dim") == X.shape[1]:
+                    return KNNGraph.load(d, expect_n=X.shape[0])
+    graph = KNNGraph.build(X, k, factory, progress=progress)
+    if save and embeddings_path is not None:
+        try:
+            graph.save(graph_dir(embeddings_path, factory, k))
+        except OSError:
+            pass  # a read-only location: the graph is still used for this run
+    return graph

@@ -1,0 +1,249 @@
+"""Simulation harness: an oracle answers from ground-truth labels, a held-out test split
+measures the model after every round.
+
+Round 0 is the seed set. Round r >= 1 selects a batch (``select_seconds``, out of
+``candidates`` items), the oracle labels it, the model is refitted (``fit_seconds``) and
+evaluated on the test split: accuracy and macro-F1 always, average precision when the task is
+binary (``positive_class`` vs the rest). ``positives_found`` counts labeled pool positives
+(binary tasks); ``aulc`` is the area under the learning curve of the main metric (AP for binary,
+accuracy for multiclass) over the labeled count, normalised by its span (a mean metric value).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from sklearn.metrics import accuracy_score, average_precision_score, f1_score
+from sklearn.model_selection import train_test_split
+
+from datascout.exceptions import ValidationError
+from datascout.index import SimilarityIndex
+from datascout.io import atomic_write_bytes, atomic_write_text
+from datascout.loop import ActiveLearner
+from datascout.pool import check_embeddings
+from datascout.seals import CandidatePool, KNNGraph, build_or_load_graph
+from datascout.seeds import positives_negatives_seed, random_seed
+from datascout.strategies import STRATEGY_NAMES, make_strategy
+
+ROUND_KEYS = ("round", "labeled", "positives_found", "pool_positives", "candidates",
+              "select_seconds", "fit_seconds", "accuracy", "macro_f1", "average_precision")
+
+
+@dataclass
+class SimulationConfig:
+    strategy: str = "entropy"
+    positive_class: int | None = None
+    beta: float = 1.0
+    seals: bool = False
+    k: int = 100
+    index: str = "HNSW32"
+    graph: bool = True  # with SEALS: precomputed kNN graph (True) or on-the-fly index queries
+    density_reference: str = "pool"
+    initial_positives: int | None = None
+    initial_negatives: int | None = None
+    initial: int | None = None
+    batch_size: int = 100
+    rounds: int = 20
+    test_size: float = 0.2
+    seed: int = 0
+    n_members: int = 5
+    extra: dict = field(default_factory=dict)
+
+
+def validate_config(cfg: SimulationConfig, n_items: int, labels: np.ndarray) -> None:
+    if cfg.strategy not in STRATEGY_NAMES:
+        raise ValidationError(f"unknown strategy {cfg.strategy!r}: expected one of {', '.join(STRATEGY_NAMES)}")
+    if cfg.batch_size <= 0:
+        raise ValidationError(f"--batch-size must be > 0 but is {cfg.batch_size}")
+    if cfg.rounds < 0:
+        raise ValidationError(f"--rounds must be >= 0 but is {cfg.rounds}")
+    if not 0.0 < cfg.test_size < 1.0:
+        raise ValidationError(f"--test-size must be in (0, 1) but is {cfg.test_size}")
+    if cfg.k < 1:
+        raise ValidationError(f"--k must be >= 1 but is {cfg.k}")
+    if cfg.positive_class is not None and not (labels == cfg.positive_class).any():
+        present = np.unique(labels)
+        raise ValidationError(
+            f"positive class {cfg.positive_class} does not occur in the labels (classes present: "
+            f"{', '.join(map(str, present[:20]))}{' ...' if len(present) > 20 else ''})"
+        )
+    if (cfg.initial_positives is None) != (cfg.initial_negatives is None):
+        raise ValidationError("--initial-positives and --initial-negatives go together")
+    if cfg.initial_positives is not None and cfg.initial is not None:
+        raise ValidationError("give either --initial or --initial-positives/--initial-negatives, not both")
+    if cfg.initial_positives is not None and cfg.positive_class is None:
+        raise ValidationError("--initial-positives/--initial-negatives need --positive-class")
+    n_pool = int(round(n_items * (1 - cfg.test_size)))
+    seed_size = cfg.initial if cfg.initial is not None else (
+        (cfg.initial_positives or 0) + (cfg.initial_negatives or 0) or 100)
+    if seed_size <= 0:
+        raise ValidationError(f"the seed set must hold at least 1 item but holds {seed_size}")
+    if seed_size + cfg.batch_size * cfg.rounds > n_pool:
+        raise ValidationError(
+            f"seed {seed_size} + {cfg.rounds} rounds x batch {cfg.batch_size} = "
+            f"{seed_size + cfg.batch_size * cfg.rounds} labels, more than the pool's {n_pool} items"
+        )
+
+
+def simulate(embeddings, labels, config: SimulationConfig, *, embeddings_path=None,
+             graph: KNNGraph | None = None, progress=None) -> dict:
+    """Run one simulated campaign and return ``{"config", "rounds", "aulc", ...}``."""
+    cfg = config
+    X = check_embeddings(embeddings)
+    y_all = np.asarray(labels)
+    if y_all.ndim != 1 or len(y_all) != X.shape[0]:
+        raise ValidationError(f"labels has {len(y_all)} entries but embeddings has {X.shape[0]} rows")
+    if y_all.dtype.kind not in "iu":
+        raise ValidationError(f"labels must be integer class ids but have dtype {y_all.dtype}")
+    valid = np.flatnonzero(y_all >= 0)
+    validate_config(cfg, len(valid), y_all[valid])
+    binary = cfg.positive_class is not None
+    y_task = (y_all == cfg.positive_class).astype(np.int64) if binary else y_all.astype(np.int64)
+    n_classes = 2 if binary else int(y_all[valid].max()) + 1
+    if n_classes < 2:
+        raise ValidationError("the labels hold a single class: active learning needs at least 2")
+
+    rng = np.random.default_rng(cfg.seed)
+    strat = y_task[valid] if np.bincount(y_task[valid]).min(initial=2) >= 2 else None
+    pool_pos, test_pos = train_test_split(valid, test_size=cfg.test_size, random_state=cfg.seed,
+                                          stratify=strat)
+    pool_pos, test_pos = np.sort(pool_pos), np.sort(test_pos)
+    holdout = np.setdiff1d(np.arange(X.shape[0]), pool_pos, assume_unique=True)
+    X_test = np.asarray(X[test_pos], dtype=np.float32)
+    y_test = y_task[test_pos]
+
+    candidates = None
+    graph_info = None
+    if cfg.seals:
+        t0 = time.perf_counter()
+        if cfg.graph:
+            if graph is None:
+                graph = build_or_load_graph(X, embeddings_path, cfg.index, cfg.k)
+            candidates = CandidatePool(X, graph=graph, k=cfg.k)
+        else:
+            candidates = CandidatePool(X, index=SimilarityIndex(cfg.index).build(X), k=cfg.k)
+        graph_info = {"seconds": round(time.perf_counter() - t0, 3),
+                      **({"meta": graph.meta} if graph is not None else {})}
+
+    strategy = make_strategy(cfg.strategy, beta=cfg.beta, positive=1, n_members=cfg.n_members)
+    learner = ActiveLearner(X, n_classes, strategy, candidates=candidates,
+                            density_reference=cfg.density_reference, holdout=holdout,
+                            random_state=cfg.seed)
+
+    in_pool_y = y_task[pool_pos]
+    if cfg.initial_positives is not None:
+        seed_rel = positives_negatives_seed(in_pool_y, cfg.initial_positives, cfg.initial_negatives, rng)
+    else:
+        seed_rel = random_seed(len(pool_pos), cfg.initial if cfg.initial is not None else 100, rng)
+    seed = pool_pos[seed_rel]
+    learner.teach(seed, y_task[seed])
+    pool_positives = int(in_pool_y.sum()) if binary else None
+
+    rounds = []
+    for r in range(cfg.rounds + 1):
+        sel_s = cand = None
+        if r > 0:
+            t0 = time.perf_counter()
+            ids = learner.query(cfg.batch_size)
+            sel_s = time.perf_counter() - t0
+            cand = learner.last_query_["candidates"]
+            learner.teach(ids, y_task[ids])  # the oracle
+        t0 = time.perf_counter()
+        learner.fit()
+        fit_s = time.perf_counter() - t0
+        probs = learner.model_.predict_proba(X_test)
+        pred = probs.argmax(axis=1)
+        rec = {
+            "round": r,
+            "labeled": learner.n_labeled_,
+            "positives_found": int((learner.labels_ == 1).sum()) if binary else None,
+            "pool_positives": pool_positives,
+            "candidates": cand,
+            "select_seconds": None if sel_s is None else round(sel_s, 6),
+            "fit_seconds": round(fit_s, 6),
+            "accuracy": float(accuracy_score(y_test, pred)),
+            "macro_f1": float(f1_score(y_test, pred, average="macro", labels=np.arange(n_classes), zero_division=0)),
+            "average_precision": float(average_precision_score(y_test, probs[:, 1])) if binary else None,
+        }
+        rounds.append(rec)
+        if progress is not None:
+            progress(rec)
+
+    metric = "average_precision" if binary else "accuracy"
+    return {
+        "config": {**{k: v for k, v in asdict(cfg).items() if k != "extra"}, **cfg.extra},
+        "task": "binary" if binary else "multiclass",
+        "n_items": int(X.shape[0]), "n_pool": int(len(pool_pos)), "n_test": int(len(test_pos)),
+        "n_classes": n_classes,
+        "metric": metric,
+        "rounds": rounds,
+        "aulc": aulc([r["labeled"] for r in rounds], [r[metric] for r in rounds]),
+        "graph": graph_info,
+    }
+
+
+def aulc(labeled, values) -> float | None:
+    """Normalised area under a learning curve: trapezoid area / labeled span (a mean value)."""
+    x = np.asarray(labeled, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)
+    if len(x) < 2 or x[-1] == x[0]:
+        return float(v[0]) if len(v) else None
+    return float(np.trapezoid(v, x) / (x[-1] - x[0]))
+
+
+def rounds_csv(result: dict) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(ROUND_KEYS), extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in result["rounds"]:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in ROUND_KEYS})
+    return buf.getvalue()
+
+
+def plot_learning_curves(runs: dict[str, list[dict]], path, *, title: str = "") -> None:
+    """PNG of mean +- std learning curves; ``runs`` maps a label to a list of results (seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    metric = None
+    for label, results in runs.items():
+        metric = results[0]["metric"]
+        x = np.asarray([r["labeled"] for r in results[0]["rounds"]])
+        v = np.asarray([[r[metric] for r in res["rounds"]] for res in results], dtype=float)
+        mean, std = v.mean(axis=0), v.std(axis=0)
+        ax.plot(x, mean, label=label, lw=2)
+        if len(results) > 1:
+            ax.fill_between(x, mean - std, mean + std, alpha=0.18)
+    ax.set_xlabel("labeled items")
+    ax.set_ylabel((metric or "").replace("_", " "))
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_result(result: dict, out_json, *, plot: bool = True) -> list:
+    """Write ``run.json`` and, beside it, ``run.csv`` and ``run.png``. Returns the paths."""
+    from pathlib import Path
+
+    out_json = Path(out_json)
+    paths = [out_json, out_json.with_suffix(".csv")]
+    atomic_write_text(paths[1], rounds_csv(result))
+    if plot:
+        paths.append(out_json.with_suffix(".png"))
+        plot_learning_curves({result["config"]["strategy"] + (" (SEALS)" if result["config"]["seals"] else ""):
+                              [result]}, paths[2])
+    atomic_write_text(out_json, json.dumps(result, indent=2))
+    return paths
