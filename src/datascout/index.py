@@ -125,6 +125,12 @@ class SimilarityIndex:
 
     # -- searching -----------------------------------------------------------------------
 
+    @property
+    def exact_scores(self) -> bool:
+        """Whether the backend's own scores are exact cosines (it stores the unit vectors)."""
+        f = self.factory
+        return f == "Flat" or bool(re.match(r"^HNSW\d+(,Flat)?$", f)) or bool(re.match(r"^IVF\d+,Flat$", f))
+
     def _set_search_params(self, k: int) -> None:
         index = self.index_
         if hasattr(index, "hnsw"):
@@ -136,8 +142,9 @@ class SimilarityIndex:
         """The ``k`` nearest pool positions of each query: ``(similarities, positions)``, both
         (n_queries, k), best first; -1 / -inf pads rows where fewer than k were found.
 
-        With ``exact_embeddings`` (the pool), similarities are recomputed exactly (cosine) for the
-        returned positions and each row re-sorted.
+        With ``exact_embeddings`` (the pool), similarities of a lossy backend (PQ, SQ, LSH) are
+        recomputed exactly (cosine) for the returned positions and each row re-sorted; backends
+        that store the unit vectors already return exact cosines and skip that read.
         """
         self._check_built()
         Q = np.asarray(queries)
@@ -154,7 +161,7 @@ class SimilarityIndex:
         Qn = normalize_rows(Q)
         dist, pos = self.index_.search(Qn, k_eff)
         pos = pos.astype(np.int64)
-        if exact_embeddings is not None:
+        if exact_embeddings is not None and not self.exact_scores:
             sims = exact_cosine(Qn, exact_embeddings, pos)
         elif self.factory.startswith("LSH"):
             sims = np.where(pos >= 0, -dist.astype(np.float32), -np.inf)
@@ -180,17 +187,28 @@ class SimilarityIndex:
         faiss.write_index(self.index_, str(tmp))
         tmp.replace(path)
         meta = {"factory": self.factory, "dim": self.dim_, "ntotal": self.ntotal_,
-                "ef_search": self.ef_search, "nprobe": self.nprobe}
-        path.with_name(path.name + ".json").write_text(json.dumps(meta))
+                "ef_search": self.ef_search, "ef_construction": self.ef_construction,
+                "nprobe": self.nprobe, "train_size": self.train_size,
+                "random_state": self.random_state}
+        mtmp = path.with_name(path.name + ".json.tmp")
+        mtmp.write_text(json.dumps(meta))
+        mtmp.replace(path.with_name(path.name + ".json"))
 
     @classmethod
     def load(cls, path) -> "SimilarityIndex":
         path = Path(path)
         if not path.is_file():
             raise ValidationError(f"expected an index file at {str(path)!r} but none exists")
-        meta = json.loads(path.with_name(path.name + ".json").read_text())
-        self = cls(meta["factory"], ef_search=meta["ef_search"], nprobe=meta["nprobe"])
+        meta_path = path.with_name(path.name + ".json")
+        if not meta_path.is_file():
+            raise ValidationError(f"expected the index description {str(meta_path)!r} beside the index but none exists")
+        meta = json.loads(meta_path.read_text())
+        self = cls(meta["factory"], ef_search=meta["ef_search"], nprobe=meta["nprobe"],
+                   ef_construction=meta.get("ef_construction", 80),
+                   train_size=meta.get("train_size", 100_000), random_state=meta.get("random_state", 0))
         self.index_ = _faiss().read_index(str(path))
+        if self.index_.d != meta["dim"]:
+            raise IndexMismatchError(f"the index file has {self.index_.d} dimensions but its description says {meta['dim']}")
         self.dim_ = meta["dim"]
         self.ntotal_ = int(self.index_.ntotal)
         return self
@@ -222,6 +240,12 @@ def recall_at_k(approx_positions: np.ndarray, exact_positions: np.ndarray) -> fl
     e = np.asarray(exact_positions)
     if a.shape != e.shape:
         raise ValidationError(f"approximate results have shape {a.shape} but exact ones {e.shape}")
-    hits = sum(len(np.intersect1d(ai[ai >= 0], ei[ei >= 0])) for ai, ei in zip(a, e))
+    if a.ndim != 2:
+        raise ValidationError(f"positions must be 2-D (queries x k) but have shape {a.shape}")
+    # per row: an exact neighbour is found when it also occurs among the approximate ones; with
+    # both rows free of duplicates, that is an adjacent equal pair in the sorted concatenation
+    both = np.concatenate([np.where(a >= 0, a, -1), np.where(e >= 0, e, -2)], axis=1).astype(np.int64)
+    both.sort(axis=1)
+    hits = int(((both[:, 1:] == both[:, :-1]) & (both[:, 1:] >= 0)).sum())
     total = int((e >= 0).sum())
     return hits / total if total else 1.0

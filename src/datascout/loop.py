@@ -73,6 +73,9 @@ class ActiveLearner:
             raise ValidationError(
                 f"density_reference must be one of {DENSITY_REFERENCES} but is {density_reference!r}"
             )
+        if density_reference == "neighbors" and candidates is not None and candidates.graph is None:
+            raise ValidationError(
+                "density_reference='neighbors' needs a kNN graph but the candidate pool queries an index on the fly")
         self.candidates = candidates
         self.density_reference = density_reference
         self.rng = np.random.default_rng(random_state)

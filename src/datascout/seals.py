@@ -51,57 +51,97 @@ class KNNGraph:
 
     @classmethod
     def build(cls, embeddings, k: int = 100, index: SimilarityIndex | str = "HNSW32", *,
-              batch_rows: int = 8192, progress: bool = False) -> "KNNGraph":
+              batch_rows: int = 4096, progress: bool = False, out_dir=None) -> "KNNGraph":
         """Build the index (if a factory string is given) and query every item's k+1 neighbours
-        in batches, dropping the item itself."""
+        in batches of ``batch_rows``, dropping the item itself.
+
+        With ``out_dir`` the two arrays are written straight into ``.npy`` files there (memory
+        stays bounded by one batch, not N x k) and the returned graph is memory-mapped from them.
+        """
         X = check_embeddings(embeddings)
         n = X.shape[0]
         if not 1 <= k < n:
             raise ValidationError(f"k must be in 1..{n - 1} for a pool of {n} items but is {k}")
+        if batch_rows < 1:
+            raise ValidationError(f"batch_rows must be >= 1 but is {batch_rows}")
         t0 = time.perf_counter()
         if isinstance(index, str):
-            index = SimilarityIndex(check_factory(index)).build(X)
+            bar = _progress(n, "index  ") if progress else None
+            index = SimilarityIndex(check_factory(index)).build(X, progress=bar)
+            if bar is not None:
+                bar(0, done=True)
         if index.ntotal_ != n:
             raise IndexMismatchError(f"the index holds {index.ntotal_} items but the pool has {n}")
+        if index.dim_ != X.shape[1]:
+            raise IndexMismatchError(
+                f"embeddings has {X.shape[1]} columns but the index was built with {index.dim_}")
         t_index = time.perf_counter() - t0
         dtype = np.int32 if n < 2**31 else np.int64
-        neighbors = np.empty((n, k), dtype=dtype)
-        sims = np.empty((n, k), dtype=np.float32)
+        tmp = None
+        if out_dir is not None:
+            out_dir = Path(out_dir)
+            tmp = out_dir.with_name(out_dir.name + ".tmp")
+            _remove_dir(tmp)
+            tmp.mkdir(parents=True)
+            neighbors = np.lib.format.open_memmap(tmp / "neighbors.npy", mode="w+", dtype=dtype, shape=(n, k))
+            sims = np.lib.format.open_memmap(tmp / "similarities.npy", mode="w+", dtype=np.float32, shape=(n, k))
+        else:
+            neighbors = np.empty((n, k), dtype=dtype)
+            sims = np.empty((n, k), dtype=np.float32)
         bar = _progress(n, "kNN graph") if progress else None
-        for rows in iter_row_chunks(n, batch_rows):
-            q = np.asarray(X[rows])
-            s, p = index.search(q, k + 1, exact_embeddings=X)
-            s, p = _drop_self(s, p, np.arange(rows.start, rows.stop), k)
-            neighbors[rows] = p
-            sims[rows] = s
+        t1 = time.perf_counter()
+        try:
+            for rows in iter_row_chunks(n, batch_rows):
+                q = np.asarray(X[rows])
+                s, p = index.search(q, k + 1, exact_embeddings=X)
+                s, p = _drop_self(s, p, np.arange(rows.start, rows.stop), k)
+                neighbors[rows] = p
+                sims[rows] = s
+                if bar is not None:
+                    bar(rows.stop - rows.start)
+        except BaseException:
+            if tmp is not None:
+                del neighbors, sims
+                _remove_dir(tmp)
+            raise
+        finally:
             if bar is not None:
-                bar(rows.stop - rows.start)
-        if bar is not None:
-            bar(0, done=True)
-        meta = {"index": index.factory, "k": k, "n": n, "dim": X.shape[1],
+                bar(0, done=True)
+        meta = {"version": 1, "index": index.factory, "k": k, "n": n, "dim": X.shape[1],
+                "fingerprint": fingerprint(X),
                 "index_seconds": round(t_index, 3),
-                "graph_seconds": round(time.perf_counter() - t0 - t_index, 3)}
-        return cls(neighbors, sims, meta)
+                "graph_seconds": round(time.perf_counter() - t1, 3)}
+        if tmp is None:
+            return cls(neighbors, sims, meta)
+        neighbors.flush()
+        sims.flush()
+        del neighbors, sims
+        (tmp / "graph.json").write_text(json.dumps(meta, indent=2))
+        _remove_dir(out_dir)
+        tmp.rename(out_dir)
+        return cls.load(out_dir)
 
     def save(self, directory) -> Path:
         """Write ``neighbors.npy``, ``similarities.npy`` and ``graph.json``; atomic per directory."""
         directory = Path(directory)
         tmp = directory.with_name(directory.name + ".tmp")
-        tmp.mkdir(parents=True, exist_ok=True)
-        np.save(tmp / "neighbors.npy", self.neighbors)
-        np.save(tmp / "similarities.npy", self.similarities)
-        (tmp / "graph.json").write_text(json.dumps(self.meta, indent=2))
-        if directory.exists():
-            for f in directory.iterdir():
-                f.unlink()
-            directory.rmdir()
+        _remove_dir(tmp)
+        tmp.mkdir(parents=True)
+        try:
+            np.save(tmp / "neighbors.npy", self.neighbors)
+            np.save(tmp / "similarities.npy", self.similarities)
+            (tmp / "graph.json").write_text(json.dumps(self.meta, indent=2))
+        except BaseException:
+            _remove_dir(tmp)
+            raise
+        _remove_dir(directory)
         tmp.rename(directory)
         return directory
 
     @classmethod
     def load(cls, directory, *, mmap: bool = True, expect_n: int | None = None) -> "KNNGraph":
         directory = Path(directory)
-        if not (directory / "neighbors.npy").is_file():
+        if not (directory / "neighbors.npy").is_file() or not (directory / "graph.json").is_file():
             raise ValidationError(f"expected a kNN graph in {str(directory)!r} but none exists")
         mode = "r" if mmap else None
         g = cls(np.load(directory / "neighbors.npy", mmap_mode=mode),
@@ -110,6 +150,25 @@ class KNNGraph:
         if expect_n is not None and len(g) != expect_n:
             raise IndexMismatchError(f"the kNN graph has {len(g)} rows but the pool has {expect_n} items")
         return g
+
+
+def fingerprint(X, n_rows: int = 64) -> str:
+    """A cheap content hash of an (N, d) array: its shape, dtype and 64 evenly spread rows, so a
+    graph saved for other embeddings of the same shape is not reused by mistake."""
+    import hashlib
+
+    n = X.shape[0]
+    rows = np.unique(np.linspace(0, n - 1, num=min(n, n_rows)).astype(np.int64))
+    h = hashlib.sha256(f"{X.shape}|{np.dtype(X.dtype).str}".encode())
+    h.update(np.ascontiguousarray(np.asarray(X[rows])).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _remove_dir(directory: Path) -> None:
+    if directory.is_dir():
+        for f in directory.iterdir():
+            f.unlink()
+        directory.rmdir()
 
 
 def _drop_self(sims, pos, self_pos, k):
@@ -178,8 +237,8 @@ class CandidatePool:
     def add_labeled(self, positions) -> int:
         """Record newly labeled pool positions: drop them from C and add their neighbours.
         Returns how many new candidates were added."""
-        positions = np.unique(np.asarray(positions, dtype=np.int64))
         t0 = time.perf_counter()
+        positions = self._check_positions(positions)
         newly = positions[self._state[positions] != 2]
         was_candidate = self._state[newly] == 1
         self._n_labeled_in_buffer += int(was_candidate.sum())
@@ -202,10 +261,19 @@ class CandidatePool:
 
     def block(self, positions) -> None:
         """Positions that may never become candidates (held-out items); no neighbours added."""
-        positions = np.asarray(positions, dtype=np.int64)
+        positions = self._check_positions(positions)
         was_candidate = self._state[positions] == 1
         self._n_labeled_in_buffer += int(was_candidate.sum())
         self._state[positions] = 2
+
+    def _check_positions(self, positions) -> np.ndarray:
+        """Sorted unique int64 pool positions; raises on one outside 0..N-1."""
+        positions = np.unique(np.asarray(positions, dtype=np.int64).reshape(-1))
+        n = len(self._state)
+        if len(positions) and (positions[0] < 0 or positions[-1] >= n):
+            bad = positions[0] if positions[0] < 0 else positions[-1]
+            raise ValidationError(f"pool position {int(bad)} is out of range: expected 0..{n - 1}")
+        return positions
 
     def _append(self, fresh: np.ndarray) -> None:
         m = len(fresh)
@@ -266,25 +334,49 @@ class CandidatePool:
         return np.where(cnt > 0, (sims * ok).sum(axis=1) / np.maximum(cnt, 1), 0.0).astype(np.float32)
 
 
+def find_graph(embeddings, embeddings_path, factory: str, k: int) -> Path | None:
+    """A saved graph beside ``embeddings_path`` for ``factory`` with at least ``k`` neighbours
+    whose size, dimension and fingerprint match ``embeddings`` (the smallest such k)."""
+    if embeddings_path is None:
+        return None
+    X = embeddings
+    parent = Path(embeddings_path).parent
+    stem = Path(embeddings_path).stem
+    slug = factory.replace(",", "-")
+    found = []
+    fp = None
+    for d in parent.glob(f"{stem}.knn-{slug}-k*"):
+        if not (d.is_dir() and (d / "graph.json").is_file() and (d / "neighbors.npy").is_file()):
+            continue
+        try:
+            meta = json.loads((d / "graph.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if meta.get("index") != factory or meta.get("k", 0) < k:
+            continue
+        if meta.get("n") != X.shape[0] or meta.get("dim") != X.shape[1]:
+            continue
+        fp = fp or fingerprint(X)
+        if meta.get("fingerprint") != fp:
+            continue
+        found.append((meta["k"], d))
+    return min(found)[1] if found else None
+
+
 def build_or_load_graph(embeddings, embeddings_path, factory: str, k: int, *,
-                        progress: bool = False, save: bool = True) -> KNNGraph:
-    """Load the graph saved next to ``embeddings_path`` for (factory, k), or build and save it.
-    A saved graph with a larger k is reused."""
+                        progress: bool = False, save: bool = True,
+                        batch_rows: int = 4096) -> KNNGraph:
+    """Load the graph saved next to ``embeddings_path`` for (factory, k), or build and save it
+    (memory-mapped while it is written). A saved graph with a larger k is reused."""
     check_factory(factory)
     X = check_embeddings(embeddings)
-    if embeddings_path is not None:
-        parent = Path(embeddings_path).parent
-        stem = Path(embeddings_path).stem
-        slug = factory.replace(",", "-")
-        for d in sorted(parent.glob(f"{stem}.knn-{slug}-k*")):
-            if d.is_dir() and (d / "graph.json").is_file():
-                meta = json.loads((d / "graph.json").read_text())
-                if meta.get("k", 0) >= k and meta.get("n") == X.shape[0] and meta.get("dim") == X.shape[1]:
-                    return KNNGraph.load(d, expect_n=X.shape[0])
-    graph = KNNGraph.build(X, k, factory, progress=progress)
+    found = find_graph(X, embeddings_path, factory, k)
+    if found is not None:
+        return KNNGraph.load(found, expect_n=X.shape[0])
     if save and embeddings_path is not None:
+        target = graph_dir(embeddings_path, factory, k)
         try:
-            graph.save(graph_dir(embeddings_path, factory, k))
+            return KNNGraph.build(X, k, factory, progress=progress, batch_rows=batch_rows, out_dir=target)
         except OSError:
-            pass  # a read-only location: the graph is still used for this run
-    return graph
+            pass  # a read-only location: build in memory, still used for this run
+    return KNNGraph.build(X, k, factory, progress=progress, batch_rows=batch_rows)
