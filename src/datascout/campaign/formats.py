@@ -1,0 +1,199 @@
+"""Import and export in the formats people use (CSV, JSONL, Label Studio task JSON), and the
+campaign's statistics."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from datascout.exceptions import ValidationError
+
+EXPORT_FORMATS = ("csv", "jsonl", "label-studio")
+
+
+def _latest_answers(con):
+    """Latest answer of each annotator for each item: rows (pos, id, annotator, class, time, source)."""
+    return con.execute(
+        """SELECT l.pos, i.id, l.annotator, l.class, l.time, l.source FROM labels l
+           JOIN (SELECT MAX(label_id) AS m FROM labels GROUP BY pos, annotator) last ON l.label_id = last.m
+           JOIN items i ON i.pos = l.pos ORDER BY l.pos, l.label_id""").fetchall()
+
+
+def read_label_file(path) -> list[tuple]:
+    """``[(item id, class name or None, annotator or None)]`` from CSV (columns ``id``, ``label``,
+    optional ``annotator``), JSONL (``{"id", "label"}``) or a Label Studio export (``.json``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValidationError(f"expected a labels file at {str(path)!r} but none exists")
+    suffix = path.suffix.lower()
+    rows = []
+    if suffix == ".csv":
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames is None or not {"id", "label"} <= set(reader.fieldnames):
+                raise ValidationError(f"{path.name} must have columns id and label but has {reader.fieldnames}")
+            for r in reader:
+                lab = r["label"]
+                rows.append((r["id"], lab if lab != "" else None, r.get("annotator") or None))
+    elif suffix == ".jsonl":
+        with open(path, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValidationError(f"{path.name} line {lineno}: expected JSON: {exc.msg}") from None
+                if not isinstance(obj, dict) or "id" not in obj or "label" not in obj:
+                    raise ValidationError(f"{path.name} line {lineno}: expected an object with id and label")
+                rows.append((str(obj["id"]), obj["label"], obj.get("annotator")))
+    elif suffix == ".json":
+        try:
+            tasks = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValidationError(f"{path.name}: expected Label Studio task JSON: {exc.msg}") from None
+        if not isinstance(tasks, list):
+            raise ValidationError(f"{path.name}: expected a list of Label Studio tasks but got {type(tasks).__name__}")
+        for t in tasks:
+            data = t.get("data", {}) if isinstance(t, dict) else {}
+            item_id = data.get("item_id", data.get("id"))
+            if item_id is None:
+                raise ValidationError(f"{path.name}: a task has no data.item_id")
+            for ann in t.get("annotations", []):
+                choices = [r["value"]["choices"][0] for r in ann.get("result", [])
+                           if r.get("type") == "choices" and r.get("value", {}).get("choices")]
+                if not choices:
+                    continue
+                who = ann.get("completed_by")
+                who = who if isinstance(who, str) else (who.get("email") if isinstance(who, dict) else None)
+                rows.append((str(item_id), choices[0], who))
+    else:
+        raise ValidationError(f"unsupported labels file {path.name!r}: expected .csv, .jsonl or .json (Label Studio)")
+    for r in rows:
+        if r[1] is not None and not isinstance(r[1], str):
+            raise ValidationError(f"{path.name}: label of item {r[0]!r} must be a class name but is {r[1]!r}")
+    if not rows:
+        raise ValidationError(f"{path.name} holds no labels")
+    return rows
+
+
+def export(camp, fmt: str) -> str:
+    if fmt not in EXPORT_FORMATS:
+        raise ValidationError(f"unknown export format {fmt!r}: expected one of {', '.join(EXPORT_FORMATS)}")
+    con = camp.con
+    classes = camp.classes
+    pos, y = camp.resolved_labels(con)
+    resolved = dict(zip(pos.tolist(), y.tolist()))
+    answers: dict[int, list] = {}
+    for p, item_id, who, c, t, src in _latest_answers(con):
+        answers.setdefault(p, []).append({"annotator": who, "label": None if c is None else classes[c],
+                                          "time": t, "source": src})
+    ids = dict(con.execute("SELECT pos, id FROM items WHERE pos IN (SELECT pos FROM labels)").fetchall())
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["id", "label", "n_answers", "agreement"])
+        for p in sorted(resolved):
+            got = [a["label"] for a in answers[p] if a["label"] is not None]
+            w.writerow([ids[p], classes[resolved[p]], len(got), f"{got.count(classes[resolved[p]]) / len(got):.3f}"])
+        return buf.getvalue()
+    if fmt == "jsonl":
+        return "".join(json.dumps({"id": ids[p], "label": classes[resolved[p]], "answers": answers[p]}) + "\n"
+                       for p in sorted(resolved))
+    return json.dumps(_label_studio(camp, resolved, answers), indent=1)
+
+
+def _label_studio(camp, resolved: dict, answers: dict) -> list:
+    """Label Studio tasks for every selected or labeled item, with the annotations and the current
+    model's predictions as pre-annotations."""
+    from datascout.models import FittedModel, default_model
+
+    con = camp.con
+    classes = camp.classes
+    rows = con.execute("""SELECT pos, id, kind, payload FROM items
+                          WHERE pos IN (SELECT pos FROM selections UNION SELECT pos FROM labels)
+                          ORDER BY pos""").fetchall()
+    proba = None
+    if rows and len(set(resolved.values())) >= 2:
+        X, _ = camp.embeddings()
+        lp = np.asarray(sorted(resolved), dtype=np.int64)
+        model = FittedModel(default_model(0), len(classes)).fit(
+            np.asarray(X[lp], dtype=np.float32), np.asarray([resolved[p] for p in lp.tolist()]))
+        proba = model.predict_proba(np.asarray(X[np.asarray([r[0] for r in rows])], dtype=np.float32))
+    version = f"datascout-round-{camp.current_round()}"
+    tasks = []
+    for i, (p, item_id, kind, payload) in enumerate(rows):
+        to_name = "text" if kind == "text" else "image"
+        data = {"item_id": item_id}
+        data[to_name] = payload if kind == "text" else f"/api/items/{item_id}/image"
+
+        def choice(label):
+            return [{"from_name": "label", "to_name": to_name, "type": "choices", "value": {"choices": [label]}}]
+
+        task = {"id": p + 1, "data": data,
+                "annotations": [{"completed_by": a["annotator"], "result": choice(a["label"]),
+                                 "was_cancelled": False}
+                                for a in answers.get(p, []) if a["label"] is not None],
+                "predictions": []}
+        if proba is not None:
+            c = int(proba[i].argmax())
+            task["predictions"].append({"model_version": version, "score": float(proba[i, c]),
+                                        "result": choice(classes[c])})
+        tasks.append(task)
+    return tasks
+
+
+def stats(camp) -> dict:
+    con = camp.con
+    classes = camp.classes
+    cfg = camp.config
+    pos, y = camp.resolved_labels(con)
+    counts = np.bincount(y, minlength=len(classes)) if len(y) else np.zeros(len(classes), np.int64)
+    total, skips, items_answered = con.execute(
+        "SELECT COUNT(*), COALESCE(SUM(class IS NULL), 0), COUNT(DISTINCT pos) FROM labels").fetchone()
+    relabels = con.execute("""SELECT COALESCE(SUM(n - 1), 0) FROM
+                              (SELECT COUNT(*) AS n FROM labels GROUP BY pos, annotator)""").fetchone()[0]
+    latest = [r for r in _latest_answers(con) if r[3] is not None]
+    by_item: dict[str, dict] = {}
+    for p, item_id, who, c, t, src in latest:
+        by_item.setdefault(item_id, {})[who] = classes[c]
+    disagreements = [{"id": i, "answers": a} for i, a in by_item.items() if len(set(a.values())) > 1]
+    annotators = [{"name": n, "answers": int(a), "skips": int(s), "last": t} for n, a, s, t in con.execute(
+        """SELECT annotator, SUM(class IS NOT NULL), SUM(class IS NULL), MAX(time) FROM labels
+           GROUP BY annotator ORDER BY annotator""")]
+    rounds = []
+    for r, strategy, settings, metrics, created in con.execute(
+            "SELECT round, strategy, settings, metrics, created FROM rounds ORDER BY round"):
+        m = json.loads(metrics)
+        prog = camp.round_progress(r, con)
+        labeled_in_round = con.execute("SELECT COUNT(DISTINCT pos) FROM labels WHERE round = ? AND class IS NOT NULL",
+                                       (r,)).fetchone()[0]
+        positives = None
+        if cfg["positive_class"] is not None:
+            positives = con.execute(
+                """SELECT COUNT(DISTINCT l.pos) FROM labels l WHERE l.round = ? AND l.class = 1""", (r,)).fetchone()[0]
+        rounds.append({"round": r, "strategy": strategy, "settings": json.loads(settings),
+                       "selected": prog["selected"], "answered": prog["done"], "labeled": int(labeled_in_round),
+                       "positives": positives, "labels_before": m["n_labels"], "cv": m["cv"], "created": created})
+    curve = [{"n_labels": r["labels_before"], **(r["cv"] or {})} for r in rounds if r["cv"]]
+    return {
+        "classes": classes,
+        "positive_class": cfg["positive_class"],
+        "strategy": cfg["strategy"],
+        "progress": camp.round_progress(),
+        "selecting": camp.selecting,
+        "last_error": camp.last_error_,
+        "labels": {"answers": int(total - skips), "skips": int(skips), "items_answered": int(items_answered),
+                   "items_labeled": int(len(pos)), "relabels": int(relabels), "items_total": cfg["n_items"]},
+        "class_counts": {c: int(n) for c, n in zip(classes, counts)},
+        "positives_found": int(counts[1]) if cfg["positive_class"] is not None else None,
+        "annotators": annotators,
+        "disagreements": {"items": len(disagreements), "examples": disagreements[:20]},
+        "rounds": rounds,
+        "learning_curve": curve,
+        "model": rounds[-1]["cv"] if rounds else None,
+    }
