@@ -1,0 +1,179 @@
+"""``datascout campaign ...`` (init, status, import, export, next) and ``datascout serve DIR``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from datascout.cli import command
+from datascout.exceptions import ValidationError
+from datascout.io import atomic_write_text
+from datascout.strategies import STRATEGY_NAMES
+
+INIT_EXAMPLE = ("datascout campaign init camp/ --embeddings fortunes.npy --items items.jsonl "
+                "--classes funny,wise,other --batch-size 20")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("campaign", help="A persistent labeling campaign (SQLite) run in rounds.",
+                       description="A persistent labeling campaign (SQLite) run in rounds.",
+                       epilog=f"Example:\n  {INIT_EXAMPLE}\n  datascout serve camp/",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    csub = p.add_subparsers(dest="campaign_command", metavar="ACTION", parser_class=sub._parser_class)
+
+    c = command(csub, "init", "Create a campaign directory and select its first batch.", INIT_EXAMPLE, run_init)
+    c.add_argument("dir", help="campaign directory (created)")
+    c.add_argument("--embeddings", required=True, help=".npy (memory-mapped), .npz or .parquet, one row per item")
+    c.add_argument("--items", required=True, help='JSONL, one {"id", "text"} or {"id", "image"} per embeddings row')
+    g = c.add_mutually_exclusive_group(required=True)
+    g.add_argument("--classes", help="comma-separated class names (keys 1-9 follow this order)")
+    g.add_argument("--positive-class", help="rare-concept search: NAME vs everything else")
+    c.add_argument("--strategy", choices=STRATEGY_NAMES, default=None,
+                   help="default: entropy, or most-likely-positive with --positive-class")
+    c.add_argument("--batch-size", type=int, default=20, help="items per round")
+    c.add_argument("--k", type=int, default=30, help="SEALS neighbours per labeled item")
+    c.add_argument("--index", default="HNSW32", help="faiss factory string for the kNN graph")
+    c.add_argument("--lease-seconds", type=float, default=600.0, help="how long an item stays leased to one annotator")
+    c.add_argument("--labels-per-item", type=int, default=1, help="distinct annotators asked for each item")
+    c.add_argument("--seed-labels", help="labels that already exist (CSV id,label / JSONL / Label Studio JSON)")
+    q = c.add_mutually_exclusive_group()
+    q.add_argument("--like", metavar="ITEM_ID", help="first round: the items most similar to this item")
+    q.add_argument("--query-embedding", metavar="FILE.npy",
+                   help="first round: the items most similar to this vector (e.g. an embedded text or image)")
+    c.add_argument("--random-state", type=int, default=0)
+
+    c = command(csub, "status", "Rounds, labels, class counts, positives and the model's CV quality.",
+                "datascout campaign status camp/", run_status)
+    c.add_argument("dir")
+    c.add_argument("--json", action="store_true", help="print the full statistics as JSON")
+
+    c = command(csub, "import", "Import existing labels (CSV id,label[,annotator] / JSONL / Label Studio JSON).",
+                "datascout campaign import camp/ labels.csv --annotator alice", run_import)
+    c.add_argument("dir")
+    c.add_argument("file")
+    c.add_argument("--annotator", default="import", help="who gave labels that name no annotator")
+
+    c = command(csub, "export", "Export labels as CSV, JSONL or Label Studio tasks with predictions.",
+                "datascout campaign export camp/ --format label-studio --out tasks.json", run_export)
+    c.add_argument("dir")
+    c.add_argument("--format", choices=["csv", "jsonl", "label-studio"], default="jsonl")
+    c.add_argument("--out", required=True, help="output file (written atomically)")
+
+    c = command(csub, "next", "Retrain and select the next round now, if the current one is fully answered.",
+                "datascout campaign next camp/", run_next)
+    c.add_argument("dir")
+
+    s = command(sub, "serve", "Serve the labeling web page and JSON API of a campaign.",
+                "datascout serve camp/ --port 8000   (then open http://127.0.0.1:8000)", run_serve)
+    s.add_argument("dir")
+    s.add_argument("--host", default="127.0.0.1", help="beyond loopback needs --token or $DATASCOUT_TOKEN")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--token", default=None, help="required on every API call (default: $DATASCOUT_TOKEN)")
+    s.add_argument("--log-level", default="warning")
+
+
+def _open(directory):
+    from datascout.campaign import Campaign
+
+    if not Path(directory).is_dir():
+        raise ValidationError(f"expected a campaign directory at {str(directory)!r} but none exists")
+    return Campaign(directory)
+
+
+def run_init(args) -> int:
+    from datascout.campaign import Campaign
+
+    query = None
+    if args.query_embedding:
+        from datascout.io import load_embeddings
+
+        q, _ = load_embeddings(args.query_embedding)
+        query = np.asarray(q, dtype=np.float32).reshape(-1)
+    camp = Campaign.create(
+        args.dir, embeddings=args.embeddings, items=args.items,
+        classes=args.classes.split(",") if args.classes else None, positive_class=args.positive_class,
+        strategy=args.strategy, batch_size=args.batch_size, k=args.k, index=args.index,
+        lease_seconds=args.lease_seconds, labels_per_item=args.labels_per_item,
+        random_state=args.random_state, seed_labels=args.seed_labels, like=args.like, query_embedding=query)
+    prog = camp.round_progress()
+    print(f"campaign in {args.dir}: {camp.config['n_items']} items, classes {', '.join(camp.classes)}; "
+          f"round {prog['round']} has {prog['selected']} items to label. Next: datascout serve {args.dir}")
+    return 0
+
+
+def run_status(args) -> int:
+    from datascout.campaign.metrics import cv_quality
+
+    camp = _open(args.dir)
+    s = camp.stats()
+    pos, y = camp.resolved_labels()
+    if len(pos):
+        X, _ = camp.embeddings()
+        order = np.argsort(pos)
+        now = cv_quality(np.asarray(X[pos[order]], dtype=np.float32), y[order], len(camp.classes),
+                         positive=1 if s["positive_class"] is not None else None,
+                         random_state=camp.config["random_state"])
+    else:
+        now = {"n_labels": 0, "cv": None}
+    s["model_now"] = now
+    if args.json:
+        print(json.dumps(s, indent=2))
+        return 0
+    p, lab = s["progress"], s["labels"]
+    print(f"round {p['round']}: {p['done']}/{p['selected']} answered  ({len(s['rounds'])} rounds, strategy {s['strategy']})")
+    print(f"labels: {lab['answers']} answers on {lab['items_labeled']} items, {lab['skips']} skips, "
+          f"{lab['relabels']} relabels, {s['disagreements']['items']} items with disagreement")
+    print("classes: " + ", ".join(f"{c}={n}" for c, n in s["class_counts"].items()))
+    if s["positives_found"] is not None:
+        print(f"positives found: {s['positives_found']}")
+    cv = now["cv"]
+    if cv is None:
+        print(f"model: not enough labels for cross-validation yet ({now['n_labels']} labels)")
+    else:
+        extra = f", average precision {cv['average_precision']:.3f}" if "average_precision" in cv else ""
+        print(f"model ({cv['folds']}-fold CV on {now['n_labels']} labels): accuracy {cv['accuracy']:.3f}, "
+              f"macro-F1 {cv['macro_f1']:.3f}{extra}")
+    for r in s["rounds"]:
+        q = "" if r["cv"] is None else f"  CV macro-F1 {r['cv']['macro_f1']:.3f}"
+        print(f"  round {r['round']:>3} {r['strategy']:<22} {r['answered']:>4}/{r['selected']:<4} answered"
+              f"  labels before {r['labels_before']}{q}")
+    return 0
+
+
+def run_import(args) -> int:
+    camp = _open(args.dir)
+    n = camp.import_labels(args.file, annotator=args.annotator)
+    print(f"imported {n} labels into {args.dir}")
+    return 0
+
+
+def run_export(args) -> int:
+    camp = _open(args.dir)
+    text = camp.export(args.format)
+    atomic_write_text(args.out, text)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def run_next(args) -> int:
+    camp = _open(args.dir)
+    if not camp.maybe_advance(background=False):
+        p = camp.round_progress()
+        raise ValidationError(f"round {p['round']} is not fully answered yet: {p['done']} of {p['selected']}")
+    p = camp.round_progress()
+    print(f"round {p['round']} selected: {p['selected']} items")
+    return 0
+
+
+def run_serve(args) -> int:
+    from datascout.server import TOKEN_ENV, serve
+
+    _open(args.dir).close()
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    print(f"datascout: serving {args.dir} on http://{args.host}:{args.port}  (API docs at /docs)", flush=True)
+    serve(args.dir, host=args.host, port=args.port, token=token, log_level=args.log_level)
+    return 0
