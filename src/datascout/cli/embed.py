@@ -1,0 +1,106 @@
+"""``datascout embed text|images|vectors``: turn raw inputs into a pool folder, resumably."""
+
+from __future__ import annotations
+
+import argparse
+
+from datascout.cli import command
+
+TEXT_EXAMPLE = "datascout embed text quotes.csv --id-column id --text-column text --out pool/"
+IMAGES_EXAMPLE = "datascout embed images photos/ --labels-from-folders --image-size 112 --out pool/"
+VECTORS_EXAMPLE = "datascout embed vectors vectors.parquet --id-column id --vector-column embedding --out pool/"
+
+
+def _common(p, kind: str) -> None:
+    p.add_argument("--out", required=True, help="pool folder (embeddings.npy, ids.npy, manifest.json, ...)")
+    p.add_argument("--dtype", choices=("float32", "float16"), default="float32")
+    if kind == "vectors":
+        p.add_argument("--normalize", action="store_true", help="L2-normalise the vectors")
+    else:
+        p.add_argument("--no-normalize", action="store_true", help="do not L2-normalise the vectors")
+        p.add_argument("--batch-size", type=int, default=64, help="items per forward pass")
+        p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="items per written chunk (the unit of resumption)")
+    p.add_argument("--overwrite", action="store_true", help="replace a pool made with other settings")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("embed", help="Embed text, images or vectors into a pool folder (offline, resumable).",
+                       description="Embed text, images or vectors into a pool folder (offline, resumable). "
+                                   "Run the same command again after an interruption to resume.",
+                       epilog=f"Example:\n  {TEXT_EXAMPLE}",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    inner = p.add_subparsers(dest="embed_command", metavar="KIND", parser_class=type(p))
+    t = command(inner, "text", "Embed texts from CSV / JSONL / Parquet or a plain text file "
+                "(one item a line, ids = line numbers from 1).", TEXT_EXAMPLE, run_text)
+    t.add_argument("input", help=".csv, .jsonl, .parquet or a text file")
+    t.add_argument("--id-column", default="id")
+    t.add_argument("--text-column", default="text")
+    t.add_argument("--format", choices=("csv", "jsonl", "parquet", "txt"), default=None,
+                   help="input format (default: from the file's suffix; anything else is plain text)")
+    t.add_argument("--model", default=None,
+                   help="a local sentence-transformers folder (default: bundled all-MiniLM-L6-v2)")
+    t.add_argument("--backend", choices=("torch", "int8"), default="torch",
+                   help="int8: dynamically quantised Linear layers (see docs/benchmarks.md)")
+    _common(t, "text")
+    i = command(inner, "images", "Embed images from a folder tree (ids = relative paths) or a list file.",
+                IMAGES_EXAMPLE, run_images)
+    i.add_argument("input", help="a folder of images, or a file with one image path a line")
+    i.add_argument("--labels-from-folders", action="store_true",
+                   help="class = first-level sub-folder name (writes labels.npy, classes.json)")
+    i.add_argument("--model", default="efficientnet-lite0",
+                   help="efficientnet-lite0 (default) or torchvision:ARCH with --weights")
+    i.add_argument("--weights", default=None, help="local weights file")
+    i.add_argument("--image-size", type=int, default=112, help="pixels per side (default 112)")
+    _common(i, "images")
+    v = command(inner, "vectors", "Validate precomputed vectors (.npy, .npz, Parquet) into a pool folder.",
+                VECTORS_EXAMPLE, run_vectors)
+    v.add_argument("input", help=".npy, .npz or .parquet")
+    v.add_argument("--id-column", default="id")
+    v.add_argument("--vector-column", default="embedding")
+    _common(v, "vectors")
+
+
+def _finish(out) -> int:
+    from datascout.embed import load_pool_dir
+
+    m = load_pool_dir(out).manifest
+    print(f"wrote {m['count']} x {m['dimension']} {m['dtype']} ({m['model']}, {m['skipped']} skipped) to {out}")
+    return 0
+
+
+def run_text(args) -> int:
+    from datascout.embed import TextEmbedder, TextSource, embed_to_dir, set_threads
+
+    source = TextSource(args.input, id_column=args.id_column, text_column=args.text_column,
+                        format=args.format).open()
+    embedder = TextEmbedder(model=args.model, batch_size=args.batch_size, backend=args.backend).load()
+    set_threads(args.threads)
+    embed_to_dir(source, embedder, args.out, dtype=args.dtype, normalize=not args.no_normalize,
+                 chunk_size=args.chunk_size or 2048, progress=not args.quiet, overwrite=args.overwrite)
+    return _finish(args.out)
+
+
+def run_images(args) -> int:
+    from datascout.embed import ImageEmbedder, ImageSource, embed_to_dir, set_threads
+
+    source = ImageSource(args.input, labels_from_folders=args.labels_from_folders,
+                         image_size=args.image_size).open()
+    embedder = ImageEmbedder(model=args.model, image_size=args.image_size, batch_size=args.batch_size,
+                             weights=args.weights).load()
+    set_threads(args.threads)
+    embed_to_dir(source, embedder, args.out, dtype=args.dtype, normalize=not args.no_normalize,
+                 chunk_size=args.chunk_size or 512, progress=not args.quiet, overwrite=args.overwrite)
+    return _finish(args.out)
+
+
+def run_vectors(args) -> int:
+    from datascout.embed import VectorSource, embed_to_dir
+
+    source = VectorSource(args.input, id_column=args.id_column, vector_column=args.vector_column).open()
+    embed_to_dir(source, None, args.out, dtype=args.dtype, normalize=args.normalize,
+                 chunk_size=args.chunk_size or 65536, progress=not args.quiet, overwrite=args.overwrite)
+    return _finish(args.out)
