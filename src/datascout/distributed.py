@@ -1,0 +1,458 @@
+"""Scale-out over Ray: index build, kNN graph and full-pool scoring over the shards of a pool.
+
+Everything here runs on Ray (the ``[ray]`` extra), never on a home-made engine; Ray is imported
+only when a function here is called, and without it :func:`require_ray` says what to install.
+
+* :func:`build_index`: train the index once on a sample (the same sample a single-machine
+  :meth:`SimilarityIndex.build` draws), add every shard in a parallel Ray task, and merge the
+  shard indexes with faiss's own ``merge_from`` in shard order. For ``Flat``, ``IVF*`` and
+  ``PQ`` / ``LSH`` factories the merged index is the one a single process would have built
+  (byte for byte). HNSW graphs cannot be merged: build those in one process and hand the index
+  to :func:`build_graph`.
+* :func:`build_graph`: the kNN graph computed shard by shard (row blocks) in parallel Ray
+  tasks, each writing its rows straight into the graph's ``.npy`` files; the result has the
+  layout and positions of :meth:`datascout.seals.KNNGraph.build` and equals it up to ties.
+* :func:`score_top_b`: a pure scoring function mapped over shards; each shard returns only the
+  items that can still be in the global top b (its own b best plus everything tied with its
+  b-th), and the driver merges them with :func:`datascout.strategies.top_b`. The merged
+  selection is exactly the single-machine one, random tie-breaking included.
+
+Tasks read shards through :class:`~datascout.shards.ShardedArray` (which pickles as its path):
+on a multi-machine cluster the shard directory and the graph's output folder must be on
+storage every worker sees (NFS, a mounted bucket).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from datascout.exceptions import DatascoutError, MissingDependencyError, ValidationError
+from datascout.index import SimilarityIndex, _faiss, check_factory, normalize_rows
+from datascout.pool import iter_row_chunks
+from datascout.shards import ShardedArray
+
+RAY_HINT = "pip install 'datascout[ray]'"
+
+
+# --------------------------------------------------------------------------- Ray session
+
+
+def require_ray():
+    """The ``ray`` module, or a :class:`MissingDependencyError` saying what to install."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise MissingDependencyError(f"--ray needs Ray, which is not installed: {RAY_HINT}") from exc
+    return ray
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None):
+    """Connect to the Ray cluster at ``address`` (``"auto"`` or ``"ray://host:10001"``), or start
+    a local one with ``num_cpus`` CPUs. An existing session in this process is reused."""
+    ray = require_ray()
+    if ray.is_initialized():
+        return ray
+    if num_cpus is not None and int(num_cpus) < 1:
+        raise ValidationError(f"num_cpus must be >= 1 but is {num_cpus}")
+    kwargs = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=num_cpus, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = f"the Ray cluster at {address!r}" if address else "a local Ray cluster"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatascoutError(f"cannot connect to {where}: {first}") from exc
+    return ray
+
+
+@functools.lru_cache(maxsize=None)
+def _remote(fn_name: str):
+    """The Ray remote version of a task function of this module (made once per process)."""
+    ray = require_ray()
+    return ray.remote(num_cpus=1)(globals()[fn_name])
+
+
+def _as_view(pool) -> ShardedArray:
+    if isinstance(pool, ShardedArray):
+        return pool
+    if isinstance(pool, (str, os.PathLike)):
+        return ShardedArray(pool)
+    raise ValidationError(
+        f"a distributed run needs a shard directory (or ShardedArray) but received {type(pool).__name__}")
+
+
+def _row_blocks(view: ShardedArray, num_tasks: int | None) -> list[tuple[int, int]]:
+    """(start, stop) row blocks: one per shard, each shard split further when ``num_tasks``
+    asks for more blocks than there are shards (blocks never cross a shard boundary)."""
+    n_sh = view.num_shards
+    per = 1 if not num_tasks or num_tasks <= n_sh else -(-int(num_tasks) // n_sh)
+    blocks = []
+    for s in range(n_sh):
+        lo, hi = view.shard_range(s)
+        edges = np.linspace(lo, hi, min(per, max(1, hi - lo)) + 1).round().astype(np.int64)
+        blocks += [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+    return blocks
+
+
+# --------------------------------------------------------------------------- index
+
+
+def _serialize(index) -> np.ndarray:
+    return _faiss().serialize_index(index)
+
+
+def _deserialize(blob):
+    return _faiss().deserialize_index(np.asarray(blob, dtype=np.uint8))
+
+
+def _task_add_rows(trained_blob, view: ShardedArray, start: int, stop: int, chunk_rows: int):
+    """Ray task: add rows ``start..stop`` to a copy of the trained (empty) index."""
+    index = _deserialize(trained_blob)
+    for rows in iter_row_chunks(stop - start, chunk_rows):
+        index.add(normalize_rows(view[start + rows.start: start + rows.stop]))
+    return _serialize(index)
+
+
+def train_index(view, factory: str, *, train_size: int = 100_000, random_state=0,
+                ef_construction: int = 80):
+    """An empty, trained faiss index: the rows a single-machine build would sample, normalised."""
+    faiss = _faiss()
+    n, d = view.shape
+    metric = faiss.METRIC_L2 if factory.startswith("LSH") else faiss.METRIC_INNER_PRODUCT
+    index = faiss.index_factory(d, factory, metric)
+    if hasattr(index, "hnsw"):
+        index.hnsw.efConstruction = ef_construction
+    if not index.is_trained:
+        rng = np.random.default_rng(random_state)
+        m = min(n, train_size)
+        sample = np.sort(rng.choice(n, size=m, replace=False))
+        nlist = getattr(faiss.extract_index_ivf(index), "nlist", 0) if "IVF" in factory else 0
+        if nlist and m < nlist:
+            raise ValidationError(f"index {factory!r} needs at least {nlist} training rows but the pool has {n}")
+        index.train(normalize_rows(view[sample]))
+    return index
+
+
+def build_index(pool, factory: str = "IVF1024,Flat", *, train_size: int = 100_000,
+                random_state=0, nprobe: int = 16, ef_search: int | None = None,
+                num_tasks: int | None = None, chunk_rows: int = 65536,
+                timings: dict | None = None) -> SimilarityIndex:
+    """Build a :class:`SimilarityIndex` over a shard directory with Ray (see the module notes).
+
+    ``num_tasks`` splits shards into more add tasks (default: one per shard); ``timings``, when
+    given, receives the seconds spent in ``train``, ``add`` (parallel tasks) and ``merge``.
+    """
+    check_factory(factory)
+    if factory.startswith("HNSW"):
+        raise ValidationError(
+            f"index {factory!r} cannot be built over shards (faiss cannot merge HNSW graphs): "
+            "expected Flat, IVF*, PQ* or LSH; build HNSW in one process, then build the graph with Ray")
+    view = _as_view(pool)
+    ray = init_ray()
+    t0 = time.perf_counter()
+    trained = train_index(view, factory, train_size=train_size, random_state=random_state)
+    blob = _serialize(trained)
+    blob_ref = ray.put(blob)
+    t1 = time.perf_counter()
+    add = _remote("_task_add_rows")
+    refs = [add.remote(blob_ref, view, lo, hi, chunk_rows) for lo, hi in _row_blocks(view, num_tasks)]
+    parts = ray.get(refs)
+    t2 = time.perf_counter()
+    faiss = _faiss()
+    merged = _deserialize(blob)  # the same concrete type as the parts (faiss merges only those)
+    del trained
+    is_ivf = faiss.try_extract_index_ivf(merged) is not None
+    for ref, blob in zip(refs, parts):
+        part = _deserialize(blob)
+        try:
+            merged.merge_from(part, int(merged.ntotal) if is_ivf else 0)
+        except RuntimeError as exc:
+            raise ValidationError(
+                f"index {factory!r} cannot be merged across shards ({str(exc).splitlines()[0]}): "
+                "expected Flat, IVF*, PQ* or LSH") from exc
+        del part
+    del parts, refs
+    t3 = time.perf_counter()
+    if merged.ntotal != view.shape[0]:  # a bug, not a user's mistake
+        raise RuntimeError(f"merged index holds {merged.ntotal} items but the pool has {view.shape[0]}")
+    out = SimilarityIndex(factory, ef_search=ef_search, nprobe=nprobe, train_size=train_size,
+                          random_state=random_state)
+    out.index_ = merged
+    out.dim_ = view.shape[1]
+    out.ntotal_ = int(merged.ntotal)
+    if timings is not None:
+        timings.update(train=t1 - t0, add=t2 - t1, merge=t3 - t2)
+    return out
+
+
+# --------------------------------------------------------------------------- kNN graph
+
+
+def _index_state(index: SimilarityIndex) -> dict:
+    return {"factory": index.factory, "ef_search": index.ef_search, "nprobe": index.nprobe,
+            "dim": index.dim_}
+
+
+def _restore_index(blob, state: dict) -> SimilarityIndex:
+    idx = SimilarityIndex(state["factory"], ef_search=state["ef_search"], nprobe=state["nprobe"])
+    idx.index_ = _deserialize(blob)
+    idx.dim_ = state["dim"]
+    idx.ntotal_ = int(idx.index_.ntotal)
+    return idx
+
+
+def _drop_self(sims, pos, self_pos, k):
+    """Drop each query's own position from its row (the last column when it is absent)."""
+    order = np.argsort(pos == self_pos[:, None], axis=1, kind="stable")
+    return (np.take_along_axis(sims, order, axis=1)[:, :k],
+            np.take_along_axis(pos, order, axis=1)[:, :k])
+
+
+def _task_graph_rows(index_blob, state, view: ShardedArray, start: int, stop: int, k: int,
+                     out_dir: str, batch_rows: int) -> int:
+    """Ray task: the k nearest neighbours of rows ``start..stop``, written into the graph's
+    memory-mapped ``.npy`` files at those rows."""
+    index = _restore_index(index_blob, state)
+    neighbors = np.load(Path(out_dir) / "neighbors.npy", mmap_mode="r+")
+    sims = np.load(Path(out_dir) / "similarities.npy", mmap_mode="r+")
+    for rows in iter_row_chunks(stop - start, batch_rows):
+        lo, hi = start + rows.start, start + rows.stop
+        s, p = index.search(view[lo:hi], k + 1, exact_embeddings=view)
+        s, p = _drop_self(s, p, np.arange(lo, hi), k)
+        neighbors[lo:hi] = p
+        sims[lo:hi] = s
+    neighbors.flush()
+    sims.flush()
+    return stop - start
+
+
+def build_graph(pool, index: SimilarityIndex, k: int, out_dir, *, num_tasks: int | None = None,
+                batch_rows: int = 4096, timings: dict | None = None):
+    """Compute the kNN graph of a shard directory with Ray and save it in ``out_dir`` (the
+    layout of :meth:`KNNGraph.save`); returns the memory-mapped :class:`KNNGraph`.
+
+    The directory appears whole or not at all: tasks write into ``out_dir.tmp``, renamed at the end.
+    """
+    from datascout.seals import KNNGraph
+
+    view = _as_view(pool)
+    n, d = view.shape
+    if not 1 <= k < n:
+        raise ValidationError(f"k must be in 1..{n - 1} for a pool of {n} items but is {k}")
+    if index.ntotal_ != n:
+        raise ValidationError(f"the index holds {index.ntotal_} items but the pool has {n}")
+    if index.dim_ != d:
+        raise ValidationError(f"embeddings has {d} columns but the index was built with {index.dim_}")
+    ray = init_ray()
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    t0 = time.perf_counter()
+    try:
+        dtype = np.int32 if n < 2**31 else np.int64
+        for name, dt in (("neighbors.npy", dtype), ("similarities.npy", np.float32)):
+            mm = np.lib.format.open_memmap(tmp / name, mode="w+", dtype=dt, shape=(n, k))
+            del mm
+        blob_ref = ray.put(_serialize(index.index_))
+        task = _remote("_task_graph_rows")
+        refs = [task.remote(blob_ref, _index_state(index), view, lo, hi, int(k), str(tmp), batch_rows)
+                for lo, hi in _row_blocks(view, num_tasks)]
+        done = sum(ray.get(refs))
+        if done != n:  # a bug, not a user's mistake
+            raise RuntimeError(f"graph tasks covered {done} rows of {n}")
+        meta = {"version": 1, "index": index.factory, "k": int(k), "n": n, "dim": d,
+                "graph_seconds": round(time.perf_counter() - t0, 3), "distributed": "ray",
+                "tasks": len(refs)}
+        try:
+            from datascout.seals import fingerprint
+        except ImportError:  # older seals module without graph fingerprints
+            fingerprint = None
+        if fingerprint is not None:
+            meta["fingerprint"] = fingerprint(view)
+        (tmp / "graph.json").write_text(json.dumps(meta, indent=2))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    if timings is not None:
+        timings.update(graph=time.perf_counter() - t0)
+    return KNNGraph.load(out_dir, expect_n=n)
+
+
+# --------------------------------------------------------------------------- scoring
+
+SHARD_STRATEGIES = ("entropy", "margin", "least_confidence", "most_likely_positive",
+                    "information_density")
+
+
+class ShardScorer:
+    """A picklable pure scoring function of embeddings: ``model.predict_proba`` then a score of
+    :mod:`datascout.strategies` (higher = query first), in chunks.
+
+    Parameters
+    ----------
+    model : fitted model with ``predict_proba`` (e.g. :class:`~datascout.models.FittedModel`)
+    strategy : one of :data:`SHARD_STRATEGIES`
+    beta : information density exponent
+    positive : the positive class (most_likely_positive)
+    direction : mean unit vector of the reference pool (information_density; see
+        :func:`unit_mean`)
+    """
+
+    def __init__(self, model, strategy: str = "entropy", *, beta: float = 1.0, positive: int = 1,
+                 direction=None, chunk_rows: int = 65536):
+        self.model = model
+        self.strategy = strategy
+        self.beta = beta
+        self.positive = positive
+        self.direction = direction
+        self.chunk_rows = chunk_rows
+
+    def check(self) -> "ShardScorer":
+        if self.strategy not in SHARD_STRATEGIES:
+            raise ValidationError(
+                f"strategy {self.strategy!r} cannot be scored over shards: expected one of {SHARD_STRATEGIES}")
+        if self.strategy == "information_density" and self.direction is None:
+            raise ValidationError("information_density over shards needs direction= (see unit_mean)")
+        return self
+
+    def __call__(self, X) -> np.ndarray:
+        from datascout import strategies as st
+
+        n = X.shape[0]
+        out = np.empty(n, dtype=np.float64)
+        for rows in iter_row_chunks(n, self.chunk_rows):
+            x = np.asarray(X[rows], dtype=np.float32)
+            p = self.model.predict_proba(x)
+            if self.strategy == "entropy":
+                s = st.entropy(p)
+            elif self.strategy == "margin":
+                s = st.margin(p)
+            elif self.strategy == "least_confidence":
+                s = st.least_confidence(p)
+            elif self.strategy == "most_likely_positive":
+                s = st.most_likely_positive(p, self.positive)
+            else:
+                sim = st.cosine_to_direction(x, self.direction)
+                s = st.information_density(p, sim, self.beta)
+            out[rows] = s
+        return out
+
+
+def shard_candidates(scores: np.ndarray, offset: int, b: int, exclude=None):
+    """The items of one shard that can be in the global top ``b``: every score >= the shard's
+    b-th best (ties included). Returns ``(global positions ascending, scores)``; NaN and
+    excluded positions count as -inf, as in :func:`~datascout.strategies.top_b`."""
+    s = np.where(np.isnan(scores), -np.inf, np.asarray(scores, dtype=np.float64))
+    if exclude is not None and len(exclude):
+        local = np.asarray(exclude, dtype=np.int64) - offset
+        local = local[(local >= 0) & (local < len(s))]
+        s[local] = -np.inf
+    if len(s) <= b:
+        keep = np.arange(len(s))
+    else:
+        t = np.partition(s, len(s) - b)[len(s) - b]
+        keep = np.flatnonzero(s >= t)
+    return keep.astype(np.int64) + offset, s[keep]
+
+
+def merge_candidates(parts, b: int, rng: np.random.Generator):
+    """Merge shard candidates (in shard order) into the global top ``b``: ``(positions, scores)``
+    best first, identical to :func:`top_b` over the whole pool with the same ``rng`` state."""
+    from datascout.strategies import top_b
+
+    pos = np.concatenate([p for p, _ in parts])
+    sc = np.concatenate([s for _, s in parts])
+    order = np.argsort(pos, kind="stable")  # position order, as top_b over the pool sees them
+    pos, sc = pos[order], sc[order]
+    pick = top_b(sc, b, rng)
+    return pos[pick], sc[pick]
+
+
+def _task_score_rows(scorer: ShardScorer, view: ShardedArray, start: int, stop: int, b: int, exclude):
+    return shard_candidates(scorer(view[start:stop] if stop - start <= scorer.chunk_rows
+                                   else _RowRange(view, start, stop)), start, b, exclude)
+
+
+class _RowRange:
+    """Rows start..stop of a view, read lazily chunk by chunk (for a scorer)."""
+
+    def __init__(self, view, start, stop):
+        self.view, self.start, self.stop = view, start, stop
+        self.shape = (stop - start, view.shape[1])
+
+    def __getitem__(self, rows: slice):
+        return self.view[self.start + rows.start: self.start + rows.stop]
+
+
+def score_top_b(pool, scorer: ShardScorer, b: int, *, random_state=None, exclude=None,
+                num_tasks: int | None = None, timings: dict | None = None):
+    """Score every item of a shard directory with Ray and return the global top ``b``:
+    ``(positions, scores)`` best first, ties broken at random exactly as
+    ``top_b(scorer(whole pool), b, np.random.default_rng(random_state))`` would.
+    ``exclude`` (pool positions, e.g. the labeled items) are never chosen unless b exceeds the rest.
+    """
+    scorer.check()
+    view = _as_view(pool)
+    n = view.shape[0]
+    if not 0 < b <= n:
+        raise ValidationError(f"batch size must be in 1..{n} but is {b}")
+    ex = None if exclude is None else np.unique(np.asarray(exclude, dtype=np.int64))
+    ray = init_ray()
+    t0 = time.perf_counter()
+    scorer_ref = ray.put(scorer)
+    ex_ref = ray.put(ex)
+    task = _remote("_task_score_rows")
+    refs = [task.remote(scorer_ref, view, lo, hi, int(b), ex_ref) for lo, hi in _row_blocks(view, num_tasks)]
+    parts = ray.get(refs)
+    rng = random_state if isinstance(random_state, np.random.Generator) else np.random.default_rng(random_state)
+    out = merge_candidates(parts, b, rng)
+    if timings is not None:
+        timings.update(score=time.perf_counter() - t0,
+                       candidates=int(sum(len(p) for p, _ in parts)))
+    return out
+
+
+def _task_unit_sum(view: ShardedArray, start: int, stop: int, exclude):
+    total = np.zeros(view.shape[1], dtype=np.float64)
+    count = 0
+    ex = None if exclude is None else exclude[(exclude >= start) & (exclude < stop)]
+    for rows in iter_row_chunks(stop - start):
+        lo, hi = start + rows.start, start + rows.stop
+        u = normalize_rows(view[lo:hi])
+        if ex is not None and len(ex):
+            e = ex[(ex >= lo) & (ex < hi)] - lo
+            u[e] = 0.0
+            count -= len(e)
+        total += u.sum(axis=0, dtype=np.float64)
+        count += hi - lo
+    return total, count
+
+
+def unit_mean(pool, *, exclude=None, num_tasks: int | None = None) -> np.ndarray:
+    """Mean unit vector of the pool (minus ``exclude``), summed per shard with Ray: the
+    ``direction`` of information density (mean cosine to a set = ``z_unit . unit_mean``)."""
+    view = _as_view(pool)
+    ex = None if exclude is None else np.unique(np.asarray(exclude, dtype=np.int64))
+    ray = init_ray()
+    task = _remote("_task_unit_sum")
+    ex_ref = ray.put(ex)
+    parts = ray.get([task.remote(view, lo, hi, ex_ref) for lo, hi in _row_blocks(view, num_tasks)])
+    total = sum(p[0] for p in parts)
+    count = sum(p[1] for p in parts)
+    if count == 0:
+        raise ValidationError("every item is excluded: no pool left to average")
+    return (total / count).astype(np.float32)
