@@ -39,8 +39,15 @@ def load_embeddings(path, *, mmap: bool = True, id_column: str = "id",
     * ``.npz``: the array ``embeddings`` (or the only array), and ``ids`` when present.
     * ``.parquet``: an id column and a vector column (a list of floats per row).
 
+    * a shard directory (``manifest.json`` + shards, see :mod:`datascout.shards`): a read-only
+      view over the shards, as if they were one array (memory-mapped, never copied whole).
+
     Returns ``(embeddings, ids)``; ``ids`` is ``None`` when the file has none.
     """
+    if Path(path).is_dir() and (Path(path) / "manifest.json").is_file():
+        from datascout.shards import open_shards
+
+        return open_shards(path)
     path = _require_file(path)
     suffix = path.suffix.lower()
     if suffix == ".npy":
