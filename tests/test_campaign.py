@@ -1,0 +1,213 @@
+"""The campaign (data engine) on real SQLite: schema, leases, labels, rounds, import/export, CLI."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+
+import numpy as np
+import pytest
+
+from datascout.campaign import SCHEMA_VERSION, Campaign, ConflictError, NotFoundError, connect
+from datascout.campaign.schema import MIGRATIONS
+from datascout.cli import main
+from datascout.exceptions import DatascoutError, LabelingError
+from test_campaign_support import fortunes_items, make_campaign, write_inputs
+
+
+def n_labels(camp) -> int:
+    return camp.con.execute("SELECT COUNT(*) FROM labels").fetchone()[0]
+
+
+def test_schema_is_wal_versioned_and_migrates_forward(tmp_path):
+    camp, _ = make_campaign(tmp_path)
+    con = camp.con
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    # a version-1 database (before leases existed) is migrated on open, data kept
+    old = tmp_path / "old.db"
+    raw = sqlite3.connect(old)
+    raw.executescript(MIGRATIONS[0] + "; PRAGMA user_version=1;")
+    raw.execute("INSERT INTO items VALUES (0, 'a', 'text', 'hello')")
+    raw.commit()
+    raw.close()
+    con2 = connect(old)
+    assert con2.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert con2.execute("SELECT payload FROM items").fetchone()[0] == "hello"
+    con2.execute("INSERT INTO annotators VALUES ('x', 0)")
+    con2.execute("INSERT INTO leases VALUES (0, 'x', 1.0, 0)")  # the new table exists
+    raw = sqlite3.connect(old)
+    raw.execute("PRAGMA user_version=99")
+    raw.commit()
+    raw.close()
+    with pytest.raises(DatascoutError, match="schema version 99"):
+        connect(old)
+
+
+def test_leases_are_exclusive_and_wrong_lease_changes_nothing(tmp_path):
+    camp, truth = make_campaign(tmp_path)
+    a = [it["id"] for it in camp.lease_batch("alice", 5)["items"]]
+    b = [it["id"] for it in camp.lease_batch("bob", 5)["items"]]
+    assert len(a) == 5 and len(b) == 5 and not set(a) & set(b)
+    assert [it["id"] for it in camp.lease_batch("alice", 5)["items"]] == a  # same lease again
+    with pytest.raises(ConflictError, match="not leased to annotator 'bob'"):
+        camp.submit("bob", [(b[0], truth[b[0]]), (a[0], truth[a[0]])])
+    with pytest.raises(LabelingError, match="unknown class 'nope'"):
+        camp.submit("alice", [(a[0], truth[a[0]]), (a[1], "nope")])
+    with pytest.raises(NotFoundError):
+        camp.submit("alice", [("no-such-item", truth[a[0]])])
+    assert n_labels(camp) == 0
+    # 12 selected, 10 leased: carol gets the 2 free ones only
+    assert len(camp.lease_batch("carol", 10)["items"]) == 2
+    # alice's lease expires: her items go to dave; her late answers are still kept
+    camp.con.execute("UPDATE leases SET expires = ? WHERE annotator = 'alice'", (time.time() - 1,))
+    d = [it["id"] for it in camp.lease_batch("dave", 10)["items"]]
+    assert sorted(d) == sorted(a)
+    other = next(c for c in camp.classes if c != truth[a[0]])
+    camp.submit("dave", [(a[0], other)])
+    camp.submit("alice", [(a[0], truth[a[0]])])
+    rows = camp.con.execute("SELECT annotator FROM labels l JOIN items i ON i.pos = l.pos WHERE i.id = ?",
+                            (a[0],)).fetchall()
+    assert sorted(r[0] for r in rows) == ["alice", "dave"]
+    s = camp.stats()
+    assert s["disagreements"]["items"] == 1
+    assert s["disagreements"]["examples"][0]["answers"] == {"alice": truth[a[0]], "dave": other}
+
+
+def test_resolved_label_is_majority_then_latest_and_relabels_are_history(tmp_path):
+    camp, _ = make_campaign(tmp_path, labels_per_item=3)
+    ids = [it["id"] for it in camp.lease_batch("a1", 2)["items"]]
+    for who in ("a2", "a3"):
+        assert [it["id"] for it in camp.lease_batch(who, 2)["items"]] == ids
+    x, z = camp.classes[0], camp.classes[1]
+    camp.submit("a1", [(ids[0], x), (ids[1], x)])
+    camp.submit("a2", [(ids[0], z), (ids[1], z)])
+    camp.submit("a3", [(ids[0], z)])          # item 0: z wins 2 votes to 1
+    camp.submit("a1", [(ids[1], z)])          # relabel: a1 now says z
+    camp.submit("a1", [(ids[1], x)])          # and back to x: tie x/z -> latest answer (x)
+    pos, y = camp.resolved_labels()
+    got = dict(zip(camp.con.execute(f"SELECT id FROM items WHERE pos IN ({pos[0]}, {pos[1]}) ORDER BY pos")
+                   .fetchall(), y))
+    got = {k[0]: camp.classes[v] for k, v in got.items()}
+    assert got == {ids[0]: z, ids[1]: x} if camp.positions([ids[0]])[0] < camp.positions([ids[1]])[0] \
+        else got == {ids[1]: x, ids[0]: z}
+    s = camp.stats()
+    assert s["labels"]["relabels"] == 2 and s["labels"]["answers"] == 7
+
+
+def test_rounds_retrain_in_background_select_seals_candidates_never_twice(tmp_path):
+    from datascout.seals import KNNGraph  # noqa: F401  (the graph the campaign reuses)
+
+    camp, truth = make_campaign(tmp_path)
+    selected_before = set()
+    for rnd in range(3):
+        assert camp.current_round() == rnd
+        items = camp.lease_batch("alice", 100)["items"]
+        assert len(items) == 12
+        ids = [it["id"] for it in items]
+        assert not set(ids) & selected_before
+        selected_before |= set(ids)
+        camp.submit("alice", [(i, None if k == 0 else truth[i]) for k, i in enumerate(ids)])  # one skip
+        camp.wait_idle(60)
+        assert camp.last_error_ is None
+    assert camp.current_round() == 3
+    sel = camp.con.execute("SELECT pos FROM selections").fetchall()
+    assert len(sel) == len({p for (p,) in sel}) == 48
+    # round 3 was chosen among the labeled items' kNN-graph neighbours (SEALS), by entropy
+    graph = camp.graph()
+    labeled = [p for (p,) in camp.con.execute("SELECT DISTINCT pos FROM labels WHERE class IS NOT NULL")]
+    neighbours = set(np.asarray(graph.neighbors[labeled][:, :camp.config["k"]]).ravel().tolist())
+    r3 = [p for (p,) in camp.con.execute("SELECT pos FROM selections WHERE round = 3")]
+    assert set(r3) <= neighbours
+    s = camp.stats()
+    assert [r["strategy"] for r in s["rounds"]] == ["random", "entropy", "entropy", "entropy"]
+    assert s["labels"]["skips"] == 3 and s["labels"]["items_labeled"] == 33
+    assert s["rounds"][3]["labels_before"] == 33
+    assert s["model"]["accuracy"] > 0.8  # well-separated classes
+
+
+def test_export_import_round_trip_all_formats(tmp_path):
+    camp, truth = make_campaign(tmp_path / "one")
+    ids = [it["id"] for it in camp.lease_batch("alice", 100)["items"]]
+    camp.submit("alice", [(i, truth[i]) for i in ids])
+    camp.wait_idle(60)
+    expected = {i: truth[i] for i in ids}
+    csv_text = camp.export("csv")
+    assert csv_text.splitlines()[0] == "id,label,n_answers,agreement"
+    assert {r.split(",")[0]: r.split(",")[1] for r in csv_text.splitlines()[1:]} == expected
+    jl = [json.loads(line) for line in camp.export("jsonl").splitlines()]
+    assert {o["id"]: o["label"] for o in jl} == expected
+    assert all(o["answers"][0]["annotator"] == "alice" for o in jl)
+    tasks = json.loads(camp.export("label-studio"))
+    assert len(tasks) == 24  # the 12 labeled + the 12 of the next round
+    by_id = {t["data"]["item_id"]: t for t in tasks}
+    for i in ids:
+        ann = by_id[i]["annotations"][0]["result"][0]
+        assert ann["value"]["choices"] == [truth[i]] and ann["to_name"] == "text"
+        assert by_id[i]["data"]["text"]
+    preds = [t["predictions"][0] for t in tasks]
+    assert all(p["result"][0]["value"]["choices"][0] in camp.classes and 0 < p["score"] <= 1 for p in preds)
+    # each format imports back into a fresh campaign with the same labels
+    for fmt, ext in (("csv", "csv"), ("jsonl", "jsonl"), ("label-studio", "json")):
+        f = tmp_path / f"labels.{ext}"
+        f.write_text(camp.export(fmt))
+        fresh, _ = make_campaign(tmp_path / fmt, seed_labels=f)
+        pos, y = fresh.resolved_labels()
+        ids_at = dict(fresh.con.execute("SELECT pos, id FROM items").fetchall())
+        assert {ids_at[p]: fresh.classes[c] for p, c in zip(pos.tolist(), y.tolist())} == expected
+        # the seeded campaign's first round is model-chosen from the seed's neighbours
+        assert fresh.stats()["rounds"][0]["strategy"] == "entropy"
+        assert not set(ids) & {it["id"] for it in fresh.lease_batch("x", 100)["items"]}
+
+
+def test_positive_class_campaign_starts_from_a_like_query(tmp_path):
+    items, X, y, classes = fortunes_items()
+    emb, items_path = write_inputs(tmp_path, items, X)
+    camp = Campaign.create(tmp_path / "camp", embeddings=emb, items=items_path, positive_class="art",
+                           batch_size=8, k=10, like=items[-1]["id"])
+    assert camp.classes == ["not art", "art"] and camp.config["strategy"] == "most-likely-positive"
+    U = X / np.linalg.norm(X, axis=1, keepdims=True)
+    exact = np.argsort(-(U @ U[-1]), kind="stable")[:8]
+    got = [p for (p,) in camp.con.execute("SELECT pos FROM selections WHERE round = 0 ORDER BY rank")]
+    assert got == exact.tolist()
+    ids = [it["id"] for it in camp.lease_batch("a", 8)["items"]]
+    camp.submit("a", [(i, "art" if i.startswith("art:") else "not art") for i in ids])
+    assert camp.stats()["positives_found"] == sum(i.startswith("art:") for i in ids) == 8
+
+
+def test_cli_init_status_export_import_and_errors(tmp_path, capsys):
+    items, X, y, classes = fortunes_items()
+    emb, items_path = write_inputs(tmp_path, items, X)
+    d = tmp_path / "camp"
+    bad_seed = tmp_path / "seed.csv"
+    bad_seed.write_text(f"id,label\n{items[0]['id']},not-a-class\n")
+    assert main(["campaign", "init", str(d), "--embeddings", str(emb), "--items", str(items_path),
+                 "--classes", ",".join(classes), "--seed-labels", str(bad_seed)]) == 2
+    assert "unknown class 'not-a-class'" in capsys.readouterr().err
+    assert not list(d.glob("campaign.db*"))  # nothing half-made
+    seed = tmp_path / "seed.jsonl"
+    seed.write_text("".join(json.dumps({"id": items[i]["id"], "label": classes[y[i]]}) + "\n"
+                            for i in (0, 1, 60, 61, 120, 121)))
+    assert main(["campaign", "init", str(d), "--embeddings", str(emb), "--items", str(items_path),
+                 "--classes", ",".join(classes), "--seed-labels", str(seed), "--batch-size", "10"]) == 0
+    assert main(["campaign", "init", str(d), "--embeddings", str(emb), "--items", str(items_path),
+                 "--classes", "a,b"]) == 2
+    capsys.readouterr()
+    assert main(["campaign", "status", str(d)]) == 0
+    out = capsys.readouterr().out
+    assert "round 0: 0/10 answered" in out
+    assert f"{classes[0]}=2, {classes[1]}=2, {classes[2]}=2" in out
+    assert "model (2-fold CV on 6 labels)" in out
+    assert main(["campaign", "next", str(d)]) == 2  # round 0 not answered yet
+    out_file = tmp_path / "x" / "tasks.json"
+    assert main(["campaign", "export", str(d), "--format", "label-studio", "--out", str(out_file)]) == 0
+    assert len(json.loads(out_file.read_text())) == 16
+    more = tmp_path / "more.csv"
+    more.write_text(f"id,label,annotator\n{items[2]['id']},{classes[0]},bob\n")
+    assert main(["campaign", "import", str(d), str(more)]) == 0
+    capsys.readouterr()
+    assert main(["campaign", "status", str(d), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["class_counts"][classes[0]] == 3 and [a["name"] for a in s["annotators"]] == ["bob", "import"]
+    assert main(["campaign", "import", str(d), str(tmp_path / "missing.csv")]) == 2

@@ -1,0 +1,109 @@
+"""Helpers shared by the campaign, server and browser tests (no tests of its own): a small text
+campaign over real fortunes quotes with class-clustered synthetic embeddings, and a real
+``datascout serve`` subprocess on a free port."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+FORTUNE_CLASSES = ["computers", "education", "art"]
+
+
+def fortunes_items(n_per_class: int = 60, dim: int = 16, seed: int = 0):
+    """(items, embeddings, true class ids, class names): real quotes from three fortunes files;
+    each quote's embedding is its class centre plus noise, so a model can learn the classes."""
+    from datascout.datasets import load
+
+    ds = load("fortunes")
+    rng = np.random.default_rng(seed)
+    items, y = [], []
+    for c, name in enumerate(FORTUNE_CLASSES):
+        idx = np.flatnonzero(ds.labels == ds.classes.index(name))[:n_per_class]
+        items += [{"id": str(ds.ids[i]), "text": ds.data[i]} for i in idx]
+        y += [c] * len(idx)
+    y = np.asarray(y)
+    centres = rng.normal(size=(len(FORTUNE_CLASSES), dim)) * 2.5
+    X = (centres[y] + rng.normal(size=(len(y), dim))).astype(np.float32)
+    return items, X, y, list(FORTUNE_CLASSES)
+
+
+def write_inputs(directory: Path, items, X) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    emb = directory / "emb.npy"
+    np.save(emb, X)
+    path = directory / "items.jsonl"
+    path.write_text("".join(json.dumps(it) + "\n" for it in items), encoding="utf-8")
+    return emb, path
+
+
+def make_campaign(tmp: Path, **kw):
+    from datascout.campaign import Campaign
+
+    items, X, y, classes = fortunes_items()
+    emb, items_path = write_inputs(tmp / "inputs", items, X)
+    kw.setdefault("classes", classes)
+    kw.setdefault("batch_size", 12)
+    kw.setdefault("k", 10)
+    camp = Campaign.create(tmp / "camp", embeddings=emb, items=items_path, **kw)
+    truth = {it["id"]: classes[c] for it, c in zip(items, y)}
+    return camp, truth
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``datascout serve DIR`` in a subprocess; ``url``; ``kill()`` sends SIGKILL."""
+
+    def __init__(self, directory, *, token=None, host="127.0.0.1"):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "datascout", "serve", str(directory), "--host", host,
+               "--port", str(self.port)]
+        if token:
+            cmd += ["--token", token]
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        self._wait(token)
+
+    def _wait(self, token, timeout=60.0):
+        import httpx
+
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.proc.stdout.read().decode()}")
+            try:
+                if httpx.get(self.url + "/api/config", headers=headers, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("server did not start")
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
