@@ -15,6 +15,7 @@ from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 
 from datascout.exceptions import ValidationError
+from datascout.pool import row_max, row_sum
 
 
 def default_model(random_state=None) -> LogisticRegression:
@@ -51,6 +52,7 @@ class FittedModel:
             self.estimator_ = est
             self.columns_ = np.asarray(est.classes_, dtype=np.int64)
             self._linear = None
+            self._all_columns = np.array_equal(self.columns_, np.arange(self.n_classes))
             if isinstance(est, LogisticRegression):
                 w = np.ascontiguousarray(est.coef_.T, dtype=np.float32)
                 b = np.asarray(est.intercept_, dtype=np.float32)
@@ -60,8 +62,8 @@ class FittedModel:
     def predict_proba(self, X) -> np.ndarray:
         """Probabilities, shape (n, n_classes), float32; columns of unseen classes are 0."""
         n = X.shape[0]
-        out = np.zeros((n, self.n_classes), dtype=np.float32)
         if self.estimator_ is None:
+            out = np.zeros((n, self.n_classes), dtype=np.float32)
             out[:, self.seen_classes_[0]] = 1.0
             return out
         if self._linear is not None:
@@ -69,6 +71,7 @@ class FittedModel:
             logits = np.asarray(X, dtype=np.float32) @ w
             logits += b
             if w.shape[1] == 1:  # binary logistic regression: sigmoid of one logit
+                out = np.zeros((n, self.n_classes), dtype=np.float32)
                 p1 = logits[:, 0]
                 np.negative(p1, out=p1)
                 np.exp(p1, out=p1)
@@ -77,11 +80,16 @@ class FittedModel:
                 out[:, self.columns_[1]] = p1
                 out[:, self.columns_[0]] = 1.0 - p1
                 return out
-            logits -= logits.max(axis=1, keepdims=True)
+            # softmax in place; row reductions by column loops (short rows reduce slowly)
+            logits -= row_max(logits)[:, None]
             np.exp(logits, out=logits)
-            logits /= logits.sum(axis=1, keepdims=True)
+            logits *= np.reciprocal(row_sum(logits))[:, None]
+            if self._all_columns:
+                return logits
+            out = np.zeros((n, self.n_classes), dtype=np.float32)
             out[:, self.columns_] = logits
             return out
+        out = np.zeros((n, self.n_classes), dtype=np.float32)
         out[:, self.columns_] = self.estimator_.predict_proba(X)
         return out
 

@@ -1,0 +1,119 @@
+"""Label efficiency on real data: how many labels margin and entropy sampling need to match the
+test accuracy that random sampling reaches with 2,000 labels (multiclass, several seeds).
+
+Data sets (offline, see DESIGN.md):
+* Fashion-MNIST, 70,000 images as PCA-64 embeddings of the pixels
+  (:func:`datascout.datasets.fashion_mnist_pixel_embeddings`, cached after the first run);
+* Letter (UCI, 20,000 x 16, 26 classes), features standardised.
+
+Each run is :func:`datascout.simulate.simulate`: a stratified 20% test split, 100 random seed
+labels, batches of 100 up to 2,000 labels, default logistic regression. "Labels needed" is where
+the strategy's mean curve over seeds first reaches random's mean accuracy at 2,000 labels
+(linear interpolation between rounds).
+
+    python benchmarks/bench_label_efficiency.py [--seeds 3] [--datasets fashion-mnist,letter]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import markdown_table, peak_rss_mib, write_section  # noqa: E402
+
+from datascout.datasets import fashion_mnist_pixel_embeddings, load  # noqa: E402
+from datascout.simulate import SimulationConfig, simulate  # noqa: E402
+
+BUDGET = 2000
+INITIAL = 100
+
+
+def labels_to_reach(labeled: np.ndarray, curve: np.ndarray, target: float) -> float | None:
+    """First labeled count where ``curve`` reaches ``target`` (linear interpolation)."""
+    above = np.flatnonzero(curve >= target)
+    if len(above) == 0:
+        return None
+    i = int(above[0])
+    if i == 0:
+        return float(labeled[0])
+    x0, x1, v0, v1 = labeled[i - 1], labeled[i], curve[i - 1], curve[i]
+    return float(x0 + (target - v0) / (v1 - v0) * (x1 - x0))
+
+
+def data(name: str):
+    if name == "fashion-mnist":
+        X, ds = fashion_mnist_pixel_embeddings(64)
+        return X, ds.labels, "Fashion-MNIST (PCA-64 of pixels, 70,000 x 64, 10 classes)"
+    if name == "letter":
+        ds = load("letter")
+        X = (ds.data - ds.data.mean(axis=0)) / ds.data.std(axis=0)
+        return X.astype(np.float32), ds.labels, "Letter (UCI, 20,000 x 16 standardised, 26 classes)"
+    raise SystemExit(f"unknown data set {name!r}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--datasets", default="fashion-mnist,letter")
+    ap.add_argument("--strategies", default="margin,entropy")
+    ap.add_argument("--batch-size", type=int, default=100)
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    rounds = (BUDGET - INITIAL) // args.batch_size
+    t_start = time.perf_counter()
+    rows, sections = [], []
+    for name in args.datasets.split(","):
+        X, y, title = data(name)
+        curves = {}
+        for strategy in ["random"] + args.strategies.split(","):
+            runs = []
+            for seed in range(args.seeds):
+                cfg = SimulationConfig(strategy=strategy, initial=INITIAL, batch_size=args.batch_size,
+                                       rounds=rounds, test_size=0.2, seed=seed)
+                t0 = time.perf_counter()
+                res = simulate(X, y, cfg)
+                runs.append(res)
+                print(f"{name} {strategy} seed {seed}: acc@{res['rounds'][-1]['labeled']} = "
+                      f"{res['rounds'][-1]['accuracy']:.4f} ({time.perf_counter() - t0:.1f} s)", flush=True)
+            labeled = np.asarray([r["labeled"] for r in runs[0]["rounds"]], dtype=float)
+            acc = np.asarray([[r["accuracy"] for r in res["rounds"]] for res in runs])
+            curves[strategy] = (labeled, acc)
+        labeled, racc = curves["random"]
+        target = float(racc[:, -1].mean())
+        for strategy in args.strategies.split(","):
+            lab, acc = curves[strategy]
+            need = labels_to_reach(lab, acc.mean(axis=0), target)
+            per_seed = [labels_to_reach(lab, a, target) for a in acc]
+            rows.append([title.split(" (")[0], strategy, f"{target:.4f}",
+                         f"{acc[:, -1].mean():.4f}",
+                         "> 2000" if need is None else f"{need:.0f}",
+                         "-" if need is None else f"{100 * need / BUDGET:.0f}%",
+                         ", ".join("> 2000" if v is None else f"{v:.0f}" for v in per_seed)])
+            print(rows[-1], flush=True)
+        sections.append(f"- {title}: random reaches {target:.4f} at {BUDGET} labels "
+                        f"(seeds: {', '.join(f'{v:.4f}' for v in racc[:, -1])}).")
+    elapsed = time.perf_counter() - t_start
+    table = markdown_table(
+        ["data", "strategy", f"random acc @ {BUDGET}", f"strategy acc @ {BUDGET}",
+         "labels to match random @ 2000 (mean curve)", "share of 2000", "per seed"], rows)
+    body = ("## Label efficiency on real data\n\n"
+            f"Multiclass, {args.seeds} seeds, stratified 20% test split, {INITIAL} random seed labels, "
+            f"batches of {args.batch_size} up to {BUDGET}, logistic regression "
+            "(`class_weight=\"balanced\"`) on the embeddings, full-pool scoring. \"Labels to match\" is "
+            "where the strategy's mean accuracy curve first reaches random's mean accuracy at "
+            f"{BUDGET} labels (linear interpolation between rounds).\n\n"
+            + "\n".join(sections) + "\n\n" + table +
+            f"\n\nWall time {elapsed:.0f} s; peak RSS {peak_rss_mib():.0f} MiB.")
+    print(body)
+    if not args.no_write:
+        write_section("label-efficiency", body,
+                      "python benchmarks/bench_label_efficiency.py " + " ".join(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,407 @@
+"""Strategies: one contract suite every strategy passes, hand-computed scores on tiny inputs,
+batch selection (top-b ties, k-center greedy, hybrid) and hypothesis properties of the scores."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from datascout.exceptions import ValidationError
+from datascout.loop import ActiveLearner
+from datascout.seals import CandidatePool, KNNGraph
+from datascout.strategies import (
+    STRATEGY_NAMES,
+    Hybrid,
+    Entropy,
+    bald,
+    cosine_to_direction,
+    entropy,
+    information_density,
+    kcenter_greedy,
+    least_confidence,
+    make_strategy,
+    margin,
+    most_likely_positive,
+    top_b,
+    vote_entropy,
+)
+
+# --------------------------------------------------------------------------- contract suite
+
+N_POOL = 500
+HOLDOUT = np.arange(400, 500)
+N_CLASSES = 10
+
+
+@pytest.fixture(scope="module")
+def pool(digits):
+    X, y = digits
+    return np.ascontiguousarray(X[:N_POOL]), y[:N_POOL]
+
+
+@pytest.fixture(scope="module")
+def flat_graph(pool):
+    return KNNGraph.build(pool[0], k=10, index="Flat")
+
+
+def seed_positions(seed=0, size=30):
+    return np.sort(np.random.default_rng(seed).choice(400, size=size, replace=False))
+
+
+def learner_for(name, X, *, seed=0, candidates=None):
+    return ActiveLearner(X, N_CLASSES, name, candidates=candidates, holdout=HOLDOUT, random_state=seed)
+
+
+def eligible(learner):
+    return np.flatnonzero(learner.labels_ == -1)
+
+
+def min_sq_dist_to(X, rows, centers):
+    d = ((X[rows][:, None, :] - X[centers][None, :, :]) ** 2).sum(axis=2)
+    return d.min(axis=1)
+
+
+@pytest.mark.parametrize("name", STRATEGY_NAMES)
+class TestContract:
+    def test_shape_and_membership(self, name, pool):
+        X, y = pool
+        L = learner_for(name, X)
+        s = seed_positions()
+        L.teach(s, y[s])
+        ids = L.query(12)
+        assert ids.shape == (12,)
+        assert ids.dtype.kind in "iu"
+        assert len(np.unique(ids)) == 12
+        assert np.all((ids >= 0) & (ids < 400))  # never held out
+        assert not np.isin(ids, s).any()  # never already labeled
+        assert L.last_query_["candidates"] == 400 - len(s)
+        assert L.last_query_["padded"] == 0
+
+    def test_direction_higher_first(self, name, pool):
+        X, y = pool
+        L = learner_for(name, X)
+        s = seed_positions()
+        L.teach(s, y[s])
+        b = 8
+        ids = L.query(b)
+        free = eligible(L)
+        strat = L.strategy
+        if name == "kcenter":
+            # first pick: the unlabeled item farthest from every labeled item
+            d = min_sq_dist_to(X, free, s)
+            first = min_sq_dist_to(X, ids[:1], s)[0]
+            assert first >= d.max() - 1e-4
+            return
+        scores = L.score_rows(X)
+        if isinstance(strat, Hybrid):
+            kth = np.sort(scores[free])[-strat.m * b]
+            assert np.all(scores[ids] >= kth)
+            return
+        picked = scores[ids]
+        assert np.all(np.diff(picked) <= 1e-12)  # best first
+        rest = np.setdiff1d(free, ids)
+        assert picked.min() >= scores[rest].max() - 1e-12  # nothing better left behind
+        if name == "random":
+            assert np.all(scores == scores[0])
+
+    def test_deterministic_under_seed(self, name, pool):
+        X, y = pool
+        s = seed_positions()
+        runs = []
+        for _ in range(2):
+            L = learner_for(name, X, seed=7)
+            L.teach(s, y[s])
+            first = L.query(10)
+            L.teach(first, y[first])
+            runs.append(np.concatenate([first, L.query(10)]))
+        np.testing.assert_array_equal(runs[0], runs[1])
+        if name == "random":
+            L = learner_for(name, X, seed=8)
+            L.teach(s, y[s])
+            assert not np.array_equal(L.query(10), runs[0][:10])
+
+    def test_never_repeats_labeled_or_held_out(self, name, pool):
+        X, y = pool
+        L = learner_for(name, X, seed=3)
+        s = seed_positions(3)
+        L.teach(s, y[s])
+        seen = set(s.tolist())
+        for _ in range(3):
+            ids = L.query(15)
+            assert not (set(ids.tolist()) & seen)
+            assert not np.isin(ids, HOLDOUT).any()
+            L.teach(ids, y[ids])
+            seen |= set(ids.tolist())
+        assert L.n_labeled_ == len(seen) == 30 + 45
+
+    def test_one_class_seen(self, name, pool):
+        X, y = pool
+        L = learner_for(name, X, seed=1)
+        only3 = np.flatnonzero(y[:400] == 3)[:12]
+        L.teach(only3, np.full(len(only3), 3))
+        ids = L.query(6)
+        assert len(np.unique(ids)) == 6
+        assert not np.isin(ids, only3).any() and not np.isin(ids, HOLDOUT).any()
+        if L.model_ is not None:
+            p = L.predict_proba(X[:5])
+            assert p.shape == (5, N_CLASSES)
+            np.testing.assert_allclose(p[:, 3], 1.0)
+
+    def test_seals_candidates(self, name, pool, flat_graph):
+        X, y = pool
+        cand = CandidatePool(X, graph=flat_graph, k=10)
+        L = learner_for(name, X, seed=2, candidates=cand)
+        s = seed_positions(2, size=40)
+        L.teach(s, y[s])
+        labeled = set(s.tolist())
+        for _ in range(2):
+            lab = np.fromiter(labeled, dtype=np.int64)
+            expected = set(np.unique(flat_graph.neighbors[lab]).tolist()) - labeled - set(HOLDOUT.tolist())
+            ids = L.query(10)
+            assert L.last_query_["padded"] == 0
+            assert L.last_query_["candidates"] == len(expected)
+            assert set(ids.tolist()) <= expected
+            assert len(np.unique(ids)) == 10
+            L.teach(ids, y[ids])
+            labeled |= set(ids.tolist())
+
+
+def test_strategy_names_build():
+    for name in STRATEGY_NAMES:
+        assert make_strategy(name).name == name
+    with pytest.raises(ValidationError, match="unknown strategy 'nope'"):
+        make_strategy("nope")
+    with pytest.raises(ValidationError, match="beta"):
+        make_strategy("density", beta=-1.0)
+
+
+# --------------------------------------------------------------------------- hand-computed scores
+
+P3 = np.array([[0.7, 0.2, 0.1], [0.4, 0.4, 0.2], [1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3]])
+
+
+def test_entropy_by_hand():
+    # -(0.7 ln 0.7 + 0.2 ln 0.2 + 0.1 ln 0.1) = 0.2496725 + 0.3218876 + 0.2302585
+    # -(2 * 0.4 ln 0.4 + 0.2 ln 0.2) = 0.7330326 + 0.3218876
+    np.testing.assert_allclose(entropy(P3), [0.8018186, 1.0549202, 0.0, math.log(3)], atol=1e-6)
+    np.testing.assert_allclose(entropy(np.array([[0.5, 0.5]])), [math.log(2)], atol=1e-12)
+
+
+def test_margin_and_least_confidence_by_hand():
+    np.testing.assert_allclose(margin(P3), [-0.5, 0.0, -1.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(least_confidence(P3), [0.3, 0.6, 0.0, 2 / 3], atol=1e-12)
+    # the two best classes can be anywhere among many columns
+    p = np.zeros((1, 40))
+    p[0, 33], p[0, 5], p[0, 17] = 0.5, 0.3, 0.2
+    np.testing.assert_allclose(margin(p), [-0.2], atol=1e-12)
+
+
+def test_most_likely_positive_by_hand():
+    p = np.array([[0.9, 0.1], [0.2, 0.8]])
+    np.testing.assert_array_equal(most_likely_positive(p), [0.1, 0.8])
+    np.testing.assert_array_equal(most_likely_positive(P3, positive=2), [0.1, 0.2, 0.0, 1 / 3])
+
+
+def test_information_density_with_beta_by_hand():
+    p = np.array([[0.5, 0.5], [0.5, 0.5], [0.5, 0.5], [0.9, 0.1]])
+    sim = np.array([0.25, -0.3, 1.0, 0.5])
+    ln2 = math.log(2)
+    h4 = -(0.9 * math.log(0.9) + 0.1 * math.log(0.1))
+    np.testing.assert_allclose(information_density(p, sim, beta=2.0),
+                               [ln2 * 0.0625, 0.0, ln2, h4 * 0.25], atol=1e-7)
+    np.testing.assert_allclose(information_density(p, sim, beta=1.0),
+                               [ln2 * 0.25, 0.0, ln2, h4 * 0.5], atol=1e-7)
+    # beta = 0 is plain entropy, except where the similarity is clipped to 0 (0 ** 0 = 1)
+    np.testing.assert_allclose(information_density(p, sim, beta=0.0), [ln2, ln2, ln2, h4], atol=1e-7)
+
+
+def test_bald_by_hand():
+    # members disagree completely: H(mean) = ln 2, mean H = 0
+    m = np.array([[[1.0, 0.0]], [[0.0, 1.0]]])
+    np.testing.assert_allclose(bald(m), [math.log(2)], atol=1e-7)
+    # members agree on [.5, .5]: no mutual information
+    np.testing.assert_allclose(bald(np.array([[[0.5, 0.5]], [[0.5, 0.5]]])), [0.0], atol=1e-7)
+    # [.5, .5] and [1, 0]: H([.75, .25]) - (ln 2 + 0) / 2 = 0.5623351 - 0.3465736
+    np.testing.assert_allclose(bald(np.array([[[0.5, 0.5]], [[1.0, 0.0]]])), [0.2157616], atol=1e-6)
+
+
+def test_vote_entropy_by_hand():
+    members = np.array([
+        [[0.9, 0.1, 0.0], [0.1, 0.8, 0.1]],
+        [[0.6, 0.4, 0.0], [0.1, 0.1, 0.8]],
+        [[0.2, 0.7, 0.1], [0.7, 0.2, 0.1]],
+    ])  # votes: item 0 -> 0, 0, 1; item 1 -> 1, 2, 0
+    # item 0: H([2/3, 1/3]) = 0.6365142; item 1: H([1/3]*3) = ln 3
+    np.testing.assert_allclose(vote_entropy(members), [0.6365142, math.log(3)], atol=1e-6)
+
+
+def test_density_mean_unit_vector_equals_brute_force_mean_cosine():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 8)).astype(np.float32) + 0.5
+    P = X[10:]  # the reference set (the unlabeled pool)
+    U = P / np.linalg.norm(P, axis=1, keepdims=True)
+    fast = cosine_to_direction(X, U.mean(axis=0))
+    Xu = X / np.linalg.norm(X, axis=1, keepdims=True)
+    brute = (Xu.astype(np.float64) @ U.T.astype(np.float64)).mean(axis=1)  # N x |P| cosines
+    np.testing.assert_allclose(fast, brute, atol=1e-5)
+
+
+def test_learner_density_scores_use_the_unlabeled_pool(digits):
+    X, y = digits
+    X = np.ascontiguousarray(X[:300])
+    holdout = np.arange(250, 300)
+    L = ActiveLearner(X, 10, make_strategy("density", beta=2.0), holdout=holdout, random_state=0)
+    s = np.arange(0, 200, 5)
+    L.teach(s, y[s])
+    L.query(5)  # fits and caches the pool direction
+    t = np.arange(1, 200, 7)
+    t = t[~np.isin(t, s)]
+    L.teach(t, y[t])  # the reference set shrinks: the direction must follow
+    scores = L.score_rows(X)
+    unl = np.flatnonzero(L.labels_ == -1)
+    Xu = X / np.linalg.norm(X, axis=1, keepdims=True)
+    mean_cos = (Xu @ Xu[unl].T).mean(axis=1)
+    expected = entropy(L.predict_proba(X)) * np.maximum(mean_cos, 0) ** 2
+    np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- top-b
+
+
+def test_top_b_orders_best_first_and_validates():
+    s = np.array([0.1, 0.9, 0.5, 0.7, np.nan, 0.3])
+    np.testing.assert_array_equal(top_b(s, 3, np.random.default_rng(0)), [1, 3, 2])
+    assert top_b(s, 6, np.random.default_rng(0))[-1] == 4  # NaN ranks last
+    for b in (0, -1, 7):
+        with pytest.raises(ValidationError, match="batch size"):
+            top_b(s, b, np.random.default_rng(0))
+
+
+def test_top_b_ties_are_uniform_and_reproducible():
+    s = np.array([5.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0])
+    counts = np.zeros(len(s), dtype=int)
+    for seed in range(4000):
+        pick = top_b(s, 2, np.random.default_rng(seed))
+        assert pick[0] == 0
+        counts[pick[1]] += 1
+        np.testing.assert_array_equal(pick, top_b(s, 2, np.random.default_rng(seed)))
+    tied = counts[[1, 2, 3, 4, 6]]
+    assert counts[0] == 0 and counts[5] == 0
+    # each of 5 tied items expects 800 (sd ~25): a biased tie-break would be far outside
+    assert np.all(np.abs(tied - 800) < 130), tied
+    # all-equal scores: the order itself is random, every item equally likely to come first
+    firsts = np.bincount([top_b(np.zeros(4), 4, np.random.default_rng(i))[0] for i in range(2000)],
+                         minlength=4)
+    assert np.all(np.abs(firsts - 500) < 100), firsts
+
+
+# --------------------------------------------------------------------------- k-center greedy, hybrid
+
+
+def test_kcenter_greedy_on_an_obvious_set():
+    X = np.array([[0, 0], [1, 0], [10, 0], [0, 7], [10, 10]], dtype=np.float32)
+    centers = X[:1]
+    # farthest from the origin: (10,10) d2=200; then (10,0) min(100, 100); then (0,7) 49
+    np.testing.assert_array_equal(kcenter_greedy(X, centers, 3, np.random.default_rng(0)), [4, 2, 3])
+    exclude = np.array([False, False, True, False, False])
+    np.testing.assert_array_equal(
+        kcenter_greedy(X, centers, 2, np.random.default_rng(0), exclude=exclude), [4, 3])
+    # no centers: the first pick is random, then always the farthest point
+    picks = kcenter_greedy(X, np.empty((0, 2), np.float32), 2, np.random.default_rng(5))
+    d = ((X - X[picks[0]]) ** 2).sum(axis=1)
+    assert picks[1] == int(np.argmax(d))
+    with pytest.raises(ValidationError, match="batch size"):
+        kcenter_greedy(X, centers, 5, np.random.default_rng(0), exclude=exclude)
+
+
+def test_hybrid_spreads_a_batch_that_entropy_spends_on_duplicates(blobs):
+    X, y = blobs
+    # four identical items halfway between clusters 0 and 1: the most uncertain of the pool
+    dup = np.tile(np.array([[5.0, 0.0]], dtype=np.float32), (4, 1))
+    X = np.vstack([X, dup])
+    y = np.concatenate([y, [0, 0, 0, 0]])
+    dups = np.arange(60, 64)
+    s = np.array([0, 1, 2, 20, 21, 22, 40, 41, 42])
+    ent = ActiveLearner(X, 3, "entropy", random_state=0)
+    ent.teach(s, y[s])
+    assert set(ent.query(2).tolist()) <= set(dups.tolist())
+    hyb = ActiveLearner(X, 3, Hybrid(Entropy(), m=3), random_state=0)
+    hyb.teach(s, y[s])
+    picks = hyb.query(2)
+    assert np.isin(picks, dups).sum() == 1
+    scores = hyb.score_rows(X)
+    free = np.flatnonzero(hyb.labels_ == -1)
+    assert np.all(scores[picks] >= np.sort(scores[free])[-6])  # from the top m * b = 6
+
+
+# --------------------------------------------------------------------------- properties
+
+
+@st.composite
+def prob_rows(draw, min_classes=2, max_classes=8):
+    c = draw(st.integers(min_classes, max_classes))
+    n = draw(st.integers(1, 12))
+    raw = draw(arrays(np.float64, (n, c), elements=st.floats(0.0, 1.0)))
+    raw[:, 0] += 1e-9  # no all-zero row
+    return raw / raw.sum(axis=1, keepdims=True)
+
+
+@settings(max_examples=80, deadline=None)
+@given(prob_rows())
+def test_score_ranges(p):
+    c = p.shape[1]
+    h = entropy(p)
+    assert np.all(h >= -1e-9) and np.all(h <= math.log(c) + 1e-9)
+    m = margin(p)
+    assert np.all(m >= -1 - 1e-12) and np.all(m <= 1e-12)
+    lc = least_confidence(p)
+    assert np.all(lc >= -1e-12) and np.all(lc <= 1 - 1 / c + 1e-9)
+    mlp = most_likely_positive(p)
+    assert np.all((mlp >= 0) & (mlp <= 1))
+
+
+@settings(max_examples=60, deadline=None)
+@given(prob_rows(), st.randoms(use_true_random=False))
+def test_scores_invariant_to_class_permutation(p, r):
+    perm = list(range(p.shape[1]))
+    r.shuffle(perm)
+    q = p[:, perm]
+    for f in (entropy, margin, least_confidence):
+        np.testing.assert_allclose(f(q), f(p), atol=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(prob_rows())
+def test_uniform_distribution_is_the_maximum(p):
+    c = p.shape[1]
+    u = np.full((1, c), 1.0 / c)
+    assert np.all(entropy(p) <= entropy(u)[0] + 1e-9)
+    assert np.all(margin(p) <= margin(u)[0] + 1e-12)
+    assert np.all(least_confidence(p) <= least_confidence(u)[0] + 1e-12)
+    np.testing.assert_allclose(entropy(u), [math.log(c)], atol=1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 5), st.integers(2, 4), st.data())
+def test_bald_is_between_zero_and_log_c(members, c, data):
+    raw = data.draw(arrays(np.float64, (members, 6, c), elements=st.floats(0.0, 1.0)))
+    raw[..., 0] += 1e-9
+    mp = raw / raw.sum(axis=2, keepdims=True)
+    v = bald(mp)
+    assert np.all(v >= -1e-7) and np.all(v <= math.log(c) + 1e-7)
+    ve = vote_entropy(mp)
+    assert np.all(ve >= -1e-9) and np.all(ve <= math.log(min(c, members)) + 1e-9)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=60, unique=True),
+       st.integers(1, 60), st.integers(0, 2**32 - 1))
+def test_top_b_equals_a_full_sort_without_ties(values, b, seed):
+    s = np.asarray(values)
+    b = min(b, len(s))
+    np.testing.assert_array_equal(top_b(s, b, np.random.default_rng(seed)), np.argsort(-s)[:b])
