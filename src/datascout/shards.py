@@ -87,7 +87,9 @@ def write_shards(directory, embeddings, ids=None, *, num_shards: int | None = No
             entries.append(write_shard(tmp, i, X[lo:hi] if fmt == "parquet" else _Slice(X, lo, hi),
                                        None if ids is None else ids[lo:hi], fmt=fmt,
                                        chunk_rows=chunk_rows))
-        write_manifest(tmp, entries, dim=d, dtype=str(X.dtype))
+        # Parquet pools are read back as float32 (datascout.io), whatever was written
+        dtype = "float32" if fmt == "parquet" and X.dtype == np.float64 else str(X.dtype)
+        write_manifest(tmp, entries, dim=d, dtype=dtype)
         if directory.exists():
             shutil.rmtree(directory)
         tmp.rename(directory)
@@ -124,7 +126,9 @@ def write_shard(directory, i: int, embeddings, ids=None, *, fmt: str = "npy",
         import pyarrow.parquet as pq
 
         arr = np.ascontiguousarray(np.asarray(embeddings[0:rows]))
-        vec = pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1)), d)
+        # a list<float> column, as datascout.io.load_embeddings reads Parquet pools
+        offsets = pa.array(np.arange(0, rows * d + 1, d, dtype=np.int64))
+        vec = pa.LargeListArray.from_arrays(offsets, pa.array(arr.reshape(-1)))
         table = pa.table({"id": pa.array(np.asarray(ids)), "embedding": vec})
         final = directory / f"{name}.parquet"
         tmp = directory / f".{name}.parquet.tmp"
