@@ -38,10 +38,11 @@ fi
 stamp=.venv/.datascout-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing datascout and its extras into .venv (torch 2.13.0 CPU build)"
-  .venv/bin/python -m pip install -q --upgrade pip
+  quiet() { { grep -v "is ignored: it is neither a file nor a directory" || true; }; }
+  .venv/bin/python -m pip install -q --upgrade pip 2>&1 | quiet
   # torch first and alone, pinned, so nothing pulls a CUDA build
-  .venv/bin/python -m pip install -q "torch==2.13.0"
-  .venv/bin/python -m pip install -q -e ".[all,ray]"
+  .venv/bin/python -m pip install -q "torch==2.13.0" 2>&1 | quiet
+  .venv/bin/python -m pip install -q -e ".[all,ray]" 2>&1 | quiet
   touch "$stamp"
 fi
 echo "setup: ready"
