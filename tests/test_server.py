@@ -1,0 +1,177 @@
+"""The web app on a real uvicorn server (subprocess, free port) through httpx: API, bad requests,
+tokens, image serving, and durability across SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+
+import httpx
+import pytest
+
+from datascout.cli import main
+from test_campaign_support import Server, fortunes_items, make_campaign, write_inputs
+
+
+def db_labels(directory):
+    con = sqlite3.connect(directory / "campaign.db")
+    try:
+        return con.execute("SELECT l.label_id, i.id, l.class, l.annotator FROM labels l "
+                           "JOIN items i ON i.pos = l.pos ORDER BY l.label_id").fetchall()
+    finally:
+        con.close()
+
+
+@pytest.fixture()
+def served(tmp_path):
+    camp, truth = make_campaign(tmp_path)
+    camp.close()
+    srv = Server(tmp_path / "camp")
+    yield srv, tmp_path / "camp", truth
+    srv.stop()
+
+
+def test_api_flow_and_openapi(served):
+    srv, d, truth = served
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        paths = c.get("/openapi.json").json()["paths"]
+        assert {"/api/batch", "/api/labels", "/api/stats", "/api/export"} <= set(paths)
+        assert c.get("/docs").status_code == 200
+        b = c.get("/api/batch", params={"annotator": "alice", "n": 4}).json()
+        assert b["round"] == 0 and len(b["items"]) == 4 and b["progress"] == {"round": 0, "selected": 12, "done": 0}
+        ids = [it["id"] for it in b["items"]]
+        assert all(it["text"] for it in b["items"])
+        r = c.post("/api/labels", json={"annotator": "alice", "labels": [{"id": i, "label": truth[i]} for i in ids[:3]]
+                                        + [{"id": ids[3], "label": None}]})
+        assert r.status_code == 200 and r.json()["accepted"] == 4
+        assert [(row[1], row[3]) for row in db_labels(d)] == [(i, "alice") for i in ids]
+        s = c.get("/api/stats").json()
+        assert s["labels"]["answers"] == 3 and s["labels"]["skips"] == 1 and s["progress"]["done"] == 4
+        csv_text = c.get("/api/export", params={"format": "csv"}).text
+        assert sorted(line.split(",")[0] for line in csv_text.splitlines()[1:]) == sorted(ids[:3])
+        assert c.get("/api/export", params={"format": "xml"}).status_code == 422
+
+
+def test_bad_requests_get_4xx_json_and_change_nothing(served):
+    srv, d, truth = served
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        mine = [it["id"] for it in c.get("/api/batch", params={"annotator": "alice", "n": 2}).json()["items"]]
+        theirs = c.get("/api/batch", params={"annotator": "bob", "n": 1}).json()["items"][0]["id"]
+        before = db_labels(d)
+        cases = [
+            (404, {"annotator": "alice", "labels": [{"id": "nope:1", "label": truth[mine[0]]}]}),
+            (400, {"annotator": "alice", "labels": [{"id": mine[0], "label": "no-such-class"}]}),
+            (409, {"annotator": "alice", "labels": [{"id": mine[0], "label": truth[mine[0]]},
+                                                    {"id": theirs, "label": truth[theirs]}]}),
+            (422, {"annotator": "alice", "labels": []}),
+            (422, {"annotator": "alice", "labels": [{"id": mine[0], "label": truth[mine[0]], "x": 1}]}),
+            (400, {"annotator": "bad name!", "labels": [{"id": mine[0], "label": truth[mine[0]]}]}),
+        ]
+        for status, body in cases:
+            r = c.post("/api/labels", json=body)
+            assert r.status_code == status, (body, r.text)
+            assert r.json()["error"]
+        r = c.post("/api/labels", content=b'{"annotator": "alice", "labels": [', headers={"content-type": "application/json"})
+        assert r.status_code == 422 and r.json()["error"]
+        big = json.dumps({"annotator": "alice", "labels": [{"id": mine[0], "label": "x" * 300_000}]})
+        r = c.post("/api/labels", content=big, headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "at most" in r.json()["error"]
+        assert c.get("/api/batch", params={"annotator": "alice", "n": 0}).status_code == 422
+        assert c.get("/api/batch").status_code == 422
+        assert db_labels(d) == before == []
+
+
+def test_images_only_for_registered_items(tmp_path):
+    from PIL import Image
+
+    items, X, y, classes = fortunes_items(n_per_class=10)
+    (tmp_path / "img").mkdir()
+    for k in range(len(items)):
+        Image.new("RGB", (8, 8), (k, 0, 0)).save(tmp_path / "img" / f"{k}.png")
+    items = [{"id": f"im{k}", "image": f"img/{k}.png"} for k in range(len(items))]
+    (tmp_path / "secret.txt").write_text("secret")
+    emb, items_path = write_inputs(tmp_path, items, X)
+    from datascout.campaign import Campaign
+
+    Campaign.create(tmp_path / "camp", embeddings=emb, items=items_path, classes=classes, batch_size=4, k=5).close()
+    srv = Server(tmp_path / "camp")
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            r = c.get("/api/items/im3/image")
+            assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+            assert r.content == (tmp_path / "img" / "3.png").read_bytes()
+            for bad in ("../secret.txt", "..%2Fsecret.txt", "nope", "%2Fetc%2Fpasswd"):
+                r = c.get(f"/api/items/{bad}/image")
+                assert r.status_code == 404 and b"secret" not in r.content
+            b = c.get("/api/batch", params={"annotator": "a", "n": 2}).json()["items"]
+            assert b[0]["kind"] == "image" and "text" not in b[0] and "image" not in b[0]
+    finally:
+        srv.stop()
+
+
+def test_token_required_beyond_localhost(tmp_path, capsys, monkeypatch):
+    camp, _ = make_campaign(tmp_path)
+    camp.close()
+    monkeypatch.delenv("DATASCOUT_TOKEN", raising=False)
+    assert main(["serve", str(tmp_path / "camp"), "--host", "0.0.0.0"]) == 2
+    assert "needs a token" in capsys.readouterr().err
+    srv = Server(tmp_path / "camp", token="s3cret", host="0.0.0.0")
+    try:
+        assert httpx.get(srv.url + "/api/stats").status_code == 401
+        assert httpx.get(srv.url + "/api/stats", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert httpx.get(srv.url + "/api/stats", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert httpx.get(srv.url + "/").status_code == 200  # the page itself; it sends the token
+    finally:
+        srv.stop()
+
+
+def test_sigkill_mid_burst_keeps_every_acknowledged_label(tmp_path):
+    camp, truth = make_campaign(tmp_path, batch_size=40)
+    camp.close()
+    d = tmp_path / "camp"
+    srv = Server(d)
+    acked, stop = [], threading.Event()
+    with httpx.Client(base_url=srv.url, timeout=30) as c:
+        ids = [it["id"] for it in c.get("/api/batch", params={"annotator": "alice", "n": 40}).json()["items"]]
+
+    def burst():
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            for i in ids:
+                try:
+                    r = c.post("/api/labels", json={"annotator": "alice", "labels": [{"id": i, "label": truth[i]}]})
+                except httpx.HTTPError:
+                    return
+                if r.status_code == 200:
+                    acked.append(i)
+                if len(acked) >= 15:
+                    stop.set()
+
+    t = threading.Thread(target=burst)
+    t.start()
+    stop.wait(60)
+    srv.kill()  # SIGKILL while the burst is still posting
+    t.join()
+    assert 15 <= len(acked) < 40
+    stored = [row[1] for row in db_labels(d)]
+    assert set(acked) <= set(stored) and len(stored) == len(set(stored))
+    srv = Server(d)
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            b = c.get("/api/batch", params={"annotator": "alice", "n": 40}).json()
+            assert b["round"] == 0 and b["progress"]["done"] == len(stored)
+            rest = [it["id"] for it in b["items"]]
+            assert sorted(rest) == sorted(set(ids) - set(stored))  # resumes exactly where it was
+            assert c.post("/api/labels", json={"annotator": "alice", "labels": [
+                {"id": i, "label": truth[i]} for i in rest]}).status_code == 200
+            for _ in range(300):
+                if c.get("/api/stats").json()["progress"]["round"] == 1:
+                    break
+                threading.Event().wait(0.1)
+            nxt = [it["id"] for it in c.get("/api/batch", params={"annotator": "alice", "n": 40}).json()["items"]]
+            assert len(nxt) == 40 and not set(nxt) & set(ids)
+    finally:
+        srv.stop()
+    con = sqlite3.connect(d / "campaign.db")
+    assert con.execute("SELECT COUNT(*), COUNT(DISTINCT pos) FROM selections").fetchone() == (80, 80)
+    assert con.execute("SELECT COUNT(*), COUNT(DISTINCT pos) FROM labels").fetchone() == (40, 40)
