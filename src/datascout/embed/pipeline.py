@@ -92,6 +92,31 @@ def _progress(total: int, done: int, label: str, enabled: bool):
     return prog, task
 
 
+class _LogProgress:
+    """Progress for a log file (stderr not a terminal): one line per chunk with rate and ETA."""
+
+    def __init__(self, total: int, done: int, label: str):
+        import time
+
+        self.total, self.start_done, self.label, self.t0 = total, done, label, time.perf_counter()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, task, completed: int) -> None:
+        import sys
+        import time
+
+        dt = time.perf_counter() - self.t0
+        rate = (completed - self.start_done) / dt if dt > 0 else 0.0
+        eta = (self.total - completed) / rate if rate > 0 else float("nan")
+        print(f"{self.label}: {completed}/{self.total} ({rate:.1f} items/s, ETA {eta:.0f} s)",
+              file=sys.stderr, flush=True)
+
+
 def _encode_chunk(embedder, items, reasons, dim):
     """(m, dim) float32 for a chunk; rows of skipped items are zero. May add reasons."""
     m = len(items)
@@ -135,7 +160,7 @@ def embed_to_dir(source, embedder, out, *, dtype: str = "float32", normalize: bo
         raise ValidationError(f"--out must be a folder but {str(out)!r} is a file")
     if not hasattr(source, "ids_"):
         source.open()
-    if embedder is not None and not hasattr(embedder, "model_"):
+    if embedder is not None and not hasattr(embedder, "dim_"):
         embedder.load()
     n = len(source)
     if embedder is None:
@@ -180,7 +205,13 @@ def embed_to_dir(source, embedder, out, *, dtype: str = "float32", normalize: bo
         atomic_write_text(partial / "skipped.jsonl", "".join(ln + "\n" for ln in kept))
 
     ids = source.ids_
-    prog, task = _progress(n, done, f"embedding {n} {source.kind}", progress)
+    label = f"embedding {n} {source.kind}"
+    import sys
+
+    if progress and not sys.stderr.isatty():
+        prog, task = _LogProgress(n, done, label), None
+    else:
+        prog, task = _progress(n, done, label, progress)
     pos, n_chunks = done, 0
     with prog, open(partial / "skipped.jsonl", "a", encoding="utf-8") as skipped_fh:
         for items, reasons in source.chunks(done, int(chunk_size)):

@@ -294,8 +294,14 @@ class ImageSource:
             if self.labels_from_folders:
                 raise ValidationError("--labels-from-folders needs a folder but got the list file "
                                       f"{str(path)!r}")
-            with open(path, encoding="utf-8") as fh:
-                lines = [ln.strip() for ln in fh if ln.strip()]
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    lines = [ln.strip() for ln in fh if ln.strip()]
+            except UnicodeDecodeError as exc:
+                raise ValidationError(
+                    f"expected a list file of image paths (UTF-8 text, one a line) but "
+                    f"{str(path)!r} is not text"
+                ) from exc
             self.root_, self.format_ = path.parent, "list"
             self.ids_ = _id_array(lines, repr(str(path)))
             self.ids_ = self.ids_.astype(str)
