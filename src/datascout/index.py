@@ -66,17 +66,21 @@ class SimilarityIndex:
         IVF lists probed per query.
     train_size : int
         Rows sampled to train IVF / PQ / LSH thresholds.
+    refine : int
+        For lossy backends (PQ, SQ, LSH) searched with ``exact_embeddings``: fetch
+        ``refine * k`` candidates, re-rank them by exact cosine and keep the best ``k``.
     random_state : int, optional
     """
 
     def __init__(self, factory: str = "HNSW32", *, ef_search: int | None = None,
                  ef_construction: int = 80, nprobe: int = 16, train_size: int = 100_000,
-                 random_state=0):
+                 refine: int = 4, random_state=0):
         self.factory = factory
         self.ef_search = ef_search
         self.ef_construction = ef_construction
         self.nprobe = nprobe
         self.train_size = train_size
+        self.refine = refine
         self.random_state = random_state
 
     # -- building ------------------------------------------------------------------------
@@ -91,6 +95,8 @@ class SimilarityIndex:
         index = faiss.index_factory(d, self.factory, metric)
         if hasattr(index, "hnsw"):
             index.hnsw.efConstruction = self.ef_construction
+        if hasattr(index, "do_polysemous_training"):
+            index.do_polysemous_training = False  # slow to train, and the codes are re-ranked exactly
         if not index.is_trained:
             rng = np.random.default_rng(self.random_state)
             m = min(n, self.train_size)
@@ -142,8 +148,8 @@ class SimilarityIndex:
         """The ``k`` nearest pool positions of each query: ``(similarities, positions)``, both
         (n_queries, k), best first; -1 / -inf pads rows where fewer than k were found.
 
-        With ``exact_embeddings`` (the pool), similarities of a lossy backend (PQ, SQ, LSH) are
-        recomputed exactly (cosine) for the returned positions and each row re-sorted; backends
+        With ``exact_embeddings`` (the pool), a lossy backend (PQ, SQ, LSH) returns ``refine * k``
+        items that are re-ranked by exact cosine, keeping the best ``k``; backends
         that store the unit vectors already return exact cosines and skip that read.
         """
         self._check_built()
@@ -157,16 +163,22 @@ class SimilarityIndex:
         if k < 1:
             raise ValidationError(f"k must be >= 1 but is {k}")
         k_eff = min(k, self.ntotal_)
-        self._set_search_params(k_eff)
+        rerank = exact_embeddings is not None and not self.exact_scores
+        k_search = min(k_eff * max(int(self.refine), 1), self.ntotal_) if rerank else k_eff
+        self._set_search_params(k_search)
         Qn = normalize_rows(Q)
-        dist, pos = self.index_.search(Qn, k_eff)
+        dist, pos = self.index_.search(Qn, k_search)
         pos = pos.astype(np.int64)
-        if exact_embeddings is not None and not self.exact_scores:
+        if rerank:
             sims = exact_cosine(Qn, exact_embeddings, pos)
         elif self.factory.startswith("LSH"):
             sims = np.where(pos >= 0, -dist.astype(np.float32), -np.inf)
         else:
             sims = np.where(pos >= 0, dist.astype(np.float32), -np.inf)
+        if k_search > k_eff:
+            top = np.argpartition(-sims, k_eff - 1, axis=1)[:, :k_eff]
+            sims = np.take_along_axis(sims, top, axis=1)
+            pos = np.take_along_axis(pos, top, axis=1)
         order = np.argsort(-sims, axis=1, kind="stable")
         sims = np.take_along_axis(sims, order, axis=1)
         pos = np.take_along_axis(pos, order, axis=1)
@@ -188,7 +200,7 @@ class SimilarityIndex:
         tmp.replace(path)
         meta = {"factory": self.factory, "dim": self.dim_, "ntotal": self.ntotal_,
                 "ef_search": self.ef_search, "ef_construction": self.ef_construction,
-                "nprobe": self.nprobe, "train_size": self.train_size,
+                "nprobe": self.nprobe, "train_size": self.train_size, "refine": self.refine,
                 "random_state": self.random_state}
         mtmp = path.with_name(path.name + ".json.tmp")
         mtmp.write_text(json.dumps(meta))
@@ -205,7 +217,8 @@ class SimilarityIndex:
         meta = json.loads(meta_path.read_text())
         self = cls(meta["factory"], ef_search=meta["ef_search"], nprobe=meta["nprobe"],
                    ef_construction=meta.get("ef_construction", 80),
-                   train_size=meta.get("train_size", 100_000), random_state=meta.get("random_state", 0))
+                   train_size=meta.get("train_size", 100_000), refine=meta.get("refine", 4),
+                   random_state=meta.get("random_state", 0))
         self.index_ = _faiss().read_index(str(path))
         if self.index_.d != meta["dim"]:
             raise IndexMismatchError(f"the index file has {self.index_.d} dimensions but its description says {meta['dim']}")

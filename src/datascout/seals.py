@@ -88,6 +88,9 @@ class KNNGraph:
         else:
             neighbors = np.empty((n, k), dtype=dtype)
             sims = np.empty((n, k), dtype=np.float32)
+        if not index.exact_scores:  # exact re-ranking reads refine*(k+1) rows per query: bound it
+            per_query = (k + 1) * max(int(index.refine), 1) * X.shape[1] * 4 * 2
+            batch_rows = max(16, min(batch_rows, (256 << 20) // per_query))
         bar = _progress(n, "kNN graph") if progress else None
         t1 = time.perf_counter()
         try:
