@@ -66,13 +66,16 @@ def free_port() -> int:
 class Server:
     """``datascout serve DIR`` in a subprocess; ``url``; ``kill()`` sends SIGKILL."""
 
-    def __init__(self, directory, *, token=None, host="127.0.0.1"):
+    def __init__(self, directory, *, token=None, host="127.0.0.1", cli=False):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "datascout", "serve", str(directory), "--host", host,
-               "--port", str(self.port)]
-        if token:
-            cmd += ["--token", token]
+        if cli:  # the real command line (imports every command group: slower to start)
+            cmd = [sys.executable, "-m", "datascout", "serve", str(directory), "--host", host,
+                   "--port", str(self.port)] + (["--token", token] if token else [])
+        else:
+            cmd = [sys.executable, "-c", "import sys; from datascout.server import serve; "
+                   "serve(sys.argv[1], host=sys.argv[2], port=int(sys.argv[3]), token=sys.argv[4] or None)",
+                   str(directory), host, str(self.port), token or ""]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
         self._wait(token)

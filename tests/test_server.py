@@ -24,10 +24,10 @@ def db_labels(directory):
 
 
 @pytest.fixture()
-def served(tmp_path):
+def served(tmp_path, request):
     camp, truth = make_campaign(tmp_path)
     camp.close()
-    srv = Server(tmp_path / "camp")
+    srv = Server(tmp_path / "camp", cli=request.node.name == "test_api_flow_and_openapi")
     yield srv, tmp_path / "camp", truth
     srv.stop()
 

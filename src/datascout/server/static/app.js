@@ -38,7 +38,7 @@ async function fetchBatch() {
   if (!annotator()) { status("Type your name to start."); return; }
   try {
     const b = await api(`/api/batch?annotator=${encodeURIComponent(annotator())}&n=10`);
-    queue = b.items; showProgress(b.progress);
+    queue = b.items; showProgress(b.progress); refreshStats();
     if (!queue.length) {
       status(b.selecting ? "The model is choosing the next round… (a few seconds)" : "Nothing to label right now: waiting for the round to finish.");
       clearTimeout(pollTimer); pollTimer = setTimeout(fetchBatch, 1500);
