@@ -150,3 +150,12 @@ def test_bad_directories_fail_with_one_clear_message(tmp_path, digits):
     (path / "shard-00001.npy").unlink()
     with pytest.raises(ValidationError, match="shard 1 .* is missing"):
         load_embeddings(path)
+
+
+def test_a_folder_with_another_manifest_is_not_a_shard_directory(tmp_path):
+    from datascout.shards import is_shard_dir
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "datascout-pool", "count": 3}))
+    assert not is_shard_dir(tmp_path)
+    with pytest.raises(ValidationError, match="expected a file"):
+        load_embeddings(tmp_path)

@@ -456,3 +456,88 @@ def unit_mean(pool, *, exclude=None, num_tasks: int | None = None) -> np.ndarray
     if count == 0:
         raise ValidationError("every item is excluded: no pool left to average")
     return (total / count).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def add_ray_arguments(parser, *, what: str) -> None:
+    """The ``--ray`` flags shared by commands that can run over a Ray cluster."""
+    g = parser.add_argument_group("scale-out over Ray (the [ray] extra)")
+    g.add_argument("--ray", action="store_true", help=f"{what} with Ray, shard by shard")
+    g.add_argument("--ray-address", default=None,
+                   help="a running cluster ('auto', 'ray://host:10001'); default: start a local one")
+    g.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray cluster (default: all)")
+    g.add_argument("--num-shards", type=int, default=None,
+                   help="split a single .npy pool into this many shards first (written beside it as "
+                        "NAME.shards/, reused); a shard directory is used as it is")
+    g.add_argument("--num-tasks", type=int, default=None,
+                   help="Ray tasks per step (default: one per shard; more splits shards into row blocks)")
+
+
+def check_ray_arguments(args) -> bool:
+    """True when the command should run on Ray; rejects Ray flags given without ``--ray``."""
+    if not args.ray:
+        for flag in ("ray_address", "num_cpus", "num_shards", "num_tasks"):
+            if getattr(args, flag, None) is not None:
+                raise ValidationError(f"--{flag.replace('_', '-')} needs --ray")
+        return False
+    require_ray()
+    for flag in ("num_cpus", "num_shards", "num_tasks"):
+        v = getattr(args, flag, None)
+        if v is not None and v < 1:
+            raise ValidationError(f"--{flag.replace('_', '-')} must be >= 1 but is {v}")
+    return True
+
+
+def shards_for(path, num_shards: int | None) -> Path:
+    """A shard directory for ``path``: itself if it is one, else ``path`` (a ``.npy`` file) split
+    into ``num_shards`` shards beside it (``NAME.shards/``, reused when it matches)."""
+    from datascout.io import load_embeddings
+    from datascout.shards import is_shard_dir, write_shards
+
+    path = Path(path)
+    if is_shard_dir(path):
+        return path
+    if path.suffix.lower() != ".npy":
+        raise ValidationError(
+            f"--ray needs a shard directory or a .npy file to split with --num-shards but received {str(path)!r}")
+    if num_shards is None:
+        raise ValidationError(f"{str(path)!r} is a single file: pass --num-shards N to split it for Ray")
+    out = path.with_suffix(".shards")
+    X, _ = load_embeddings(path)
+    if is_shard_dir(out):
+        view = ShardedArray(out)
+        if view.num_shards == num_shards and view.shape == X.shape and view.dtype == X.dtype:
+            return out
+    return write_shards(out, X, num_shards=num_shards, overwrite=True)
+
+
+def run_index_build(args) -> int:
+    """``datascout index build --ray``: the index (Ray tasks + faiss merge, or one process for
+    HNSW) and the kNN graph (Ray tasks), saved where the single-machine build saves it."""
+    from datascout.seals import graph_dir
+
+    factory = check_factory(args.index)
+    if args.k < 1:
+        raise ValidationError(f"--k must be >= 1 but is {args.k}")
+    shard_dir = shards_for(args.embeddings, args.num_shards)
+    view = ShardedArray(shard_dir)
+    if args.k >= view.shape[0]:
+        raise ValidationError(f"--k must be below the pool size {view.shape[0]} but is {args.k}")
+    init_ray(args.ray_address, args.num_cpus)
+    out = graph_dir(args.embeddings, factory, args.k)
+    t0 = time.perf_counter()
+    if factory.startswith("HNSW"):
+        index = SimilarityIndex(factory, ef_search=args.ef_search, ef_construction=args.ef_construction,
+                                nprobe=args.nprobe).build(view)
+        how = "one process (HNSW cannot be merged)"
+    else:
+        index = build_index(view, factory, nprobe=args.nprobe, ef_search=args.ef_search,
+                            num_tasks=args.num_tasks)
+        how = f"{view.num_shards} shards on Ray + faiss merge"
+    t_index = time.perf_counter() - t0
+    graph = build_graph(view, index, args.k, out, num_tasks=args.num_tasks, batch_rows=args.batch_rows)
+    print(f"wrote {out} ({view.shape[0]} items x k={args.k}, {view.num_shards} shards)")
+    print(f"index build {t_index:.2f} s ({how}), graph queries {graph.meta['graph_seconds']:.2f} s on Ray")
+    return 0

@@ -44,9 +44,9 @@ def load_embeddings(path, *, mmap: bool = True, id_column: str = "id",
 
     Returns ``(embeddings, ids)``; ``ids`` is ``None`` when the file has none.
     """
-    if Path(path).is_dir() and (Path(path) / "manifest.json").is_file():
-        from datascout.shards import open_shards
+    from datascout.shards import is_shard_dir, open_shards
 
+    if is_shard_dir(path):
         return open_shards(path)
     path = _require_file(path)
     suffix = path.suffix.lower()

@@ -39,9 +39,15 @@ _FLOAT_DTYPES = ("float16", "float32", "float64")
 
 
 def is_shard_dir(path) -> bool:
-    """True when ``path`` is a directory holding a shard manifest."""
-    p = Path(path)
-    return p.is_dir() and (p / MANIFEST).is_file()
+    """True when ``path`` is a directory holding a shard manifest (not, say, an embed pool
+    folder, whose ``manifest.json`` has another format)."""
+    p = Path(path) / MANIFEST
+    if not p.is_file():
+        return False
+    try:
+        return json.loads(p.read_text()).get("format") == FORMAT
+    except (json.JSONDecodeError, AttributeError, OSError):
+        return False
 
 
 def shard_bounds(n: int, num_shards: int | None = None, shard_rows: int | None = None) -> np.ndarray:
