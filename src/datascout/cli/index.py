@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from datascout.cli import command
+from datascout.distributed import add_ray_arguments, check_ray_arguments, run_index_build
 from datascout.exceptions import ValidationError
 from datascout.index import SimilarityIndex, check_factory, recall_at_k
 from datascout.io import load_embeddings
@@ -38,6 +39,7 @@ def register(sub) -> None:
                    help="also measure recall@k against exact search on this many random items")
     p.add_argument("--force", action="store_true", help="rebuild even if a matching graph exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_ray_arguments(p, what="build the index and the graph")
 
 
 def _usage(parser) -> int:
@@ -46,6 +48,8 @@ def _usage(parser) -> int:
 
 
 def run_build(args) -> int:
+    if check_ray_arguments(args):
+        return run_index_build(args)
     factory = check_factory(args.index)
     if args.k < 1:
         raise ValidationError(f"--k must be >= 1 but is {args.k}")
