@@ -173,7 +173,7 @@ def _names_to_ids(raw: np.ndarray, classes):
     for i in np.flatnonzero(~unlabeled):
         c = index.get(raw[i])
         if c is None:
-            raise ValidationError(f"unknown class {raw[i]!r}: expected one of {names}")
+            raise ValidationError(f"unknown class {str(raw[i])!r}: expected one of {names}")
         out[i] = c
     return out, names
 

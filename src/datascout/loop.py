@@ -128,14 +128,14 @@ class ActiveLearner:
         positions = self.pool.positions(ids)
         uniq, counts = np.unique(positions, return_counts=True)
         if (counts > 1).any():
-            dup = self.pool.ids_at(uniq[counts > 1][:1])[0]
+            dup = self.pool.ids_at(uniq[counts > 1][:1]).tolist()[0]
             raise LabelingError(f"id {dup!r} occurs {int(counts.max())} times in one teach call")
         held = self.labels_[positions] == HELD_OUT
         if held.any():
-            raise LabelingError(f"id {ids[held][0]!r} is held out (e.g. in the test split), not in the pool")
+            raise LabelingError(f"id {ids[held].tolist()[0]!r} is held out (e.g. in the test split), not in the pool")
         already = self.labels_[positions] != UNLABELED
         if already.any():
-            raise LabelingError(f"id {ids[already][0]!r} is already labeled")
+            raise LabelingError(f"id {ids[already].tolist()[0]!r} is already labeled")
         labels = self._class_ids(labels)
         self._teach_positions(positions, labels)
 
@@ -143,7 +143,7 @@ class ActiveLearner:
         if labels.dtype.kind in "iu":
             bad = (labels < 0) | (labels >= self.n_classes)
             if bad.any():
-                raise LabelingError(f"unknown class {labels[bad][0]!r}: expected a class id in 0..{self.n_classes - 1}")
+                raise LabelingError(f"unknown class {labels[bad].tolist()[0]!r}: expected a class id in 0..{self.n_classes - 1}")
             return labels.astype(np.int64)
         names = self.pool.classes
         if names is None:

@@ -91,7 +91,7 @@ def check_ids(ids, n: int) -> np.ndarray | None:
     uniq = np.unique(ids)
     if len(uniq) != n:
         counts = np.unique(ids, return_counts=True)
-        dup = counts[0][counts[1] > 1][0]
+        dup = counts[0][counts[1] > 1].tolist()[0]
         raise ValidationError(f"ids must be unique but {dup!r} occurs {int(counts[1].max())} times")
     return ids
 
@@ -151,7 +151,7 @@ class Pool:
             bad = (pos < 0) | (pos >= len(self))
             if bad.any():
                 raise ValidationError(
-                    f"unknown id {ids[bad][0]!r}: expected ids in 0..{len(self) - 1}"
+                    f"unknown id {ids[bad].tolist()[0]!r}: expected ids in 0..{len(self) - 1}"
                 )
             return pos
         if self._position_of is None:

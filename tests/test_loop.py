@@ -1,0 +1,160 @@
+"""ActiveLearner: checked teach / query, string ids, held-out items, SEALS padding."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+from datascout.exceptions import DatascoutError, LabelingError, ValidationError
+from datascout.loop import ActiveLearner
+from datascout.pool import Pool
+from datascout.seals import CandidatePool, KNNGraph
+
+
+def state(L):
+    return (L.labels_.copy(), L.n_labeled_, [a.copy() for a in L.labeled_order_],
+            L._unit_sum_labeled.copy())
+
+
+def assert_same_state(a, b):
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[1] == b[1]
+    assert len(a[2]) == len(b[2]) and all(np.array_equal(x, y) for x, y in zip(a[2], b[2]))
+    np.testing.assert_array_equal(a[3], b[3])
+
+
+@pytest.fixture()
+def learner(blobs):
+    X, y = blobs
+    L = ActiveLearner(X, 3, "entropy", holdout=[57, 58, 59], random_state=0)
+    L.teach([0, 20, 40], [0, 1, 2])
+    return L
+
+
+BAD_TEACH = [
+    ("size mismatch", [1, 2], [0], LabelingError, "2 ids but 1 labels"),
+    ("duplicate ids", [1, 2, 1], [0, 0, 0], LabelingError, "id 1 occurs 2 times"),
+    ("already labeled", [1, 20], [0, 1], LabelingError, "id 20 is already labeled"),
+    ("unknown id", [1, 60], [0, 0], ValidationError, "unknown id 60"),
+    ("negative id", [-1], [0], ValidationError, "unknown id -1"),
+    ("unknown class", [1, 2], [0, 3], LabelingError, r"unknown class 3: expected a class id in 0\.\.2"),
+    ("negative class", [1], [-1], LabelingError, "unknown class -1"),
+    ("held out", [3, 58], [0, 2], LabelingError, "id 58 is held out"),
+    ("float labels", [1], [0.5], LabelingError, "integer class ids"),
+    ("empty", [], [], LabelingError, "at least 1 id"),
+    ("2-D ids", [[1, 2]], [[0, 0]], LabelingError, "1-D"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_TEACH, ids=[c[0] for c in BAD_TEACH])
+def test_teach_rejects_and_records_nothing(learner, case):
+    _, ids, labels, exc, match = case
+    before = state(learner)
+    with pytest.raises(exc, match=match) as info:
+        learner.teach(ids, labels)
+    assert isinstance(info.value, DatascoutError)
+    assert "\n" not in str(info.value)  # one line
+    assert_same_state(before, state(learner))
+
+
+def test_teach_records_labels_in_order(learner):
+    learner.teach(np.array([5, 3]), np.array([0, 0]))
+    assert learner.n_labeled_ == 5
+    np.testing.assert_array_equal(learner.labeled_positions, [0, 20, 40, 5, 3])
+    assert learner.labels_[5] == 0 and learner.labels_[3] == 0
+    assert learner.n_unlabeled == 60 - 5 - 3
+
+
+def test_query_rejects_bad_batch_sizes(learner):
+    for n in (0, -3):
+        with pytest.raises(ValidationError, match=f"batch size must be > 0 but is {n}"):
+            learner.query(n)
+    with pytest.raises(ValidationError, match="batch size 55 is larger than the 54 unlabeled items"):
+        learner.query(55)
+    assert len(learner.query(54)) == 54  # exactly the rest of the pool
+
+
+def test_model_query_needs_a_seed(blobs):
+    X, _ = blobs
+    with pytest.raises(ValidationError, match="teach a seed set"):
+        ActiveLearner(X, 3, "margin", random_state=0).query(2)
+    ids = ActiveLearner(X, 3, "random", random_state=0).query(5)  # random needs no model
+    assert len(np.unique(ids)) == 5
+
+
+def test_string_ids_and_class_names(blobs):
+    X, y = blobs
+    names = np.array([f"item-{i:02d}" for i in range(60)])
+    pool = Pool(X, ids=names, classes=["a", "b", "c"])
+    L = ActiveLearner(pool, 3, "margin", random_state=0)
+    L.teach(["item-00", "item-20", "item-40"], ["a", "b", "c"])
+    np.testing.assert_array_equal(L.labels_[[0, 20, 40]], [0, 1, 2])
+    ids = L.query(4)
+    assert ids.dtype.kind == "U" and set(ids.tolist()) <= set(names.tolist())
+    assert not set(ids.tolist()) & {"item-00", "item-20", "item-40"}
+    before = state(L)
+    with pytest.raises(ValidationError, match="unknown id 'nope'"):
+        L.teach(["item-01", "nope"], ["a", "a"])
+    with pytest.raises(LabelingError, match="unknown class 'd'"):
+        L.teach(["item-01"], ["d"])
+    with pytest.raises(LabelingError, match="'item-20' is already labeled"):
+        L.teach(["item-20"], ["b"])
+    assert_same_state(before, state(L))
+    L.teach(ids, y[[int(i[-2:]) for i in ids]])  # integer class ids work too
+    assert L.n_labeled_ == 7
+
+
+def test_integer_ids_that_are_not_positions(blobs):
+    X, y = blobs
+    pool = Pool(X, ids=np.arange(1000, 1060))
+    L = ActiveLearner(pool, 3, "entropy", random_state=0)
+    L.teach([1000, 1020, 1040], [0, 1, 2])
+    assert list(np.flatnonzero(L.labels_ >= 0)) == [0, 20, 40]
+    assert np.all(L.query(5) >= 1000)
+    with pytest.raises(ValidationError, match="unknown id 5"):
+        L.teach([5], [0])
+
+
+def test_pool_labels_are_taught_at_start(blobs):
+    X, y = blobs
+    labels = np.full(60, -1)
+    labels[[1, 21, 41]] = [0, 1, 2]
+    L = ActiveLearner(Pool(X, labels=labels), 3, "entropy", random_state=0)
+    assert L.n_labeled_ == 3
+    assert not np.isin(L.query(10), [1, 21, 41]).any()
+
+
+def test_constructor_validation(blobs):
+    X, _ = blobs
+    with pytest.raises(ValidationError, match="n_classes must be >= 2 but is 1"):
+        ActiveLearner(X, 1)
+    with pytest.raises(ValidationError, match="unknown strategy"):
+        ActiveLearner(X, 3, "bogus")
+    with pytest.raises(ValidationError, match="fit and predict_proba"):
+        ActiveLearner(X, 3, model=object())
+    with pytest.raises(ValidationError, match="holdout positions must be in 0..59"):
+        ActiveLearner(X, 3, holdout=[3, 60])
+    with pytest.raises(ValidationError, match="density_reference"):
+        ActiveLearner(X, 3, density_reference="nearby")
+
+
+def test_seals_query_pads_with_random_unlabeled_items(blobs):
+    X, y = blobs
+    graph = KNNGraph.build(X, k=2, index="Flat")
+    cand = CandidatePool(X, graph=graph, k=2)
+    L = ActiveLearner(X, 3, "entropy", candidates=cand, holdout=[59], random_state=0)
+    L.teach([0], [0])  # at most 2 candidates: the neighbours of item 0
+    expected = set(graph.neighbors[0].tolist()) - {0, 59}
+    ids = L.query(6)
+    assert L.last_query_["candidates"] == len(expected)
+    assert L.last_query_["padded"] == 6 - len(expected)
+    assert set(ids[: len(expected)].tolist()) == expected
+    assert len(np.unique(ids)) == 6 and not np.isin(ids, [0, 59]).any()
+
+
+def test_query_does_not_change_labels(learner):
+    before = copy.deepcopy(learner.labels_)
+    learner.query(10)
+    np.testing.assert_array_equal(before, learner.labels_)
