@@ -146,7 +146,13 @@ def load_labels(path, *, ids=None, id_column: str = "id", label_column: str = "l
                 )
             lookup = {str(v): i for i, v in enumerate(np.asarray(ids).tolist())}
             names = np.full(len(lookup), "", dtype=object)
-            for r in body:
+            for line, r in enumerate(body, start=2):
+                if not any(cell.strip() for cell in r):
+                    continue  # a blank line
+                if len(r) <= max(li, ii):
+                    raise ValidationError(
+                        f"line {line} of {str(path)!r} has {len(r)} field(s) but the header has {len(header)}"
+                    )
                 pos = lookup.get(r[ii])
                 if pos is None:
                     raise ValidationError(f"{str(path)!r} names id {r[ii]!r}, which is not in the pool")
@@ -154,7 +160,7 @@ def load_labels(path, *, ids=None, id_column: str = "id", label_column: str = "l
             raw = names.astype(str)
         else:
             col = header.index(label_column) if label_column in header else 0
-            raw = np.asarray([r[col] for r in body], dtype=str)
+            raw = np.asarray([r[col] if len(r) > col else "" for r in body], dtype=str)  # blank = unlabeled
         return _names_to_ids(raw, classes)
     raise ValidationError(f"unsupported labels file {path.name!r}: expected .npy or .csv")
 
