@@ -1,0 +1,142 @@
+"""SimilarityIndex: exact search against a numpy reference, recall floors of every approximate
+backend against Flat on seeded clustered data, add / save / load, and input errors."""
+
+import numpy as np
+import pytest
+
+from datascout.exceptions import DatascoutError, IndexMismatchError, ValidationError
+from datascout.index import SimilarityIndex, check_factory, normalize_rows, recall_at_k
+
+
+def clustered(n=4000, d=32, n_clusters=30, noise=0.5, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(n_clusters, d))
+    return (centers[rng.integers(0, n_clusters, n)] + noise * rng.normal(size=(n, d))).astype(np.float32)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_faiss_thread():
+    """Small indexes build faster on one thread than on contended OpenMP threads."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def pq(data):
+    return SimilarityIndex("IVF64,PQ16x4", nprobe=8).build(data[0])
+
+
+@pytest.fixture(scope="module")
+def data():
+    X = clustered()
+    Q = X[:300]
+    _, exact = SimilarityIndex("Flat").build(X).search(Q, 10)
+    return X, Q, exact
+
+
+def test_flat_matches_numpy_cosine_ranking(data):
+    X, Q, _ = data
+    sims, pos = SimilarityIndex("Flat").build(X).search(Q[:20], 5)
+    Xn, Qn = normalize_rows(X), normalize_rows(Q[:20])
+    ref = Qn @ Xn.T
+    ref_pos = np.argsort(-ref, axis=1)[:, :5]
+    np.testing.assert_array_equal(pos, ref_pos)
+    np.testing.assert_allclose(sims, np.take_along_axis(ref, ref_pos, axis=1), atol=1e-5)
+    assert (pos[:, 0] == np.arange(20)).all()  # every query's nearest item is itself
+
+
+@pytest.mark.parametrize("factory,floor", [
+    ("HNSW32", 0.95),
+    ("HNSW16", 0.95),
+    ("IVF64,Flat", 0.95),
+    ("IVF64,PQ16x4", 0.9),  # codes re-ranked exactly over refine*k candidates
+    ("LSH", 0.5),           # random-hyperplane LSH (d bits), as in the SEALS lecture
+])
+def test_recall_floor_against_flat(data, pq, factory, floor):
+    X, Q, exact = data
+    idx = pq if factory == "IVF64,PQ16x4" else SimilarityIndex(factory).build(X)
+    sims, pos = idx.search(Q, 10, exact_embeddings=X)
+    r = recall_at_k(pos, exact)
+    assert r >= floor, f"{factory} recall@10 = {r:.3f} below {floor}"
+    # returned similarities are exact cosines, best first
+    Xn, Qn = normalize_rows(X), normalize_rows(Q)
+    ref = np.einsum("qkd,qd->qk", Xn[pos], Qn)
+    np.testing.assert_allclose(sims, ref, atol=1e-4)
+    assert (np.diff(sims, axis=1) <= 1e-6).all()
+
+
+def test_lossy_search_without_rerank_is_worse(data, pq):
+    X, Q, exact = data
+    idx = pq
+    _, raw = idx.search(Q, 10)
+    _, refined = idx.search(Q, 10, exact_embeddings=X)
+    assert recall_at_k(refined, exact) > recall_at_k(raw, exact)
+
+
+def test_recall_at_k_by_hand():
+    approx = np.array([[1, 2, 3], [4, 5, -1]])
+    exact = np.array([[3, 2, 9], [6, 5, 4]])
+    assert recall_at_k(approx, exact) == pytest.approx((2 + 2) / 6)
+    assert recall_at_k(exact, exact) == 1.0
+    with pytest.raises(ValidationError, match="shape"):
+        recall_at_k(approx[:, :2], exact)
+
+
+def test_add_gives_next_positions_and_is_searchable():
+    X = clustered(n=1200)
+    idx = SimilarityIndex("HNSW32").build(X[:1000])
+    new = idx.add(X[1000:])
+    np.testing.assert_array_equal(new, np.arange(1000, 1200))
+    assert idx.ntotal_ == 1200
+    _, pos = idx.search(X[1000:1050], 1)
+    np.testing.assert_array_equal(pos[:, 0], np.arange(1000, 1050))
+
+
+def test_save_load_round_trip(tmp_path, data, pq):
+    X, Q, _ = data
+    for factory in ("HNSW32", "IVF64,PQ16x4"):
+        idx = pq if factory == "IVF64,PQ16x4" else SimilarityIndex(factory, nprobe=8).build(X)
+        path = tmp_path / f"{factory.replace(',', '-')}.faiss"
+        idx.save(path)
+        back = SimilarityIndex.load(path)
+        assert (back.factory, back.dim_, back.ntotal_, back.nprobe) == (factory, 32, len(X), 8)
+        s1, p1 = idx.search(Q[:50], 10, exact_embeddings=X)
+        s2, p2 = back.search(Q[:50], 10, exact_embeddings=X)
+        np.testing.assert_array_equal(p1, p2)
+        np.testing.assert_allclose(s1, s2)
+    with pytest.raises(ValidationError, match="expected an index file"):
+        SimilarityIndex.load(tmp_path / "missing.faiss")
+
+
+def test_dimension_mismatch_errors(data):
+    X, _, _ = data
+    idx = SimilarityIndex("Flat").build(X)
+    with pytest.raises(IndexMismatchError, match="16 columns but the index was built with 32"):
+        idx.search(np.zeros((2, 16), np.float32), 3)
+    with pytest.raises(IndexMismatchError, match="16 columns but the index was built with 32"):
+        idx.add(np.zeros((2, 16), np.float32))
+    assert issubclass(IndexMismatchError, DatascoutError)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValidationError, match="unsupported index 'HNSW'"):
+        check_factory("HNSW")
+    with pytest.raises(ValidationError, match="not built"):
+        SimilarityIndex("Flat").search(np.zeros((1, 4), np.float32), 1)
+    with pytest.raises(ValidationError, match="needs at least 64 training rows but the pool has 10"):
+        SimilarityIndex("IVF64,Flat").build(np.random.default_rng(0).normal(size=(10, 8)).astype(np.float32))
+    idx = SimilarityIndex("Flat").build(np.eye(3, dtype=np.float32))
+    with pytest.raises(ValidationError, match="k must be >= 1"):
+        idx.search(np.eye(3, dtype=np.float32), 0)
+    sims, pos = idx.search(np.eye(3, dtype=np.float32)[:1], 5)  # k above the pool: padded
+    assert pos.tolist() == [[0, pos[0, 1], pos[0, 2], -1, -1]]
+    assert np.isneginf(sims[0, 3:]).all()
+
+
+def test_normalize_rows_keeps_zero_rows():
+    X = np.array([[3.0, 4.0], [0.0, 0.0]])
+    np.testing.assert_allclose(normalize_rows(X), [[0.6, 0.8], [0.0, 0.0]])
