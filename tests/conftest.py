@@ -16,18 +16,24 @@ def digits():
 
 
 @pytest.fixture(scope="session")
-def fashion_slice():
-    """The first 3,000 Fashion-MNIST images as PCA-32 embeddings of their pixels (fitted on the
-    slice), labels 0..9. Skips when the Debian package is not installed."""
-    from sklearn.decomposition import PCA
-
+def fashion_ds():
+    """All of Fashion-MNIST (Debian ``dataset-fashion-mnist``); skips when it is not installed."""
     from datascout.datasets import load_fashion_mnist
     from datascout.exceptions import MissingDependencyError
 
     try:
-        ds = load_fashion_mnist()
+        return load_fashion_mnist()
     except MissingDependencyError as exc:  # pragma: no cover - depends on the machine
         pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def fashion_slice(fashion_ds):
+    """The first 3,000 Fashion-MNIST images as PCA-32 embeddings of their pixels (fitted on the
+    slice), labels 0..9."""
+    from sklearn.decomposition import PCA
+
+    ds = fashion_ds
     X = ds.data[:3000].reshape(3000, -1).astype(np.float32) / 255.0
     emb = PCA(n_components=32, random_state=0).fit_transform(X).astype(np.float32)
     return emb, ds.labels[:3000].copy()

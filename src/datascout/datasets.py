@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,17 +126,18 @@ def load_fortunes(directory=FORTUNES_DIR, min_chars: int = 1) -> Dataset:
     return Dataset("fortunes", texts, np.asarray(labels, dtype=np.int64), classes, "text", ids=ids)
 
 
+MLBENCH_DATA = "usr/lib/R/site-library/mlbench/data"
+SYSTEM_MLBENCH = Path("/") / MLBENCH_DATA  # where an installed r-cran-mlbench keeps it
+
+
 def _mlbench_rda(name: str) -> Path:
-    candidates = [
-        Path(os.environ.get("DATASCOUT_MLBENCH", cache_dir() / "mlbench")) / "usr/lib/R/site-library/mlbench/data",
-        Path("/usr/lib/R/site-library/mlbench/data"),
-    ]
-    for c in candidates:
+    unpacked = Path(os.environ.get("DATASCOUT_MLBENCH", cache_dir() / "mlbench"))
+    for c in (unpacked / MLBENCH_DATA, SYSTEM_MLBENCH):
         if (c / name).is_file():
             return c / name
     raise MissingDependencyError(
         f"{name} from Debian r-cran-mlbench is not unpacked: run 'cd /tmp && apt-get download "
-        f"r-cran-mlbench && dpkg -x r-cran-mlbench_*.deb {candidates[0].parents[4]}' "
+        f"r-cran-mlbench && dpkg -x r-cran-mlbench_*.deb {unpacked}' "
         "(or set DATASCOUT_MLBENCH to the folder it was unpacked in) and 'pip install rdata'"
     )
 
@@ -147,7 +149,9 @@ def load_letter() -> Dataset:
         import rdata
     except ImportError as exc:
         raise MissingDependencyError("reading Letter needs rdata: pip install rdata") from exc
-    frame = rdata.read_rda(str(path))["LetterRecognition"]
+    with warnings.catch_warnings():  # the .rda declares no encoding; its strings are ASCII
+        warnings.filterwarnings("ignore", message="Unknown encoding", category=UserWarning)
+        frame = rdata.read_rda(str(path))["LetterRecognition"]
     lettr = frame["lettr"]
     classes = [str(c) for c in lettr.cat.categories]
     X = frame.drop(columns=["lettr"]).to_numpy(dtype=np.float32)
