@@ -23,7 +23,7 @@ from sklearn.model_selection import train_test_split
 
 from datascout.exceptions import ValidationError
 from datascout.index import SimilarityIndex
-from datascout.io import atomic_write_bytes, atomic_write_text
+from datascout.io import atomic_write_bytes
 from datascout.loop import ActiveLearner
 from datascout.pool import check_embeddings
 from datascout.seals import CandidatePool, KNNGraph, build_or_load_graph
@@ -78,11 +78,18 @@ def validate_config(cfg: SimulationConfig, n_items: int, labels: np.ndarray) -> 
         raise ValidationError("give either --initial or --initial-positives/--initial-negatives, not both")
     if cfg.initial_positives is not None and cfg.positive_class is None:
         raise ValidationError("--initial-positives/--initial-negatives need --positive-class")
-    n_pool = int(round(n_items * (1 - cfg.test_size)))
+    if n_items == 0:
+        raise ValidationError("the labels hold no labeled item: expected class ids >= 0, got only -1")
+    n_pool = n_items - int(np.ceil(n_items * cfg.test_size))  # as train_test_split rounds
     seed_size = cfg.initial if cfg.initial is not None else (
         (cfg.initial_positives or 0) + (cfg.initial_negatives or 0) or 100)
     if seed_size <= 0:
         raise ValidationError(f"the seed set must hold at least 1 item but holds {seed_size}")
+    if cfg.batch_size > n_pool - seed_size:
+        raise ValidationError(
+            f"--batch-size {cfg.batch_size} is larger than the {n_pool - seed_size} unlabeled pool items "
+            f"left after the seed set of {seed_size}"
+        )
     if seed_size + cfg.batch_size * cfg.rounds > n_pool:
         raise ValidationError(
             f"seed {seed_size} + {cfg.rounds} rounds x batch {cfg.batch_size} = "
@@ -109,7 +116,7 @@ def simulate(embeddings, labels, config: SimulationConfig, *, embeddings_path=No
         raise ValidationError("the labels hold a single class: active learning needs at least 2")
 
     rng = np.random.default_rng(cfg.seed)
-    strat = y_task[valid] if np.bincount(y_task[valid]).min(initial=2) >= 2 else None
+    strat = y_task[valid] if np.unique(y_task[valid], return_counts=True)[1].min() >= 2 else None
     pool_pos, test_pos = train_test_split(valid, test_size=cfg.test_size, random_state=cfg.seed,
                                           stratify=strat)
     pool_pos, test_pos = np.sort(pool_pos), np.sort(test_pos)
@@ -207,6 +214,11 @@ def rounds_csv(result: dict) -> str:
 
 def plot_learning_curves(runs: dict[str, list[dict]], path, *, title: str = "") -> None:
     """PNG of mean +- std learning curves; ``runs`` maps a label to a list of results (seeds)."""
+    atomic_write_bytes(path, learning_curves_png(runs, title=title))
+
+
+def learning_curves_png(runs: dict[str, list[dict]], *, title: str = "") -> bytes:
+    """The PNG of :func:`plot_learning_curves`, as bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -231,19 +243,22 @@ def plot_learning_curves(runs: dict[str, list[dict]], path, *, title: str = "") 
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
 
 
 def write_result(result: dict, out_json, *, plot: bool = True) -> list:
-    """Write ``run.json`` and, beside it, ``run.csv`` and ``run.png``. Returns the paths."""
+    """Write ``run.json`` and, beside it, ``run.csv`` and ``run.png``. Returns the paths.
+
+    Every file is rendered in memory first and each is written atomically, so an error while
+    rendering leaves no file behind; ``run.json`` is written last."""
     from pathlib import Path
 
     out_json = Path(out_json)
-    paths = [out_json, out_json.with_suffix(".csv")]
-    atomic_write_text(paths[1], rounds_csv(result))
+    files = {out_json.with_suffix(".csv"): rounds_csv(result).encode("utf-8")}
     if plot:
-        paths.append(out_json.with_suffix(".png"))
-        plot_learning_curves({result["config"]["strategy"] + (" (SEALS)" if result["config"]["seals"] else ""):
-                              [result]}, paths[2])
-    atomic_write_text(out_json, json.dumps(result, indent=2))
-    return paths
+        label = result["config"]["strategy"] + (" (SEALS)" if result["config"]["seals"] else "")
+        files[out_json.with_suffix(".png")] = learning_curves_png({label: [result]})
+    files[out_json] = json.dumps(result, indent=2).encode("utf-8")
+    for path, data in files.items():
+        atomic_write_bytes(path, data)
+    return [out_json, *[p for p in files if p != out_json]]
