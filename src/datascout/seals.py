@@ -249,9 +249,11 @@ class CandidatePool:
         if len(newly) == 0:
             return 0
         if self.graph is not None:
-            nb = np.asarray(self.graph.neighbors[np.sort(newly)][:, : self.k], dtype=np.int64)
+            nb = np.asarray(self.graph.neighbors[newly][:, : self.k], dtype=np.int64)
         else:
-            _, nb = self.index.search(np.asarray(self.embeddings[np.sort(newly)]), self.k)
+            s, nb = self.index.search(np.asarray(self.embeddings[newly]), self.k + 1,
+                                      exact_embeddings=self.embeddings)
+            _, nb = _drop_self(s, nb, newly, self.k)  # as in the graph: k neighbours, self excluded
         nb = nb[nb >= 0]
         nb = np.unique(nb)
         fresh = nb[self._state[nb] == 0]

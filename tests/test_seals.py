@@ -1,0 +1,249 @@
+"""SEALS: kNN graph against brute force, persistence and reuse, the candidate pool (exact ids,
+incremental growth, holdout), density references and the index CLI."""
+
+import json
+
+import numpy as np
+import pytest
+
+from datascout.cli import main
+from datascout.exceptions import IndexMismatchError, ValidationError
+from datascout.index import SimilarityIndex, normalize_rows
+from datascout.loop import ActiveLearner
+from datascout.seals import CandidatePool, KNNGraph, build_or_load_graph, graph_dir
+from datascout.simulate import SimulationConfig, simulate
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_faiss_thread():
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)
+
+
+def clustered(n=1500, d=16, n_clusters=12, noise=0.6, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(n_clusters, d))
+    lab = rng.integers(0, n_clusters, n)
+    return (centers[lab] + noise * rng.normal(size=(n, d))).astype(np.float32), lab
+
+
+def brute_knn(X, k):
+    """Exact k nearest neighbours by cosine, self excluded (the reference)."""
+    Xn = normalize_rows(X)
+    S = Xn @ Xn.T
+    np.fill_diagonal(S, -np.inf)
+    nb = np.argsort(-S, axis=1, kind="stable")[:, :k]
+    return nb, np.take_along_axis(S, nb, axis=1)
+
+
+@pytest.fixture(scope="module")
+def pool():
+    X, lab = clustered()
+    return X, lab, KNNGraph.build(X, 10, "Flat")
+
+
+def test_graph_matches_brute_force(pool):
+    X, _, g = pool
+    nb, sims = brute_knn(X, 10)
+    assert g.neighbors.shape == (len(X), 10)
+    assert not (g.neighbors == np.arange(len(X))[:, None]).any()  # self excluded
+    np.testing.assert_allclose(g.similarities, sims, atol=1e-5)
+    same = (g.neighbors == nb).mean()
+    assert same > 0.99  # identical up to float ties
+
+
+def test_hnsw_graph_recall(pool):
+    X, _, _ = pool
+    g = KNNGraph.build(X, 10, "HNSW32", batch_rows=300)
+    nb, _ = brute_knn(X, 10)
+    hits = sum(len(np.intersect1d(a, b)) for a, b in zip(g.neighbors, nb))
+    assert hits / nb.size >= 0.95
+
+
+def test_graph_save_load_memory_mapped_and_reused(tmp_path, pool):
+    X, _, _ = pool
+    path = tmp_path / "emb.npy"
+    np.save(path, X)
+    g1 = build_or_load_graph(np.load(path, mmap_mode="r"), path, "Flat", 10)
+    d = graph_dir(path, "Flat", 10)
+    assert d.is_dir() and isinstance(g1.neighbors, np.memmap)
+    assert json.loads((d / "graph.json").read_text())["k"] == 10
+    stamp = (d / "neighbors.npy").stat().st_mtime_ns
+    g2 = build_or_load_graph(X, path, "Flat", 8)  # a saved graph with a larger k is reused
+    assert (d / "neighbors.npy").stat().st_mtime_ns == stamp
+    assert isinstance(g2.neighbors, np.memmap)
+    np.testing.assert_array_equal(g2.neighbors, g1.neighbors)
+    # other embeddings of the same shape must not reuse it
+    Y = X[::-1].copy()
+    np.save(path, Y)
+    g3 = build_or_load_graph(Y, path, "Flat", 10)
+    assert not np.array_equal(np.asarray(g3.neighbors), np.asarray(g1.neighbors))
+    with pytest.raises(IndexMismatchError, match="1500 rows but the pool has 10"):
+        KNNGraph.load(d, expect_n=10)
+    with pytest.raises(ValidationError, match="expected a kNN graph"):
+        KNNGraph.load(tmp_path / "nothing")
+
+
+def reference_candidates(nb, labeled, blocked=()):
+    labeled = np.asarray(sorted(set(labeled)), dtype=np.int64)
+    c = set(nb[labeled].ravel().tolist()) - set(labeled.tolist()) - set(blocked)
+    return np.asarray(sorted(c), dtype=np.int64)
+
+
+class RecordingArray(np.ndarray):
+    """An array that records which rows are read through fancy indexing."""
+
+    def __getitem__(self, item):
+        if isinstance(item, np.ndarray) and item.dtype.kind in "iu":
+            self.reads.append(np.asarray(item).copy())
+        return np.asarray(super().__getitem__(item))
+
+
+def test_candidate_pool_incremental_and_exact(pool):
+    X, _, g = pool
+    rec = X.view(RecordingArray)
+    rec.reads = []
+    cp = CandidatePool(rec, graph=g, k=5)
+    rng = np.random.default_rng(1)
+    labeled, blocked = [], rng.choice(len(X), 100, replace=False).tolist()
+    cp.block(blocked)
+    nb = np.asarray(g.neighbors)[:, :5]
+    for step in range(6):
+        free = np.setdiff1d(np.arange(len(X)), np.r_[labeled, blocked].astype(int))
+        new = rng.choice(free, 40, replace=False)
+        before = set(cp.positions.tolist())
+        rec.reads = []
+        added = cp.add_labeled(new)
+        labeled += new.tolist()
+        ref = reference_candidates(nb, labeled, blocked)
+        np.testing.assert_array_equal(cp.positions, ref)
+        assert len(cp) == len(ref)
+        # only the new candidates' rows were read (O(new labels * k), no pass over the pool)
+        read = np.concatenate(rec.reads) if rec.reads else np.empty(0, int)
+        np.testing.assert_array_equal(np.sort(read), np.asarray(sorted(set(ref) - before)))
+        assert added == len(set(ref) - before)
+        emb, pos, exclude = cp.view()
+        np.testing.assert_array_equal(emb, X[pos])  # buffer rows align with pool positions
+        np.testing.assert_array_equal(np.sort(pos[~exclude]), ref)
+    with pytest.raises(ValidationError, match="out of range"):
+        cp.add_labeled([len(X)])
+
+
+def test_on_the_fly_index_matches_graph(pool):
+    X, _, g = pool
+    a = CandidatePool(X, graph=g, k=7)
+    b = CandidatePool(X, index=SimilarityIndex("Flat").build(X), k=7)
+    for batch in (np.arange(0, 30), np.arange(500, 540)):
+        a.add_labeled(batch)
+        b.add_labeled(batch)
+    np.testing.assert_array_equal(a.positions, b.positions)
+    emb, pos, exclude = b.view()
+    np.testing.assert_array_equal(emb, X[pos])
+
+
+def test_candidate_pool_errors(pool):
+    X, _, g = pool
+    with pytest.raises(ValidationError, match="needs a kNN graph or a similarity index"):
+        CandidatePool(X)
+    with pytest.raises(ValidationError, match="k=11 is larger than the graph's k=10"):
+        CandidatePool(X, graph=g, k=11)
+    with pytest.raises(IndexMismatchError, match="1500 rows but the pool has 100"):
+        CandidatePool(X[:100], graph=g, k=5)
+    with pytest.raises(ValidationError, match="needs a kNN graph"):
+        ActiveLearner(X, 2, "density", density_reference="neighbors",
+                      candidates=CandidatePool(X, index=SimilarityIndex("Flat").build(X), k=5))
+
+
+def test_label_remove_requery_no_misalignment(pool):
+    """Query, label, and re-query with SEALS and a holdout: every chosen id is the exact top of
+    the model's scores over the reference candidate set (computed independently)."""
+    X, lab, g = pool
+    y = (lab == 3).astype(np.int64)
+    holdout = np.arange(0, len(X), 5)  # every 5th item is a test item
+    cp = CandidatePool(X, graph=g, k=10)
+    learner = ActiveLearner(X, 2, "most-likely-positive", candidates=cp, holdout=holdout, random_state=0)
+    pos_items = np.setdiff1d(np.flatnonzero(y == 1), holdout)[:3]
+    neg_items = np.setdiff1d(np.flatnonzero(y == 0), holdout)[:20]
+    seed = np.r_[pos_items, neg_items]
+    learner.teach(seed, y[seed])
+    labeled = list(seed)
+    nb = np.asarray(g.neighbors)
+    for _ in range(5):
+        ids = learner.query(15)
+        ref = reference_candidates(nb, labeled, holdout)
+        assert learner.last_query_["candidates"] == len(ref)
+        p = learner.model_.predict_proba(X[ref])[:, 1]
+        expected = ref[np.argsort(-p, kind="stable")[:15]]
+        assert set(ids.tolist()) == set(expected.tolist())
+        assert not np.isin(ids, holdout).any() and not np.isin(ids, labeled).any()
+        learner.teach(ids, y[ids])
+        labeled += ids.tolist()
+    assert (learner.labels_[holdout] == -2).all()
+
+
+def test_density_references(pool):
+    X, _, g = pool
+    Xn = normalize_rows(X).astype(np.float64)
+    holdout = np.arange(100)
+    seed = np.arange(100, 160)
+    y = (np.arange(len(X)) % 2).astype(np.int64)
+
+    def learner(ref):
+        cp = CandidatePool(X, graph=g, k=10)
+        al = ActiveLearner(X, 2, "density", candidates=cp, density_reference=ref,
+                           holdout=holdout, random_state=0)
+        al.teach(seed, y[seed])
+        return al, cp
+
+    al, cp = learner("pool")
+    unl = np.setdiff1d(np.arange(len(X)), np.r_[holdout, seed])
+    np.testing.assert_allclose(al._density_direction(), Xn[unl].mean(axis=0), atol=1e-5)
+    al, cp = learner("candidates")
+    np.testing.assert_allclose(al._density_direction(), Xn[cp.positions].mean(axis=0), atol=1e-5)
+    al, cp = learner("neighbors")
+    assert al._density_direction() is None
+    c = cp.positions[:25]
+    got = cp.neighbor_similarity(c)
+    for i, item in enumerate(c):  # by hand: mean similarity over unlabeled, non-held-out neighbours
+        keep = [j for j in range(10) if g.neighbors[item, j] not in set(seed) | set(holdout)]
+        want = np.mean(g.similarities[item, keep]) if keep else 0.0
+        assert got[i] == pytest.approx(want, abs=1e-5)
+    ids = al.query(10)
+    assert np.isin(ids, cp.positions).all()
+    assert learner("pool")[0].query(10).shape == (10,)
+
+
+def test_simulate_seals_reports_candidates(tmp_path):
+    X, lab = clustered(n=1200, seed=2)
+    path = tmp_path / "e.npy"
+    np.save(path, X)
+    cfg = SimulationConfig(strategy="entropy", positive_class=4, seals=True, k=10, index="HNSW32",
+                           initial_positives=3, initial_negatives=20, batch_size=20, rounds=4, seed=0)
+    res = simulate(np.load(path, mmap_mode="r"), lab.astype(np.int64), cfg, embeddings_path=path)
+    cands = [r["candidates"] for r in res["rounds"][1:]]
+    assert all(0 < c < res["n_pool"] for c in cands)
+    assert graph_dir(path, "HNSW32", 10).is_dir()
+
+
+def test_cli_index_build(tmp_path, capsys):
+    X, _ = clustered(n=800)
+    path = tmp_path / "E.npy"
+    np.save(path, X)
+    assert main(["index", "build", "--embeddings", str(path), "--index", "HNSW32", "--k", "10",
+                 "--no-progress", "--recall-sample", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "peak memory" in out and "recall@10" in out
+    g = KNNGraph.load(graph_dir(path, "HNSW32", 10))
+    np.testing.assert_allclose(g.similarities, brute_knn(X, 10)[1], atol=1e-4)
+    assert main(["index", "build", "--embeddings", str(path), "--k", "10", "--index", "HNSW32"]) == 0
+    assert "already exists" in capsys.readouterr().out
+    for bad, msg in ([["--index", "HNSW"], "unsupported index"], [["--k", "800"], "--k must be below"],
+                     [["--k", "0"], "--k must be >= 1"]):
+        assert main(["index", "build", "--embeddings", str(path), *bad]) == 2
+        assert msg in capsys.readouterr().err
+    assert main(["index", "build", "--embeddings", str(tmp_path / "none.npy")]) == 2
+    assert not list(tmp_path.glob("*.tmp"))
