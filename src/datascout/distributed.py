@@ -122,24 +122,20 @@ def _task_add_rows(trained_blob, view: ShardedArray, start: int, stop: int, chun
     return _serialize(index)
 
 
+class _TrainOnly(SimilarityIndex):
+    """A :class:`SimilarityIndex` whose ``build`` trains and adds nothing: the training (sample,
+    normalisation, backend options) stays exactly the single-machine one."""
+
+    def add(self, embeddings, *, chunk_rows: int = 65536, progress=None) -> np.ndarray:
+        self.ntotal_ = 0
+        return np.empty(0, dtype=np.int64)
+
+
 def train_index(view, factory: str, *, train_size: int = 100_000, random_state=0,
                 ef_construction: int = 80):
-    """An empty, trained faiss index: the rows a single-machine build would sample, normalised."""
-    faiss = _faiss()
-    n, d = view.shape
-    metric = faiss.METRIC_L2 if factory.startswith("LSH") else faiss.METRIC_INNER_PRODUCT
-    index = faiss.index_factory(d, factory, metric)
-    if hasattr(index, "hnsw"):
-        index.hnsw.efConstruction = ef_construction
-    if not index.is_trained:
-        rng = np.random.default_rng(random_state)
-        m = min(n, train_size)
-        sample = np.sort(rng.choice(n, size=m, replace=False))
-        nlist = getattr(faiss.extract_index_ivf(index), "nlist", 0) if "IVF" in factory else 0
-        if nlist and m < nlist:
-            raise ValidationError(f"index {factory!r} needs at least {nlist} training rows but the pool has {n}")
-        index.train(normalize_rows(view[sample]))
-    return index
+    """An empty, trained faiss index: trained as a single-machine build trains it."""
+    return _TrainOnly(factory, train_size=train_size, random_state=random_state,
+                      ef_construction=ef_construction).build(view).index_
 
 
 def build_index(pool, factory: str = "IVF1024,Flat", *, train_size: int = 100_000,
