@@ -1,0 +1,305 @@
+"""SEALS speed and scale on synthetic clustered pools (a rare cluster = the positives).
+
+Part 1 (``--n``, default 1,000,000 x 256 float32): graph build time and recall@k of HNSW32 and
+IVF against exact search; per-round selection time of full-pool MaxEnt vs SEALS in the same
+run (20 rounds x 100, same seeds), the SEALS round against the cost model
+``(|C| / N) * full-pool round + the new labels' neighbour lookups``; AP and positives found.
+
+Part 2 (``--n-big``, e.g. 10,000,000 x 256 float16, memory-mapped from disk): an IVF-PQ index,
+on-the-fly neighbour queries (no graph), index build time, per-round selection time of SEALS vs
+full-pool MaxEnt over the same memory map, peak memory.
+
+Data files go to ``--data-dir`` (default: ``datascout.datasets.cache_dir() / "bench"``), never
+the repository. Figures are printed and written to docs/benchmarks.md as they come.
+
+    python benchmarks/bench_seals_scale.py --n 1000000 --n-big 10000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import average_precision_score
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import markdown_table, peak_rss_mib, write_section  # noqa: E402
+
+from datascout.datasets import cache_dir  # noqa: E402
+from datascout.index import SimilarityIndex, normalize_rows, recall_at_k  # noqa: E402
+from datascout.loop import ActiveLearner  # noqa: E402
+from datascout.pool import iter_row_chunks  # noqa: E402
+from datascout.seals import CandidatePool, KNNGraph, _drop_self, find_graph, graph_dir  # noqa: E402
+
+SECTION = "seals-scale"
+
+
+def make_pool(path: Path, n: int, d: int, dtype, *, n_clusters=1000, intrinsic=16, rare_frac=0.001,
+              seed=0):
+    """Clustered embeddings written in chunks to a .npy memory map; labels: 1 for the rare cluster.
+
+    Each cluster is a random centre plus a point on a random ``intrinsic``-dimensional subspace
+    plus a little isotropic noise (embeddings of real data have a low intrinsic dimension)."""
+    ypath = path.with_suffix(".labels.npy")
+    if path.is_file() and ypath.is_file():
+        X = np.load(path, mmap_mode="r")
+        if X.shape == (n, d) and X.dtype == dtype:
+            return X, np.load(ypath)
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(n_clusters, d)).astype(np.float32)
+    bases = rng.normal(size=(n_clusters, intrinsic, d)).astype(np.float32) * 0.35
+    p = np.full(n_clusters, (1 - rare_frac) / (n_clusters - 1))
+    p[0] = rare_frac
+    cl = rng.choice(n_clusters, size=n, p=p)
+    tmp = path.with_name(path.name + ".tmp.npy")
+    X = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n, d))
+    for rows in iter_row_chunks(n, 131072):
+        c = cl[rows]
+        z = rng.normal(size=(len(c), intrinsic)).astype(np.float32)
+        x = centers[c] + 0.15 * rng.normal(size=(len(c), d)).astype(np.float32)
+        order = np.argsort(c, kind="stable")
+        bounds = np.flatnonzero(np.diff(c[order])) + 1
+        for grp in np.split(order, bounds):  # one matrix product per cluster, not per row
+            x[grp] += z[grp] @ bases[c[grp[0]]]
+        X[rows] = x.astype(dtype)
+    X.flush()
+    del X
+    tmp.replace(path)
+    y = (cl == 0).astype(np.int64)
+    np.save(ypath, y)
+    return np.load(path, mmap_mode="r"), y
+
+
+def exact_knn(X, queries_pos, k):
+    """Exact k nearest pool positions of the given items (self excluded), by chunked numpy."""
+    Q = normalize_rows(np.asarray(X[queries_pos]))
+    best_s = np.full((len(Q), k + 1), -np.inf, np.float32)
+    best_p = np.full((len(Q), k + 1), -1, np.int64)
+    for rows in iter_row_chunks(X.shape[0], 131072):
+        S = Q @ normalize_rows(np.asarray(X[rows])).T
+        s = np.concatenate([best_s, S], axis=1)
+        p = np.concatenate([best_p, np.broadcast_to(np.arange(rows.start, rows.stop), S.shape)], axis=1)
+        top = np.argpartition(-s, k, axis=1)[:, : k + 1]
+        best_s, best_p = np.take_along_axis(s, top, 1), np.take_along_axis(p, top, 1)
+    order = np.argsort(-best_s, axis=1)
+    best_s, best_p = np.take_along_axis(best_s, order, 1), np.take_along_axis(best_p, order, 1)
+    return _drop_self(best_s, best_p, np.asarray(queries_pos), k)[1]
+
+
+def seed_set(y, test_mask, n_pos, n_neg, rng):
+    pos = np.flatnonzero((y == 1) & ~test_mask)
+    neg = np.flatnonzero((y == 0) & ~test_mask)
+    return np.r_[rng.choice(pos, n_pos, replace=False), rng.choice(neg, n_neg, replace=False)]
+
+
+def run_loop(X, y, test_pos, strategy, candidates, seed, rounds, batch, X_test):
+    rng = np.random.default_rng(seed)
+    test_mask = np.zeros(len(y), bool)
+    test_mask[test_pos] = True
+    al = ActiveLearner(X, 2, strategy, candidates=candidates, holdout=test_pos, random_state=seed)
+    s = seed_set(y, test_mask, 5, 95, rng)
+    al.teach(s, y[s])
+    al.fit()
+    out = []
+    for r in range(rounds):
+        t0 = time.perf_counter()
+        ids = al.query(batch)
+        sel = time.perf_counter() - t0
+        n_cand = al.last_query_["candidates"]
+        look0 = candidates.neighbor_seconds if candidates is not None else 0.0
+        al.teach(ids, y[ids])
+        look = (candidates.neighbor_seconds - look0) if candidates is not None else 0.0
+        al.fit()
+        out.append({"select": sel, "lookup": look, "candidates": n_cand})
+    p = al.model_.predict_proba(X_test)[:, 1]
+    ap = float(average_precision_score(y[test_pos], p))
+    found = int((al.labels_ == 1).sum())
+    return out, ap, found
+
+
+def part1(args, lines):
+    n, d = args.n, args.dim
+    data = Path(args.data_dir)
+    data.mkdir(parents=True, exist_ok=True)
+    path = data / f"synth-{n}x{d}-f32.npy"
+    t0 = time.perf_counter()
+    Xm, y = make_pool(path, n, d, np.float32)
+    print(f"data {n}x{d}: {time.perf_counter() - t0:.1f} s, {int(y.sum())} positives", flush=True)
+    X = np.ascontiguousarray(np.load(path))  # in memory: a fair full-pool baseline
+    rng = np.random.default_rng(0)
+    sample = np.sort(rng.choice(n, size=args.recall_queries, replace=False))
+    t0 = time.perf_counter()
+    exact = exact_knn(X, sample, args.k)
+    print(f"exact kNN of {len(sample)} items: {time.perf_counter() - t0:.1f} s", flush=True)
+
+    rows = []
+    graph = None
+    for factory in _split_factories(args.factories):
+        t0 = time.perf_counter()
+        idx = SimilarityIndex(factory, ef_construction=args.ef_construction, nprobe=args.nprobe).build(X)
+        t_index = time.perf_counter() - t0
+        _, got = idx.search(X[sample], args.k + 1, exact_embeddings=X)
+        got = _drop_self(np.zeros(got.shape, np.float32), got, sample, args.k)[1]
+        rec = recall_at_k(got, exact)
+        t_graph = None
+        gdir = graph_dir(path, factory, args.k)
+        if graph is None or args.all_graphs:
+            found = find_graph(X, path, factory, args.k)
+            if found is not None:
+                g = KNNGraph.load(found)
+                t_graph = g.meta["graph_seconds"]
+                t_index = g.meta.get("index_seconds", t_index)
+            else:
+                g = KNNGraph.build(X, args.k, idx, batch_rows=4096, out_dir=gdir)
+                t_graph = g.meta["graph_seconds"]
+            if graph is None:
+                graph = g
+        del idx
+        rows.append([factory, round(t_index, 1), "-" if t_graph is None else round(t_graph, 1),
+                     round(rec, 4), round(peak_rss_mib())])
+        print(f"{factory}: index {t_index:.1f} s, graph {t_graph} s, recall@{args.k} {rec:.4f}, peak {peak_rss_mib():.0f} MiB",
+              flush=True)
+    lines["graphs"] = (f"### 1. {n:,} x {d} float32, k = {args.k}\n\nIndex and kNN graph (recall@{args.k} "
+                       f"on {len(sample)} random items against exact search; graph = every item's "
+                       f"k neighbours, in batches of 4096, written memory-mapped):\n\n"
+                       + markdown_table(["index", "index build s", "graph queries s", f"recall@{args.k}",
+                                         "peak RSS MiB"], rows))
+    report(args, lines)
+
+    test_pos = np.sort(rng.choice(n, size=n // 10, replace=False))
+    X_test = X[test_pos]
+    res_rows, round_rows = [], []
+    for strategy in args.strategies.split(","):
+        for seed in range(args.seeds):
+            full, ap_f, found_f = run_loop(X, y, test_pos, strategy, None, seed, args.rounds, args.batch, X_test)
+            cp = CandidatePool(X, graph=graph, k=args.k)
+            seals, ap_s, found_s = run_loop(X, y, test_pos, strategy, cp, seed, args.rounds, args.batch, X_test)
+            tf = np.array([r["select"] for r in full])
+            ts = np.array([r["select"] for r in seals])
+            tl = np.array([r["lookup"] for r in seals])
+            c = np.array([r["candidates"] for r in seals])
+            n_unl = n - len(test_pos)
+            model = c / n_unl * tf.mean() + tl
+            res_rows.append([strategy, seed, f"{tf.mean() * 1e3:.1f}", f"{ts.mean() * 1e3:.2f}",
+                             f"{tl.mean() * 1e3:.2f}", f"{tf.mean() / (ts + tl).mean():.1f}x",
+                             f"{((ts + tl) / model).max():.2f}", f"{c.max() / n_unl:.4%}",
+                             f"{ap_f:.4f}", f"{ap_s:.4f}", f"{ap_s / ap_f:.3f}", found_f, found_s,
+                             f"{found_s / max(found_f, 1):.3f}"])
+            if seed == 0 and strategy == args.strategies.split(",")[0]:
+                round_rows = [[i + 1, f"{tf[i] * 1e3:.1f}", f"{ts[i] * 1e3:.2f}", f"{tl[i] * 1e3:.2f}",
+                               int(c[i]), f"{model[i] * 1e3:.2f}"] for i in range(len(c))]
+            print(res_rows[-1], flush=True)
+            lines["rounds"] = (
+                f"Full pool vs SEALS, same seeds, {args.rounds} rounds x {args.batch}, seed set 5 positives + "
+                f"95 negatives, logistic regression, test = a random 10% held out (AP on it). "
+                f"*full ms* / *SEALS ms* = mean selection time per round (`ActiveLearner.query`); "
+                f"*lookup ms* = the new labels' neighbour lookups in the graph (in `teach`); "
+                f"*speed-up* = full / (SEALS + lookup); *worst vs model* = max over rounds of "
+                f"(SEALS + lookup) / ((|C| / N) x full + lookup), floor 1.5; *max C/N* = largest "
+                f"candidate fraction. Peak RSS so far: {peak_rss_mib():.0f} MiB.\n\n"
+                + markdown_table(["strategy", "seed", "full ms", "SEALS ms", "lookup ms", "speed-up",
+                                  "worst vs model", "max C/N", "AP full", "AP SEALS", "AP ratio",
+                                  "found full", "found SEALS", "found ratio"], res_rows)
+                + "\n\nPer round (first strategy, seed 0):\n\n"
+                + markdown_table(["round", "full ms", "SEALS ms", "lookup ms", "|C|", "model ms"], round_rows))
+            report(args, lines)
+    del X
+
+
+def part2(args, lines):
+    n, d = args.n_big, args.dim
+    data = Path(args.data_dir)
+    path = data / f"synth-{n}x{d}-f16.npy"
+    t0 = time.perf_counter()
+    X, y = make_pool(path, n, d, np.float16)
+    t_data = time.perf_counter() - t0
+    print(f"data {n}x{d} float16 memmap: {t_data:.1f} s", flush=True)
+    t0 = time.perf_counter()
+    idx = SimilarityIndex(args.big_index, nprobe=args.nprobe).build(X)
+    t_index = time.perf_counter() - t0
+    print(f"{args.big_index}: build {t_index:.1f} s, peak {peak_rss_mib():.0f} MiB", flush=True)
+    rng = np.random.default_rng(0)
+    test_pos = np.sort(rng.choice(n, size=min(100_000, n // 10), replace=False))
+    X_test = np.asarray(X[test_pos], dtype=np.float32)
+    rows = []
+    for seed in range(args.seeds):
+        cp = CandidatePool(X, index=idx, k=args.k)
+        seals, ap_s, found_s = run_loop(X, y, test_pos, "entropy", cp, seed, args.rounds, args.batch, X_test)
+        full, ap_f, found_f = run_loop(X, y, test_pos, "entropy", None, seed, args.big_full_rounds,
+                                       args.batch, X_test)
+        tf = np.array([r["select"] for r in full])
+        ts = np.array([r["select"] for r in seals])
+        tl = np.array([r["lookup"] for r in seals])
+        c = np.array([r["candidates"] for r in seals])
+        rows.append([seed, f"{tf.mean():.2f}", f"{ts.mean() * 1e3:.1f}", f"{tl.mean() * 1e3:.1f}",
+                     f"{tf.mean() / ts.mean():.0f}x", f"{tf.mean() / (ts + tl).mean():.0f}x",
+                     f"{c.max() / n:.4%}", f"{ap_s:.4f}", found_s])
+        print(rows[-1], flush=True)
+    lines["big"] = (
+        f"### 2. {n:,} x {d} float16, memory-mapped ({path.stat().st_size / 2**30:.1f} GiB on disk)\n\n"
+        f"Index `{args.big_index}` (nprobe {args.nprobe}, trained on 100k rows, PQ codes re-ranked by exact "
+        f"cosine over 4k candidates), no graph: each round's new labels query the index on the fly. "
+        f"Data generation {t_data:.0f} s; index build {t_index:.0f} s. Full-pool MaxEnt is timed over "
+        f"{args.big_full_rounds} rounds (streaming the memory map in 65,536-row chunks), SEALS over "
+        f"{args.rounds} rounds; same seed sets. *on-the-fly ms* = the new labels' index queries (in `teach`). "
+        f"Peak RSS: {peak_rss_mib():.0f} MiB.\n\n"
+        + markdown_table(["seed", "full s/round", "SEALS ms/round", "on-the-fly ms", "select speed-up",
+                          "incl. queries", "max C/N", "AP SEALS", "found SEALS"], rows))
+    report(args, lines)
+
+
+def _split_factories(text: str) -> list[str]:
+    """'IVF1024,Flat,HNSW32' -> ['IVF1024,Flat', 'HNSW32'] (a factory may contain commas)."""
+    out: list[str] = []
+    for part in text.split(","):
+        if out and (out[-1].startswith(("IVF", "OPQ")) and out[-1].count(",") == 0
+                    or out[-1].startswith("OPQ") and out[-1].count(",") == 1):
+            out[-1] += "," + part
+        else:
+            out.append(part)
+    return out
+
+
+def report(args, lines):
+    body = "\n\n".join(lines[k] for k in ("graphs", "rounds", "big") if k in lines)
+    if args.no_doc:
+        return
+    write_section(SECTION + args.section, "## SEALS speed and scale (synthetic clustered pools)\n\n" + body, args.command)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=1_000_000)
+    ap.add_argument("--n-big", type=int, default=0, help="size of the float16 memory-mapped run (0 = skip)")
+    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--k", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--strategies", default="entropy,most-likely-positive")
+    ap.add_argument("--factories", default="IVF1024,Flat,HNSW32",
+                    help="the first one's graph drives the SEALS loop")
+    ap.add_argument("--all-graphs", action="store_true", help="time the full graph of every factory")
+    ap.add_argument("--ef-construction", type=int, default=40)
+    ap.add_argument("--nprobe", type=int, default=16)
+    ap.add_argument("--recall-queries", type=int, default=1000)
+    ap.add_argument("--big-index", default="IVF1024,PQ32")
+    ap.add_argument("--big-full-rounds", type=int, default=3)
+    ap.add_argument("--skip-part1", action="store_true")
+    ap.add_argument("--no-doc", action="store_true", help="print only (a smoke run)")
+    ap.add_argument("--section", default="", help="suffix of the docs/benchmarks.md section name")
+    ap.add_argument("--data-dir", default=str(cache_dir() / "bench"))
+    args = ap.parse_args()
+    args.command = "python benchmarks/bench_seals_scale.py " + " ".join(sys.argv[1:])
+    lines: dict = {}
+    if not args.skip_part1:
+        part1(args, lines)
+    if args.n_big:
+        part2(args, lines)
+
+
+if __name__ == "__main__":
+    main()
