@@ -17,6 +17,7 @@ the strategy's mean curve over seeds first reaches random's mean accuracy at 2,0
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -108,11 +109,12 @@ def main() -> None:
             "where the strategy's mean accuracy curve first reaches random's mean accuracy at "
             f"{BUDGET} labels (linear interpolation between rounds).\n\n"
             + "\n".join(sections) + "\n\n" + table +
-            f"\n\nWall time {elapsed:.0f} s; peak RSS {peak_rss_mib():.0f} MiB.")
+            f"\n\nWall time {elapsed:.0f} s (load average {os.getloadavg()[0]:.1f}, shared machine); "
+            f"peak RSS {peak_rss_mib():.0f} MiB.")
     print(body)
     if not args.no_write:
         write_section("label-efficiency", body,
-                      "python benchmarks/bench_label_efficiency.py " + " ".join(sys.argv[1:]))
+                      " ".join(["python", "benchmarks/bench_label_efficiency.py", *sys.argv[1:]]))
 
 
 if __name__ == "__main__":

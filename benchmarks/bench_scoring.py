@@ -116,11 +116,11 @@ def main() -> None:
             f"predict_proba -> score -> top-b, the code path of a full-pool round) versus one `X @ W` "
             f"pass of the same data. Best of {args.repeats}, interleaved. Each strategy runs in a fresh "
             f"process; peak RSS (ru_maxrss) includes the embeddings themselves.\n\n{table}\n\n"
-            f"Floors (ratio <= 2x, peak <= 1.5x the embeddings): **{'met' if ok else 'NOT met'}**.")
+            f"Floors (ratio <= 2x, peak <= 1.5x the embeddings): **{'met' if ok else 'NOT met'}**. "
+            f"Load average during the run: {os.getloadavg()[0]:.1f} (shared machine).")
     print(body)
     if not args.no_write:
-        write_section("scoring", body, "python benchmarks/bench_scoring.py " + " ".join(
-            a for a in sys.argv[1:]))
+        write_section("scoring", body, " ".join(["python", "benchmarks/bench_scoring.py", *sys.argv[1:]]))
 
 
 if __name__ == "__main__":
