@@ -148,47 +148,53 @@ def summarise(records, name):
     return table, verdict
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--datasets", nargs="+", default=["fashion-mnist", "letter", "fortunes"])
-    ap.add_argument("--fmnist-train", type=int, default=20000)
-    ap.add_argument("--no-mlp", action="store_true")
-    ap.add_argument("--plots", default=str(cache_dir() / "bench-prune"), help="folder for PNG plots")
-    args = ap.parse_args()
-    sections = []
-    for name in args.datasets:
-        t0 = time.perf_counter()
-        Xtr, ytr, Xte, yte, what = LOADERS[name](args)
-        n_clusters = max(10, len(ytr) // 200)
-        cfgs = configs(n_clusters)
-        rec = evaluate_pruning(Xtr, ytr, Xte, yte, cfgs, FRACTIONS, seeds=SEEDS, models=("logreg",))
-        print(name, "logreg done", round(time.perf_counter() - t0), "s", flush=True)
-        if not args.no_mlp:
-            rec += evaluate_pruning(Xtr, ytr, Xte, yte, {k: cfgs[k] for k in MLP_METHODS}, FRACTIONS,
-                                    seeds=SEEDS, models=("mlp",))
-        secs = time.perf_counter() - t0
-        Path(args.plots).mkdir(parents=True, exist_ok=True)
-        plot_accuracy_vs_fraction([r for r in rec if r["model"] == "logreg"],
-                                  Path(args.plots) / f"prune-{name}.png", title=f"{name}: logistic regression")
-        table, verdict = summarise(rec, name)
-        full = None
-        from datascout.prune import default_eval_model
+def run_dataset(name, args):
+    t0 = time.perf_counter()
+    Xtr, ytr, Xte, yte, what = LOADERS[name](args)
+    n_clusters = max(10, len(ytr) // 200)
+    cfgs = configs(n_clusters)
+    rec = evaluate_pruning(Xtr, ytr, Xte, yte, cfgs, FRACTIONS, seeds=SEEDS, models=("logreg",))
+    print(name, "logreg done", round(time.perf_counter() - t0), "s", flush=True)
+    if name in args.mlp:
+        rec += evaluate_pruning(Xtr, ytr, Xte, yte, {k: cfgs[k] for k in MLP_METHODS}, FRACTIONS,
+                                seeds=SEEDS, models=("mlp",))
+    from datascout.prune import default_eval_model
 
-        full = float(np.mean(default_eval_model("logreg").fit(Xtr, ytr).predict(Xte) == yte))
-        sections.append(
-            f"### {name}: {what}; {len(ytr):,} train / {len(yte):,} test, {len(np.unique(ytr))} classes\n\n"
+    full = float(np.mean(default_eval_model("logreg").fit(Xtr, ytr).predict(Xte) == yte))
+    secs = time.perf_counter() - t0
+    plot_accuracy_vs_fraction([r for r in rec if r["model"] == "logreg"],
+                              Path(args.plots) / f"prune-{name}.png", title=f"{name}: logistic regression")
+    table, verdict = summarise(rec, name)
+    return (f"### {name}: {what}; {len(ytr):,} train / {len(yte):,} test, {len(np.unique(ytr))} classes\n\n"
             f"Logistic regression on 100% of the training split: {full:.4f}. k-means clusters: {n_clusters}. "
             f"Mean ± std of test accuracy over seeds {list(SEEDS)}; in brackets the difference to random "
             f"at the same fraction. {secs:.0f} s.\n\n{table}\n\n{verdict}")
-        print(sections[-1], flush=True)
-    body = ("## Pruning: accuracy vs fraction kept\n\n"
-            "Methods: random; prototypes (distance to the nearest of k-means centroids on normalised "
-            "embeddings; *auto* keeps easy below 50% kept and hard from 50%); *hard* always keeps the "
-            "farthest; EL2N (5 softmax-regression proxies, 2 epochs) keeping the highest, or CCS over "
-            "EL2N (beta 0.1, 50 strata); forgetting events (10 epochs) keeping the highest; SemDeDup "
-            "keeping the least redundant.\n\n" + "\n\n".join(sections))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--datasets", nargs="+", default=["fashion-mnist", "fortunes", "letter"])
+    ap.add_argument("--fmnist-train", type=int, default=10000)
+    ap.add_argument("--mlp", nargs="*", default=["fashion-mnist"], help="data sets that also get the MLP")
+    ap.add_argument("--plots", default=str(cache_dir() / "bench-prune"), help="folder for PNG plots")
+    args = ap.parse_args()
+    Path(args.plots).mkdir(parents=True, exist_ok=True)
     cmd = "python " + " ".join(["benchmarks/bench_prune_accuracy.py"] + sys.argv[1:])
-    write_section("prune-accuracy", body, cmd)
+    sections = {}
+    for name in args.datasets:
+        sections[name] = run_dataset(name, args)
+        print(sections[name], flush=True)
+        # the section is rewritten after each data set, so a long run shows its progress
+        body = ("## Pruning: accuracy vs fraction kept\n\n"
+                "Methods: random; prototypes (distance to the nearest of k-means centroids on normalised "
+                "embeddings; *auto* keeps easy below 50% kept and hard from 50%; *hard* always keeps the "
+                "farthest); EL2N (5 softmax-regression proxies, 2 epochs) keeping the highest, or CCS over "
+                "EL2N (beta 0.1, 50 strata); forgetting events (10 epochs) keeping the highest; SemDeDup "
+                "keeping the least redundant (highest 1 - max similarity). Evaluation model: scikit-learn "
+                "logistic regression on standardised features; MLP: one hidden layer of 128 (Adam, early "
+                f"stopping), on {', '.join(args.mlp) or 'no data set'} only, for a subset of methods (time "
+                "budget).\n\n" + "\n\n".join(sections.values()))
+        write_section("prune-accuracy", body, cmd)
 
 
 if __name__ == "__main__":
