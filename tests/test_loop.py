@@ -158,3 +158,26 @@ def test_query_does_not_change_labels(learner):
     before = copy.deepcopy(learner.labels_)
     learner.query(10)
     np.testing.assert_array_equal(before, learner.labels_)
+
+
+@pytest.mark.parametrize("name", ["entropy", "density", "bald", "margin"])
+def test_chunked_scoring_equals_one_pass(digits, name):
+    X, y = digits
+    L = ActiveLearner(X[:400], 10, name, random_state=0)
+    L.teach(np.arange(0, 400, 8), y[:400:8])
+    whole = L.score_rows(L.pool.embeddings, chunk_rows=1 << 20)
+    np.testing.assert_allclose(L.score_rows(L.pool.embeddings, chunk_rows=37), whole, rtol=1e-6, atol=1e-7)
+
+
+def test_float16_memory_map_pool(tmp_path, digits):
+    from datascout.io import load_embeddings
+
+    X, y = digits
+    np.save(tmp_path / "e16.npy", X[:500].astype(np.float16))
+    mm, _ = load_embeddings(tmp_path / "e16.npy")
+    assert mm.dtype == np.float16 and isinstance(mm, np.memmap)
+    for name in ("density", "kcenter", "hybrid"):
+        L = ActiveLearner(mm, 10, name, random_state=0)
+        L.teach(np.arange(0, 500, 10), y[:500:10])
+        ids = L.query(7)
+        assert len(np.unique(ids)) == 7 and not np.isin(ids, np.arange(0, 500, 10)).any()
