@@ -191,3 +191,18 @@ def test_subprocess_on_fashion_mnist_slice(tmp_path, fashion_slice):
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "row 3 contains NaN or inf" in proc.stderr
     assert not (tmp_path / "bad.json").exists() and not (tmp_path / "bad.csv").exists()
+
+
+def test_npz_ids_must_match_the_embeddings(tmp_path, capsys):
+    X = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
+    np.savez(tmp_path / "E.npz", embeddings=X, ids=np.arange(49))
+    np.save(tmp_path / "Y.npy", np.arange(50) % 2)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(args_for(tmp_path / "E.npz", tmp_path / "Y.npy", out / "r.json")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ids has 49 entries but embeddings has 50 rows" in err
+    np.savez(tmp_path / "D.npz", embeddings=X, ids=np.array([f"i{k % 40}" for k in range(50)]))
+    assert main(args_for(tmp_path / "D.npz", tmp_path / "Y.npy", out / "r.json")) == 2
+    assert "ids must be unique but 'i0' occurs 2 times" in capsys.readouterr().err
+    assert list(out.iterdir()) == []

@@ -9,6 +9,7 @@ import numpy as np
 from datascout.cli import command
 from datascout.exceptions import ValidationError
 from datascout.io import load_embeddings, load_labels
+from datascout.pool import check_embeddings, check_ids
 from datascout.simulate import SimulationConfig, simulate, write_result
 from datascout.strategies import STRATEGY_NAMES
 
@@ -51,6 +52,8 @@ def run(args) -> int:
     if not out.parent.exists():
         raise ValidationError(f"the folder of --out does not exist: {str(out.parent)!r}")
     X, ids = load_embeddings(args.embeddings)
+    X = check_embeddings(X)
+    ids = check_ids(ids, X.shape[0])  # an .npz / Parquet id column: one unique id per row
     y, _ = load_labels(args.labels, ids=ids)
     if len(y) != X.shape[0]:
         raise ValidationError(f"labels has {len(y)} entries but embeddings has {X.shape[0]} rows")
