@@ -30,7 +30,7 @@ def register(sub) -> None:
     e.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     e.add_argument("--dtype", choices=("float32", "float16"), default="float32")
     e.add_argument("--no-normalize", action="store_true", help="do not L2-normalise the vectors")
-    e.add_argument("--backend", choices=("torch", "int8"), default="torch", help="text model backend")
+    e.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="text model backend")
     e.add_argument("--limit", type=int, default=None,
                    help="embed a seeded random subset of this many items (kept in data set order)")
     e.add_argument("--overwrite", action="store_true", help="replace a pool made with other settings")

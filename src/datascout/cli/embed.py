@@ -43,8 +43,8 @@ def register(sub) -> None:
                    help="input format (default: from the file's suffix; anything else is plain text)")
     t.add_argument("--model", default=None,
                    help="a local sentence-transformers folder (default: bundled all-MiniLM-L6-v2)")
-    t.add_argument("--backend", choices=("torch", "int8"), default="torch",
-                   help="int8: dynamically quantised Linear layers (see docs/benchmarks.md)")
+    t.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="onnx: ONNX Runtime, faster on CPU (see docs/benchmarks.md)")
     _common(t, "text")
     i = command(inner, "images", "Embed images from a folder tree (ids = relative paths) or a list file.",
                 IMAGES_EXAMPLE, run_images)
