@@ -217,16 +217,20 @@ def test_density_references(pool):
     assert learner("pool")[0].query(10).shape == (10,)
 
 
-def test_simulate_seals_reports_candidates(tmp_path):
-    X, lab = clustered(n=1200, seed=2)
-    path = tmp_path / "e.npy"
-    np.save(path, X)
+def test_simulate_seals_on_digits_reports_candidates(tmp_path, digits):
+    X, lab = digits
+    path = tmp_path / "digits.npy"
+    np.save(path, X.astype(np.float32))
     cfg = SimulationConfig(strategy="entropy", positive_class=4, seals=True, k=10, index="HNSW32",
                            initial_positives=3, initial_negatives=20, batch_size=20, rounds=4, seed=0)
     res = simulate(np.load(path, mmap_mode="r"), lab.astype(np.int64), cfg, embeddings_path=path)
     cands = [r["candidates"] for r in res["rounds"][1:]]
     assert all(0 < c < res["n_pool"] for c in cands)
-    assert graph_dir(path, "HNSW32", 10).is_dir()
+    d = graph_dir(path, "HNSW32", 10)
+    assert d.is_dir()
+    # the saved graph is the exact kNN graph of the digits (HNSW at this size is exact)
+    g = KNNGraph.load(d)
+    np.testing.assert_allclose(g.similarities, brute_knn(X.astype(np.float32), 10)[1], atol=1e-4)
 
 
 def test_cli_index_build(tmp_path, capsys):
