@@ -13,9 +13,8 @@ from datascout.seals import KNNGraph
 @pytest.fixture(scope="module")
 def ray_session():
     ray = pytest.importorskip("ray")
-    dist.init_ray(num_cpus=2)
-    yield ray
-    ray.shutdown()
+    dist.init_ray(num_cpus=2)  # kept for the other Ray test modules; Ray stops at exit
+    return ray
 
 
 @pytest.fixture()

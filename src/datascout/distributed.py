@@ -537,3 +537,154 @@ def run_index_build(args) -> int:
     print(f"wrote {out} ({view.shape[0]} items x k={args.k}, {view.num_shards} shards)")
     print(f"index build {t_index:.2f} s ({how}), graph queries {graph.meta['graph_seconds']:.2f} s on Ray")
     return 0
+
+
+# --------------------------------------------------------------------------- embedding
+
+
+class TextEmbedActor:
+    """Ray Data callable class: one loaded text embedder per actor, batch -> embeddings."""
+
+    def __init__(self, model=None, backend: str = "torch", batch_size: int = 64, normalize: bool = True,
+                 id_column: str = "id", text_column: str = "text"):
+        from datascout.embed import TextEmbedder
+
+        self.embedder = TextEmbedder(model=model, batch_size=batch_size, backend=backend).load()
+        self.normalize, self.id_column, self.text_column = normalize, id_column, text_column
+
+    def __call__(self, batch: dict) -> dict:
+        texts = [str(t) for t in batch[self.text_column].tolist()]
+        emb = self.embedder.encode(texts) if texts else np.zeros((0, self.embedder.dim_), np.float32)
+        if self.normalize:
+            emb = normalize_rows(emb)
+        return {"id": np.asarray(batch[self.id_column]), "embedding": emb.astype(np.float32)}
+
+
+def _read_dataset(ray, path: Path, fmt: str, id_column: str, text_column: str):
+    """A Ray Dataset of (id, text) rows in file order."""
+    if fmt == "csv":
+        ds = ray.data.read_csv(str(path))
+    elif fmt == "jsonl":
+        ds = ray.data.read_json(str(path), lines=True) if _accepts_lines(ray) else ray.data.read_json(str(path))
+    elif fmt == "parquet":
+        ds = ray.data.read_parquet(str(path))
+    else:
+        raise ValidationError(
+            f"embed --ray reads CSV, JSONL or Parquet files with an id and a text column but received "
+            f"{str(path)!r} (format {fmt!r})")
+    missing = [c for c in (id_column, text_column) if c not in ds.schema().names]
+    if missing:
+        raise ValidationError(f"{str(path)!r} has columns {ds.schema().names}: expected a column {missing[0]!r}")
+    return ds.select_columns([id_column, text_column])
+
+
+def _accepts_lines(ray) -> bool:
+    import inspect
+
+    return "lines" in inspect.signature(ray.data.read_json).parameters
+
+
+def embed_text(input_path, out_dir, *, fmt: str | None = None, id_column: str = "id",
+               text_column: str = "text", model=None, backend: str = "torch", batch_size: int = 64,
+               concurrency: int = 1, shard_rows: int = 100_000, normalize: bool = True,
+               progress=None) -> Path:
+    """Embed a text file with Ray Data into a shard directory, resumably shard by shard.
+
+    Ray Data reads ``input_path`` (CSV / JSONL / Parquet with id and text columns), the rows are cut into shards of ``shard_rows``, and each unfinished shard
+    runs through ``map_batches`` with :class:`TextEmbedActor` as an actor pool of ``concurrency``
+    actors; each shard is written atomically as soon as it is done, so a rerun after an
+    interruption embeds only the missing shards. The manifest is written last.
+    """
+    from datascout.datasets import file_sha256
+    from datascout.io import atomic_write_text
+    from datascout.shards import is_shard_dir, shard_bounds, shard_name, write_manifest, write_shard
+
+    ray = init_ray()
+    path = Path(input_path)
+    if not path.is_file():
+        raise ValidationError(f"expected a file at {str(path)!r} but none exists")
+    fmt = fmt or {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet",
+                  ".pq": "parquet"}.get(path.suffix.lower(), "txt")
+    for name, v in (("batch size", batch_size), ("concurrency", concurrency), ("shard rows", shard_rows)):
+        if int(v) < 1:
+            raise ValidationError(f"{name} must be >= 1 but is {v}")
+    out = Path(out_dir)
+    settings = {"input_sha256": file_sha256(path), "format": fmt, "id_column": id_column,
+                "text_column": text_column, "model": str(model), "backend": backend,
+                "normalize": bool(normalize), "shard_rows": int(shard_rows)}
+    state_path = out / "embed-settings.json"
+    if out.exists():
+        old = json.loads(state_path.read_text()) if state_path.is_file() else None
+        if old != settings:
+            raise ValidationError(
+                f"{str(out)!r} exists and was not made by this command with these settings: expected a new "
+                "or matching folder")
+        if is_shard_dir(out):
+            return out
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(state_path, json.dumps(settings, indent=1))
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    ds = _read_dataset(ray, path, fmt, id_column, text_column)
+    n = ds.count()
+    if n == 0:
+        raise ValidationError(f"{str(path)!r} holds no rows: expected at least 1 text")
+    bounds = shard_bounds(n, shard_rows=shard_rows)
+    n_shards = len(bounds) - 1
+    # the ids in file order (Ray Data keeps it with preserve_order) give every row its position
+    all_ids = np.concatenate([np.asarray(b[id_column]) for b in
+                              ds.select_columns([id_column]).iter_batches(batch_format="numpy", batch_size=None)])
+    if all_ids.dtype.kind == "O":
+        all_ids = all_ids.astype(str)
+    sorter = np.argsort(all_ids, kind="stable")
+    if len(np.unique(all_ids)) != n:
+        raise ValidationError(f"column {id_column!r} of {str(path)!r} must hold unique ids but has repeats")
+    done = [(out / f"{shard_name(i)}.npy").is_file() and (out / f"{shard_name(i)}.ids.npy").is_file()
+            for i in range(n_shards)]
+    entries: dict[int, dict] = {}
+    dim = None
+    for i in np.flatnonzero(done).tolist():
+        dim = np.load(out / f"{shard_name(i)}.npy", mmap_mode="r").shape[1]
+        entries[i] = {"file": f"{shard_name(i)}.npy", "ids": f"{shard_name(i)}.ids.npy",
+                      "rows": int(bounds[i + 1] - bounds[i])}
+    todo = [i for i in range(n_shards) if not done[i]]
+    if todo:
+        pending = ds
+        if len(todo) < n_shards:  # only the rows of missing shards go to the embedder
+            keep_ids = np.concatenate([all_ids[bounds[i]:bounds[i + 1]] for i in todo])
+            col = id_column
+
+            def keep_rows(b):
+                mask = np.isin(np.asarray(b[col]).astype(keep_ids.dtype), keep_ids)
+                return {k: np.asarray(v)[mask] for k, v in b.items()}
+
+            pending = ds.map_batches(keep_rows, batch_format="numpy")
+        got = pending.map_batches(TextEmbedActor, batch_size=int(batch_size), concurrency=int(concurrency),
+                                  num_cpus=1, batch_format="numpy",
+                                  fn_constructor_kwargs={"model": model, "backend": backend,
+                                                         "batch_size": int(batch_size), "normalize": normalize,
+                                                         "id_column": id_column, "text_column": text_column})
+        bufs: dict[int, np.ndarray] = {}
+        filled = {i: 0 for i in todo}
+        for batch in got.iter_batches(batch_size=None, batch_format="numpy"):
+            b_ids = np.asarray(batch["id"])
+            b_ids = b_ids.astype(all_ids.dtype) if b_ids.dtype != all_ids.dtype else b_ids
+            emb = np.asarray(batch["embedding"], dtype=np.float32)
+            pos = sorter[np.searchsorted(all_ids, b_ids, sorter=sorter)]
+            shard_of = np.searchsorted(bounds, pos, side="right") - 1
+            for i in np.unique(shard_of).tolist():
+                sel = shard_of == i
+                if i not in bufs:
+                    bufs[i] = np.empty((int(bounds[i + 1] - bounds[i]), emb.shape[1]), dtype=np.float32)
+                bufs[i][pos[sel] - bounds[i]] = emb[sel]
+                filled[i] += int(sel.sum())
+                if filled[i] == len(bufs[i]):  # shard complete: write it now (the unit of resumption)
+                    dim = emb.shape[1]
+                    entries[i] = write_shard(out, i, bufs.pop(i), all_ids[bounds[i]:bounds[i + 1]])
+                    if progress is not None:
+                        progress(len(entries), n_shards)
+        if len(entries) != n_shards:  # a bug, not a user's mistake
+            raise RuntimeError(f"embedded {len(entries)} of {n_shards} shards")
+    entries = [entries[i] for i in range(n_shards)]
+    write_manifest(out, entries, dim=dim, dtype="float32")
+    return out

@@ -1,0 +1,68 @@
+"""Embedding over Ray Data (actor pool of the real MiniLM) equals the single-process embedder."""
+
+import csv
+import os
+
+import numpy as np
+import pytest
+
+from datascout import distributed as dist
+from datascout.exceptions import ValidationError
+from datascout.io import load_embeddings
+
+pytest.importorskip("sentence_transformers")
+
+TEXTS = [f"{w} number {i} is {adj}" for i, (w, adj) in enumerate(
+    [("the cat", "asleep"), ("a river", "cold"), ("my code", "fast"), ("this quote", "short"),
+     ("the moon", "bright"), ("a dog", "loud"), ("that train", "late"), ("our server", "down"),
+     ("the soup", "hot"), ("a poem", "sad"), ("the crowd", "calm"), ("your plan", "bold")] * 2)]
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray = pytest.importorskip("ray")
+    dist.init_ray(num_cpus=2)
+    return ray
+
+
+@pytest.fixture()
+def texts_csv(tmp_path):
+    path = tmp_path / "quotes.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "text", "other"])
+        for i, t in enumerate(TEXTS):
+            w.writerow([f"q{i:02d}", t, "x"])
+    return path
+
+
+def test_embed_text_over_ray_equals_the_single_process_embedder(ray_session, texts_csv, tmp_path):
+    from datascout.embed import TextEmbedder
+
+    out = dist.embed_text(texts_csv, tmp_path / "pool.shards", batch_size=5, concurrency=1, shard_rows=12)
+    X, ids = load_embeddings(out)
+    assert X.shape == (24, 384) and X.num_shards == 2
+    assert ids.tolist() == [f"q{i:02d}" for i in range(24)]
+    ref = TextEmbedder().load().encode(TEXTS)
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    np.testing.assert_allclose(X[:], ref, atol=2e-5)
+
+    # resumable per shard: a lost shard is embedded again, the others are kept as they are
+    before = os.stat(out / "shard-00000.npy").st_mtime_ns
+    (out / "shard-00001.npy").unlink()
+    (out / "manifest.json").unlink()
+    dist.embed_text(texts_csv, out, batch_size=5, concurrency=1, shard_rows=12)
+    assert os.stat(out / "shard-00000.npy").st_mtime_ns == before
+    np.testing.assert_allclose(load_embeddings(out)[0][:], ref, atol=2e-5)
+
+    with pytest.raises(ValidationError, match="with these settings"):
+        dist.embed_text(texts_csv, out, batch_size=5, shard_rows=7)
+
+
+def test_embed_text_over_ray_rejects_bad_input(ray_session, texts_csv, tmp_path):
+    with pytest.raises(ValidationError, match="expected a column 'body'"):
+        dist.embed_text(texts_csv, tmp_path / "a", text_column="body")
+    txt = tmp_path / "plain.txt"
+    txt.write_text("one\ntwo\n")
+    with pytest.raises(ValidationError, match="reads CSV, JSONL or Parquet"):
+        dist.embed_text(txt, tmp_path / "b")
