@@ -66,3 +66,11 @@ def test_embed_text_over_ray_rejects_bad_input(ray_session, texts_csv, tmp_path)
     txt.write_text("one\ntwo\n")
     with pytest.raises(ValidationError, match="reads CSV, JSONL or Parquet"):
         dist.embed_text(txt, tmp_path / "b")
+
+
+def test_embed_cli_ray_flags_need_ray(texts_csv, tmp_path, capsys):
+    from datascout.cli import main
+
+    assert main(["embed", "text", str(texts_csv), "--out", str(tmp_path / "o"), "--shard-rows", "5"]) == 2
+    assert "--shard-rows needs --ray" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

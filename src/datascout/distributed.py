@@ -688,3 +688,23 @@ def embed_text(input_path, out_dir, *, fmt: str | None = None, id_column: str = 
     entries = [entries[i] for i in range(n_shards)]
     write_manifest(out, entries, dim=dim, dtype="float32")
     return out
+
+
+def run_embed_text(args) -> int:
+    """``datascout embed text --ray``: :func:`embed_text` from the command's arguments."""
+    for flag in ("ray_address", "concurrency", "shard_rows"):
+        if getattr(args, flag) is not None and not args.ray:
+            raise ValidationError(f"--{flag.replace('_', '-')} needs --ray")
+    require_ray()
+    if args.overwrite and Path(args.out).exists():
+        shutil.rmtree(args.out)
+    init_ray(args.ray_address)
+    out = embed_text(args.input, args.out, fmt=args.format, id_column=args.id_column,
+                     text_column=args.text_column, model=args.model, backend=args.backend,
+                     batch_size=args.batch_size, concurrency=args.concurrency or 1,
+                     shard_rows=args.shard_rows or 100_000, normalize=not args.no_normalize,
+                     progress=None if args.quiet else
+                     (lambda done, total: print(f"shard {done}/{total} written", flush=True)))
+    view = ShardedArray(out)
+    print(f"wrote {view.shape[0]} x {view.shape[1]} float32 in {view.num_shards} shards to {out}")
+    return 0
