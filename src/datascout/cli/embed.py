@@ -46,6 +46,12 @@ def register(sub) -> None:
     t.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                    help="onnx: ONNX Runtime, faster on CPU (see docs/benchmarks.md)")
     _common(t, "text")
+    g = t.add_argument_group("scale-out over Ray (the [ray] extra)")
+    g.add_argument("--ray", action="store_true",
+                   help="read with Ray Data, embed in an actor pool, write a shard directory to --out")
+    g.add_argument("--ray-address", default=None, help="a running cluster; default: start a local one")
+    g.add_argument("--concurrency", type=int, default=None, help="embedding actors (default 1)")
+    g.add_argument("--shard-rows", type=int, default=None, help="items per shard (default 100000)")
     i = command(inner, "images", "Embed images from a folder tree (ids = relative paths) or a list file.",
                 IMAGES_EXAMPLE, run_images)
     i.add_argument("input", help="a folder of images, or a file with one image path a line")
@@ -73,6 +79,10 @@ def _finish(out) -> int:
 
 
 def run_text(args) -> int:
+    if args.ray or args.ray_address or args.concurrency or args.shard_rows:
+        from datascout.distributed import run_embed_text
+
+        return run_embed_text(args)
     from datascout.embed import TextEmbedder, TextSource, embed_to_dir, set_threads
 
     source = TextSource(args.input, id_column=args.id_column, text_column=args.text_column,
