@@ -153,3 +153,18 @@ def test_fortunes_pool_subset_keeps_ground_truth(text_model, tmp_path):
     np.testing.assert_array_equal(labels, d.labels[pos])
     np.testing.assert_allclose(emb, text_model.encode([d.data[p] for p in pos]), atol=1e-5)
     assert manifest["source"]["subset"] == {"limit": 12, "seed": 0} and len(manifest["classes"]) == len(d.classes)
+
+
+def test_cli_embed_text_file(text_model, tmp_path, capsys):
+    from datascout.cli import main
+
+    (tmp_path / "lines.txt").write_text(f"{SENTENCES[0]}\n\n{SENTENCES[2]}\n")
+    argv = ["embed", "text", str(tmp_path / "lines.txt"), "--out", str(tmp_path / "pool"), "--quiet",
+            "--dtype", "float16", "--batch-size", "8"]
+    assert main(argv) == 0
+    assert "wrote 2 x 384 float16" in capsys.readouterr().out
+    emb, ids, _, manifest = load_pool_dir(tmp_path / "pool")
+    assert ids.tolist() == [1, 3] and manifest["skipped"] == 1 and emb.dtype == np.float16
+    ref = text_model.encode([SENTENCES[0], SENTENCES[2]])
+    np.testing.assert_allclose(emb.astype(np.float32), ref, atol=2e-3)
+    assert main(argv) == 0  # the same command on a finished folder changes nothing

@@ -112,7 +112,7 @@ class TextSource:
         return len(self.ids_)
 
     def describe(self) -> dict:
-        return {"path": str(self.path_), "kind": "text", "format": self.format_,
+        return {"path": str(self.path_.resolve()), "kind": "text", "format": self.format_,
                 "sha256": self.checksum_, "id_column": self.id_column if self.format_ != "txt" else None,
                 "text_column": self.text_column if self.format_ != "txt" else None}
 
@@ -315,7 +315,7 @@ class ImageSource:
         return len(self.ids_)
 
     def describe(self) -> dict:
-        return {"path": str(self.path), "kind": "images", "format": self.format_,
+        return {"path": str(Path(self.path).resolve()), "kind": "images", "format": self.format_,
                 "sha256": self.checksum_, "labels_from_folders": bool(self.labels_from_folders)}
 
     def chunks(self, start: int, size: int):
@@ -403,7 +403,7 @@ class VectorSource:
         return len(self.ids_)
 
     def describe(self) -> dict:
-        return {"path": str(self.path), "kind": "vectors", "sha256": self.checksum_}
+        return {"path": str(Path(self.path).resolve()), "kind": "vectors", "sha256": self.checksum_}
 
     def chunks(self, start: int, size: int):
         for a in range(start, len(self.data_), size):
