@@ -164,7 +164,8 @@ def main() -> None:
             f"Peak RSS of the driver {peak_rss_mib():.0f} MiB.")
     print(table)
     if not args.no_write:
-        cmd = "python " + " ".join(["benchmarks/bench_ray.py"] + sys.argv[1:])
+        argv = [a for i, a in enumerate(sys.argv[1:]) if a != "--workdir" and (i == 0 or sys.argv[i] != "--workdir")]
+        cmd = "python " + " ".join(["benchmarks/bench_ray.py"] + argv)
         write_section("ray", body, cmd)
     ray.shutdown()
     if args.workdir is None:
