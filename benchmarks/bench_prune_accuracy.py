@@ -176,6 +176,8 @@ def main():
     ap.add_argument("--datasets", nargs="+", default=["fashion-mnist", "fortunes", "letter"])
     ap.add_argument("--fmnist-train", type=int, default=10000)
     ap.add_argument("--mlp", nargs="*", default=["fashion-mnist"], help="data sets that also get the MLP")
+    ap.add_argument("--section", default="prune-accuracy",
+                    help="section of docs/benchmarks.md (one per process when data sets run side by side)")
     ap.add_argument("--plots", default=str(cache_dir() / "bench-prune"), help="folder for PNG plots")
     args = ap.parse_args()
     Path(args.plots).mkdir(parents=True, exist_ok=True)
@@ -185,7 +187,9 @@ def main():
         sections[name] = run_dataset(name, args)
         print(sections[name], flush=True)
         # the section is rewritten after each data set, so a long run shows its progress
-        body = ("## Pruning: accuracy vs fraction kept\n\n"
+        title = "## Pruning: accuracy vs fraction kept" + (
+            "" if args.section == "prune-accuracy" else f" ({', '.join(sections)})")
+        body = (title + "\n\n"
                 "Methods: random; prototypes (distance to the nearest of k-means centroids on normalised "
                 "embeddings; *auto* keeps easy below 50% kept and hard from 50%; *hard* always keeps the "
                 "farthest); EL2N (5 softmax-regression proxies, 2 epochs) keeping the highest, or CCS over "
@@ -194,7 +198,7 @@ def main():
                 "logistic regression on standardised features; MLP: one hidden layer of 128 (Adam, early "
                 f"stopping), on {', '.join(args.mlp) or 'no data set'} only, for a subset of methods (time "
                 "budget).\n\n" + "\n\n".join(sections.values()))
-        write_section("prune-accuracy", body, cmd)
+        write_section(args.section, body, cmd)
 
 
 if __name__ == "__main__":
