@@ -159,3 +159,24 @@ def test_a_folder_with_another_manifest_is_not_a_shard_directory(tmp_path):
     assert not is_shard_dir(tmp_path)
     with pytest.raises(ValidationError, match="expected a file"):
         load_embeddings(tmp_path)
+
+
+def test_simulate_command_reads_a_shard_directory_as_one_pool(tmp_path, digits):
+    from sklearn.datasets import load_digits
+
+    from datascout.cli import main
+
+    X = digits / 16.0
+    y = load_digits().target
+    write_shards(tmp_path / "E.shards", X, num_shards=3)
+    np.save(tmp_path / "E.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    results = []
+    for name in ("E.shards", "E.npy"):
+        out = tmp_path / f"run-{name}.json"
+        assert main(["simulate", "--embeddings", str(tmp_path / name), "--labels", str(tmp_path / "y.npy"),
+                     "--seals", "--k", "10", "--index", "Flat", "--initial", "50", "--batch-size", "20",
+                     "--rounds", "2", "--no-plot", "--out", str(out)]) == 0
+        results.append(json.loads(out.read_text()))
+    assert results[0]["aulc"] == results[1]["aulc"]
+    assert [r["labeled"] for r in results[0]["rounds"]] == [r["labeled"] for r in results[1]["rounds"]]

@@ -625,6 +625,10 @@ def embed_text(input_path, out_dir, *, fmt: str | None = None, id_column: str = 
     atomic_write_text(state_path, json.dumps(settings, indent=1))
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
+    ctx.enable_progress_bars = False
+    import logging
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     ds = _read_dataset(ray, path, fmt, id_column, text_column)
     n = ds.count()
     if n == 0:
