@@ -66,3 +66,14 @@ def test_index_build_ray_writes_the_single_machine_graph(ray_session, emb, tmp_p
     assert main(["index", "build", "--embeddings", str(tmp_path / "E.shards"), "--index", factory,
                  "--k", "6", "--nprobe", "8", "--ray"]) == 0
     np.testing.assert_array_equal(KNNGraph.load(tmp_path / f"E.knn-{slug}-k6").neighbors, single.neighbors)
+
+
+def test_unreachable_ray_address_fails_fast_with_one_line(emb, capsys):
+    path, _ = emb
+    args = ["index", "build", "--embeddings", str(path), "--ray", "--num-shards", "2", "--k", "5"]
+    assert main(args + ["--ray-address", "127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot connect to the Ray cluster at '127.0.0.1:1'" in err
+    assert main(args + ["--ray-address", "nonsense"]) == 2
+    assert "--ray-address must be 'auto', 'host:port' or 'ray://host:port' but is 'nonsense'" in capsys.readouterr().err
+    assert not (path.parent / "E.shards").exists()  # nothing written before the cluster is reached

@@ -57,6 +57,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None):
     """Connect to the Ray cluster at ``address`` (``"auto"`` or ``"ray://host:10001"``), or start
     a local one with ``num_cpus`` CPUs. An existing session in this process is reused."""
     ray = require_ray()
+    if address and address != "auto":
+        _probe(address)
     if ray.is_initialized():
         return ray
     if num_cpus is not None and int(num_cpus) < 1:
@@ -72,6 +74,20 @@ def init_ray(address: str | None = None, num_cpus: int | None = None):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DatascoutError(f"cannot connect to {where}: {first}") from exc
     return ray
+
+
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """Fail fast when nothing listens at ``host:port`` (Ray itself waits minutes for a GCS)."""
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValidationError(f"--ray-address must be 'auto', 'host:port' or 'ray://host:port' but is {address!r}")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise DatascoutError(f"cannot connect to the Ray cluster at {address!r}: {exc.strerror or exc}") from exc
 
 
 @functools.lru_cache(maxsize=None)
@@ -517,11 +533,11 @@ def run_index_build(args) -> int:
     factory = check_factory(args.index)
     if args.k < 1:
         raise ValidationError(f"--k must be >= 1 but is {args.k}")
+    init_ray(args.ray_address, args.num_cpus)
     shard_dir = shards_for(args.embeddings, args.num_shards)
     view = ShardedArray(shard_dir)
     if args.k >= view.shape[0]:
         raise ValidationError(f"--k must be below the pool size {view.shape[0]} but is {args.k}")
-    init_ray(args.ray_address, args.num_cpus)
     out = graph_dir(args.embeddings, factory, args.k)
     t0 = time.perf_counter()
     if factory.startswith("HNSW"):
