@@ -74,3 +74,12 @@ def test_embed_cli_ray_flags_need_ray(texts_csv, tmp_path, capsys):
     assert main(["embed", "text", str(texts_csv), "--out", str(tmp_path / "o"), "--shard-rows", "5"]) == 2
     assert "--shard-rows needs --ray" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_embed_cli_rejects_zero_concurrency(texts_csv, tmp_path, capsys):
+    from datascout.cli import main
+
+    assert main(["embed", "text", str(texts_csv), "--out", str(tmp_path / "o"), "--ray",
+                 "--concurrency", "0"]) == 2
+    assert "--concurrency must be >= 1 but is 0" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -395,8 +395,8 @@ def merge_candidates(parts, b: int, rng: np.random.Generator):
 
 
 def _task_score_rows(scorer: ShardScorer, view: ShardedArray, start: int, stop: int, b: int, exclude):
-    return shard_candidates(scorer(view[start:stop] if stop - start <= scorer.chunk_rows
-                                   else _RowRange(view, start, stop)), start, b, exclude)
+    """Ray task: score rows ``start..stop`` (read chunk by chunk) and keep the shard's candidates."""
+    return shard_candidates(scorer(_RowRange(view, start, stop)), start, b, exclude)
 
 
 class _RowRange:
@@ -716,13 +716,18 @@ def run_embed_text(args) -> int:
         if getattr(args, flag) is not None and not args.ray:
             raise ValidationError(f"--{flag.replace('_', '-')} needs --ray")
     require_ray()
+    for flag in ("concurrency", "shard_rows", "batch_size"):
+        v = getattr(args, flag)
+        if v is not None and v < 1:
+            raise ValidationError(f"--{flag.replace('_', '-')} must be >= 1 but is {v}")
     if args.overwrite and Path(args.out).exists():
         shutil.rmtree(args.out)
     init_ray(args.ray_address)
     out = embed_text(args.input, args.out, fmt=args.format, id_column=args.id_column,
                      text_column=args.text_column, model=args.model, backend=args.backend,
-                     batch_size=args.batch_size, concurrency=args.concurrency or 1,
-                     shard_rows=args.shard_rows or 100_000, normalize=not args.no_normalize,
+                     batch_size=args.batch_size, concurrency=1 if args.concurrency is None else args.concurrency,
+                     shard_rows=100_000 if args.shard_rows is None else args.shard_rows,
+                     normalize=not args.no_normalize,
                      progress=None if args.quiet else
                      (lambda done, total: print(f"shard {done}/{total} written", flush=True)))
     view = ShardedArray(out)
