@@ -79,7 +79,7 @@ def _finish(out) -> int:
 
 
 def run_text(args) -> int:
-    if args.ray or args.ray_address or args.concurrency or args.shard_rows:
+    if args.ray or any(getattr(args, f) is not None for f in ("ray_address", "concurrency", "shard_rows")):
         from datascout.distributed import run_embed_text
 
         return run_embed_text(args)
