@@ -13,7 +13,7 @@ from datascout.exceptions import MissingDependencyError, ValidationError
 from datascout.index import SimilarityIndex
 from datascout.models import FittedModel, default_model
 from datascout.seals import KNNGraph
-from datascout.shards import ShardedArray, write_shards
+from datascout.shards import write_shards
 from datascout.strategies import entropy, top_b
 
 faiss = pytest.importorskip("faiss")
