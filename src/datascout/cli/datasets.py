@@ -30,7 +30,6 @@ def register(sub) -> None:
     e.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     e.add_argument("--dtype", choices=("float32", "float16"), default="float32")
     e.add_argument("--no-normalize", action="store_true", help="do not L2-normalise the vectors")
-    e.add_argument("--backend", choices=("torch", "onnx"), default="torch", help="text model backend")
     e.add_argument("--limit", type=int, default=None,
                    help="embed a seeded random subset of this many items (kept in data set order)")
     e.add_argument("--overwrite", action="store_true", help="replace a pool made with other settings")
@@ -69,7 +68,7 @@ def run_embed(args) -> int:
     out = embed_dataset(args.name, args.out, model=args.model, image_size=args.image_size,
                         batch_size=args.batch_size, dtype=args.dtype,
                         normalize=False if args.no_normalize else None, limit=args.limit,
-                        backend=args.backend, progress=not args.quiet, overwrite=args.overwrite)
+                        progress=not args.quiet, overwrite=args.overwrite)
     m = load_pool_dir(out).manifest
     print(f"wrote {m['count']} x {m['dimension']} {m['dtype']} ({m['model']}, {m['skipped']} skipped) to {out}")
     return 0

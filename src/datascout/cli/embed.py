@@ -43,8 +43,6 @@ def register(sub) -> None:
                    help="input format (default: from the file's suffix; anything else is plain text)")
     t.add_argument("--model", default=None,
                    help="a local sentence-transformers folder (default: bundled all-MiniLM-L6-v2)")
-    t.add_argument("--backend", choices=("torch", "onnx"), default="torch",
-                   help="onnx: ONNX Runtime, faster on CPU (see docs/benchmarks.md)")
     _common(t, "text")
     g = t.add_argument_group("scale-out over Ray (the [ray] extra)")
     g.add_argument("--ray", action="store_true",
@@ -87,7 +85,7 @@ def run_text(args) -> int:
 
     source = TextSource(args.input, id_column=args.id_column, text_column=args.text_column,
                         format=args.format).open()
-    embedder = TextEmbedder(model=args.model, batch_size=args.batch_size, backend=args.backend).load()
+    embedder = TextEmbedder(model=args.model, batch_size=args.batch_size).load()
     set_threads(args.threads)
     embed_to_dir(source, embedder, args.out, dtype=args.dtype, normalize=not args.no_normalize,
                  chunk_size=args.chunk_size or 2048, progress=not args.quiet, overwrite=args.overwrite)

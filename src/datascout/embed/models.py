@@ -87,10 +87,11 @@ class TextEmbedder:
         Texts per forward pass.
     backend : {"torch", "onnx"}
         ``"onnx"``: the transformer exported once to ONNX (cached under ``cache_dir()/onnx``) and
-        run with ONNX Runtime; needs ``onnx`` and ``onnxruntime``. Faster than torch in
-        ``benchmarks/bench_embed.py`` with cosine >= 0.99 to the torch vectors. (Dynamic int8
-        quantisation is measured there too but not offered: it was not faster and dropped cosine
-        below 0.99.)
+        run with ONNX Runtime; needs ``onnx`` and ``onnxruntime``. Cosine to the torch vectors
+        is 1.0 to 1e-6, but its speed-up was not confirmed on the shared 2-core machine (1.6x in
+        one run, 0.92x in ``benchmarks/bench_embed.py``), so the CLI does not offer it. Dynamic
+        int8 quantisation is not offered at all: min cosine 0.80 (all Linear) / 0.976 (attention
+        only) < 0.99.
     max_length : int, optional
         Token limit (the model's own by default: 256 word pieces for MiniLM).
     """
