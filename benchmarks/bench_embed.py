@@ -143,8 +143,9 @@ def render(text_rows, backend_rows, image_rows, n_text, img112, img224, rss_mib)
         "Floor: pipeline / direct >= 0.95. "
         + ("Met in every row." if not low else
            f"NOT met in {len(low)} of {len(text_rows) + len(image_rows)} rows. The pipeline makes the "
-           "same model call per chunk as the direct call, so a gap this size is load from other jobs "
-           "on the shared cores (rates swing 2x between neighbouring rows); it needs a quiet rerun.")
+           "same model call per chunk as the direct call, so the gap is most likely load from other jobs "
+           "on the shared cores (rates swing 2x between neighbouring rows), but that is not verified "
+           "here: the floor is unproven until a rerun on a quiet machine.")
         + "\n\n" + markdown_table(header, text_rows + image_rows)
         + "\n\n### Text backends (same quotes, same run)\n\n"
         + markdown_table(["backend", "threads", "batch", "sentences/s", "speed-up vs torch",
