@@ -202,3 +202,19 @@ def atomic_write_bytes(path, data: bytes) -> None:
 
 def atomic_write_text(path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def iter_jsonl(path):
+    """Yield ``(line_number, object)`` for each non-blank line of a JSON Lines file; a line that is
+    not valid JSON raises a one-line :class:`ValidationError` naming the file and line."""
+    import json
+
+    path = Path(path)
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValidationError(f"{path.name} line {lineno}: expected JSON: {exc.msg}") from None

@@ -18,6 +18,7 @@ import numpy as np
 
 from datascout.campaign.schema import DB_NAME, connect
 from datascout.exceptions import LabelingError, ValidationError
+from datascout.io import iter_jsonl
 
 log = logging.getLogger("datascout.campaign")
 
@@ -47,28 +48,21 @@ def read_items(path) -> list[dict]:
     if not path.is_file():
         raise ValidationError(f"expected an items file at {str(path)!r} but none exists")
     out, seen = [], set()
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValidationError(f"{path.name} line {lineno}: expected a JSON object: {exc.msg}") from None
-            if not isinstance(obj, dict) or "id" not in obj or not (("text" in obj) ^ ("image" in obj)):
-                raise ValidationError(f"{path.name} line {lineno}: expected {{\"id\", \"text\"}} or "
-                                      f"{{\"id\", \"image\"}} but got keys {sorted(obj) if isinstance(obj, dict) else type(obj).__name__}")
-            item_id = str(obj["id"])
-            if item_id in seen:
-                raise ValidationError(f"{path.name} line {lineno}: id {item_id!r} occurs twice")
-            seen.add(item_id)
-            if "text" in obj:
-                out.append({"id": item_id, "kind": "text", "payload": str(obj["text"])})
-            else:
-                img = (path.parent / str(obj["image"])).resolve()
-                if not img.is_file():
-                    raise ValidationError(f"{path.name} line {lineno}: image {str(obj['image'])!r} does not exist")
-                out.append({"id": item_id, "kind": "image", "payload": str(img)})
+    for lineno, obj in iter_jsonl(path):
+        if not isinstance(obj, dict) or "id" not in obj or not (("text" in obj) ^ ("image" in obj)):
+            raise ValidationError(f"{path.name} line {lineno}: expected {{\"id\", \"text\"}} or "
+                                  f"{{\"id\", \"image\"}} but got keys {sorted(obj) if isinstance(obj, dict) else type(obj).__name__}")
+        item_id = str(obj["id"])
+        if item_id in seen:
+            raise ValidationError(f"{path.name} line {lineno}: id {item_id!r} occurs twice")
+        seen.add(item_id)
+        if "text" in obj:
+            out.append({"id": item_id, "kind": "text", "payload": str(obj["text"])})
+        else:
+            img = (path.parent / str(obj["image"])).resolve()
+            if not img.is_file():
+                raise ValidationError(f"{path.name} line {lineno}: image {str(obj['image'])!r} does not exist")
+            out.append({"id": item_id, "kind": "image", "payload": str(img)})
     if not out:
         raise ValidationError(f"{path.name} holds no items: expected one JSON object per line")
     return out

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from datascout.exceptions import ValidationError
+from datascout.io import iter_jsonl
 
 EXPORT_FORMATS = ("csv", "jsonl", "label-studio")
 
@@ -40,17 +41,10 @@ def read_label_file(path) -> list[tuple]:
                 lab = r["label"]
                 rows.append((r["id"], lab if lab != "" else None, r.get("annotator") or None))
     elif suffix == ".jsonl":
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValidationError(f"{path.name} line {lineno}: expected JSON: {exc.msg}") from None
-                if not isinstance(obj, dict) or "id" not in obj or "label" not in obj:
-                    raise ValidationError(f"{path.name} line {lineno}: expected an object with id and label")
-                rows.append((str(obj["id"]), obj["label"], obj.get("annotator")))
+        for lineno, obj in iter_jsonl(path):
+            if not isinstance(obj, dict) or "id" not in obj or "label" not in obj:
+                raise ValidationError(f"{path.name} line {lineno}: expected an object with id and label")
+            rows.append((str(obj["id"]), obj["label"], obj.get("annotator")))
     elif suffix == ".json":
         try:
             tasks = json.loads(path.read_text(encoding="utf-8"))
