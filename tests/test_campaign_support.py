@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -77,8 +78,14 @@ class Server:
                    "serve(sys.argv[1], host=sys.argv[2], port=int(sys.argv[3]), token=sys.argv[4] or None)",
                    str(directory), host, str(self.port), token or ""]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        # the server's output goes to a file, never to an unread pipe that could fill and block it
+        self._log = tempfile.NamedTemporaryFile(prefix="datascout-serve-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         self._wait(token)
+
+    def output(self) -> str:
+        """Everything the server printed so far."""
+        return Path(self._log.name).read_text(encoding="utf-8", errors="replace")
 
     def _wait(self, token, timeout=60.0):
         import httpx
@@ -87,7 +94,7 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stdout.read().decode()}")
+                raise RuntimeError(f"server exited: {self.output()}")
             try:
                 if httpx.get(self.url + "/api/config", headers=headers, timeout=2).status_code == 200:
                     return
@@ -99,6 +106,12 @@ class Server:
     def kill(self):
         self.proc.kill()
         self.proc.wait()
+        self._close_log()
+
+    def _close_log(self):
+        if not self._log.closed:
+            self._log.close()
+            Path(self._log.name).unlink(missing_ok=True)
 
     def stop(self):
         if self.proc.poll() is None:
@@ -108,5 +121,4 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc.stdout:
-            self.proc.stdout.close()
+        self._close_log()

@@ -55,7 +55,9 @@ async function answer(label) {
     const r = await api("/api/labels", { method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ annotator: annotator(), labels: [{ id: item.id, label: label }] }) });
     history.push(item); queue.shift(); showProgress(r.progress);
-    status(label === null ? `Skipped ${item.id}` : `Saved ${item.id} as “${label}”`);
+    // the last answer stays on screen (in its own line) until the next one, whatever the status says
+    $("last").textContent = label === null ? `Skipped ${item.id}.` : `Saved ${item.id} as “${label}”.`;
+    status("");
     render();
     if (!queue.length) await fetchBatch();
     refreshStats();
