@@ -117,8 +117,11 @@ class Campaign:
     def create(cls, directory, *, embeddings, items, classes=None, positive_class=None,
                strategy=None, batch_size: int = 20, k: int = 30, index: str = "HNSW32",
                lease_seconds: float = 600.0, labels_per_item: int = 1, random_state: int = 0,
-               seed_labels=None, like=None, query_embedding=None) -> "Campaign":
-        """Create a campaign in ``directory`` (which must not hold one) and select round 0."""
+               seed_labels=None, like=None, query_embedding=None, query_note=None) -> "Campaign":
+        """Create a campaign in ``directory`` (which must not hold one) and select round 0: the
+        items most like ``like`` (an item id) or ``query_embedding`` (a vector in the pool's space,
+        e.g. an embedded text or image; ``query_note`` describes it in the round's settings), else
+        by the strategy (random until there are labels)."""
         from datascout.io import load_embeddings
         from datascout.strategies import make_strategy
 
@@ -177,12 +180,13 @@ class Campaign:
             query = None
             if like is not None:
                 query = np.asarray(X[camp.positions([like])[0]], dtype=np.float32)
+                query_note = query_note or f"like item {like}"
             elif query_embedding is not None:
                 query = np.asarray(query_embedding, dtype=np.float32).reshape(-1)
                 if query.shape[0] != X.shape[1]:
                     raise ValidationError(f"the query embedding has {query.shape[0]} dimensions but the "
                                           f"embeddings have {X.shape[1]}")
-            camp.select_round(query=query)
+            camp.select_round(query=query, query_note=query_note)
         except BaseException:
             camp.close()
             for p in directory.glob(DB_NAME + "*"):
@@ -266,7 +270,7 @@ class Campaign:
         k = min(self.config["k"], X.shape[0] - 1)
         return build_or_load_graph(X, path, self.config["index"], k)
 
-    def select_round(self, *, query=None) -> int:
+    def select_round(self, *, query=None, query_note=None) -> int:
         """Retrain on the labels so far, select the next batch and store it as a new round (in
         one transaction). Returns the round number. Runs on the calling thread."""
         from datascout.campaign.metrics import cv_quality
@@ -293,14 +297,18 @@ class Campaign:
                              random_state=cfg["random_state"])
         scores = None
         if query is not None:
-            from datascout.index import SimilarityIndex
+            from datascout.pool import iter_row_chunks
+            from datascout.strategies import cosine_to_direction, top_b
 
-            idx = SimilarityIndex("Flat").build(X)
-            taken = np.union1d(pos, blocked)
-            s, p = idx.search(query[None, :], min(n, b + len(taken)), exact_embeddings=X)
-            keep = ~np.isin(p[0], taken) & (p[0] >= 0)
-            chosen, scores = p[0][keep][:b], s[0][keep][:b]
-            how = {"query": True, "candidates": int(n)}
+            # exact cosine to the query, streamed over the memory map in chunks (no copy of X)
+            unit = query / max(float(np.linalg.norm(query)), 1e-12)
+            sim = np.empty(n, dtype=np.float64)
+            for rows in iter_row_chunks(n):
+                sim[rows] = cosine_to_direction(X[rows], unit)
+            sim[np.union1d(pos, blocked)] = -np.inf
+            chosen = top_b(sim, b, np.random.default_rng(cfg["random_state"]))
+            scores = sim[chosen]
+            how = {"query": query_note or True, "candidates": int(n)}
         else:
             strategy = cfg["strategy"]
             n_seen = len(np.unique(y))

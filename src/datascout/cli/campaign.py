@@ -44,6 +44,11 @@ def register(sub) -> None:
     q.add_argument("--like", metavar="ITEM_ID", help="first round: the items most similar to this item")
     q.add_argument("--query-embedding", metavar="FILE.npy",
                    help="first round: the items most similar to this vector (e.g. an embedded text or image)")
+    q.add_argument("--query-text", metavar="TEXT",
+                   help="first round: the items most similar to this text, embedded with the pool's own "
+                        "model (embeddings made by 'datascout embed')")
+    q.add_argument("--query-image", metavar="IMAGE",
+                   help="first round: the items most similar to this image file, embedded with the pool's model")
     c.add_argument("--random-state", type=int, default=0)
 
     c = command(csub, "status", "Rounds, labels, class counts, positives and the model's CV quality.",
@@ -87,18 +92,25 @@ def _open(directory):
 def run_init(args) -> int:
     from datascout.campaign import Campaign
 
-    query = None
+    query = note = None
     if args.query_embedding:
         from datascout.io import load_embeddings
 
         q, _ = load_embeddings(args.query_embedding)
         query = np.asarray(q, dtype=np.float32).reshape(-1)
+        note = f"embedding: {args.query_embedding}"
+    elif args.query_text is not None or args.query_image is not None:
+        from datascout.embed.query import embed_query, pool_manifest
+
+        query = embed_query(pool_manifest(args.embeddings), text=args.query_text, image=args.query_image)
+        note = f"text: {args.query_text}" if args.query_text is not None else f"image: {args.query_image}"
     camp = Campaign.create(
         args.dir, embeddings=args.embeddings, items=args.items,
         classes=args.classes.split(",") if args.classes else None, positive_class=args.positive_class,
         strategy=args.strategy, batch_size=args.batch_size, k=args.k, index=args.index,
         lease_seconds=args.lease_seconds, labels_per_item=args.labels_per_item,
-        random_state=args.random_state, seed_labels=args.seed_labels, like=args.like, query_embedding=query)
+        random_state=args.random_state, seed_labels=args.seed_labels, like=args.like, query_embedding=query,
+        query_note=note)
     prog = camp.round_progress()
     print(f"campaign in {args.dir}: {camp.config['n_items']} items, classes {', '.join(camp.classes)}; "
           f"round {prog['round']} has {prog['selected']} items to label. Next: datascout serve {args.dir}")

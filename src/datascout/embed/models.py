@@ -367,7 +367,7 @@ class ImageEmbedder:
     def to_tensor(self, images: np.ndarray):
         """uint8 (n, H, W) or (n, H, W, 3) of one size -> normalised float (n, 3, S, S)."""
         torch = _import_torch()
-        x = torch.from_numpy(np.ascontiguousarray(images)).float()
+        x = torch.from_numpy(np.require(images, requirements=["C", "W"])).float()
         if x.ndim == 3:
             x = x.unsqueeze(1).expand(-1, 3, -1, -1)
         else:
