@@ -72,15 +72,30 @@ def main():
     ap.add_argument("--small-k", type=int, default=20)
     ap.add_argument("--fashion-classes", default="8,6", help="Fashion-MNIST classes to cut to 0.5%%")
     ap.add_argument("--fortunes-classes", type=int, default=3, help="how many fortunes classes under 1%%")
+    ap.add_argument("--fashion-embedding", choices=["pca", "effnet"], default="pca",
+                    help="pca: PCA-64 of the pixels; effnet: the EfficientNet-Lite0 pool "
+                         "(datascout datasets embed fashion-mnist)")
     ap.add_argument("--no-doc", action="store_true")
     args = ap.parse_args()
+    section = SECTION if args.fashion_embedding == "pca" else f"{SECTION}-{args.fashion_embedding}"
     command = "python benchmarks/bench_seals_quality.py " + " ".join(sys.argv[1:])
 
     tasks = []  # (dataset name, class name, X, y, class id)
-    emb, ds = fashion_mnist_pixel_embeddings(64)
+    if args.fashion_embedding == "pca":
+        emb, ds = fashion_mnist_pixel_embeddings(64)
+        fname, flabels, fclasses = "Fashion-MNIST PCA-64", ds.labels, ds.classes
+    else:
+        from datascout.embed import dataset_pool, load_pool_dir
+
+        path = dataset_pool("fashion-mnist")
+        if path is None:
+            raise SystemExit("the Fashion-MNIST EfficientNet pool is not built: datascout datasets embed fashion-mnist")
+        pf = load_pool_dir(path)
+        emb, flabels, fclasses = pf.embeddings, pf.labels, pf.manifest["classes"]
+        fname = f"Fashion-MNIST EfficientNet-Lite0 ({pf.manifest['dimension']}-d)"
     for c in [int(v) for v in args.fashion_classes.split(",") if v]:
-        keep = cut_class(ds.labels, c, 0.005, np.random.default_rng(0))
-        tasks.append(("Fashion-MNIST PCA-64", ds.classes[c], np.ascontiguousarray(emb[keep]), ds.labels[keep], c))
+        keep = cut_class(flabels, c, 0.005, np.random.default_rng(0))
+        tasks.append((fname, fclasses[c], np.ascontiguousarray(emb[keep], dtype=np.float32), flabels[keep], c))
     femb, fds = fortunes_minilm_embeddings()
     counts = np.bincount(fds.labels, minlength=len(fds.classes))
     share = counts / counts.sum()
@@ -127,7 +142,9 @@ def main():
                     cand_rows.append([dname, cname] + [f"{v:.1%}" for v in cand[:: max(1, len(cand) // 10)]])
             print(rows[-2], rows[-1], f"{time.perf_counter() - t_start:.0f} s", flush=True)
             body = (
-                "## SEALS quality on real data (rare concepts)\n\n"
+                "## SEALS quality on real data (rare concepts)"
+                + ("" if section == SECTION else f", Fashion-MNIST as {args.fashion_embedding} embeddings")
+                + "\n\n"
                 f"Seed set 5 positives + 95 negatives, {args.rounds} rounds x 100, logistic regression "
                 f"(balanced), HNSW32 kNN graph with k = 100 (k = {args.small_k} uses its first "
                 f"neighbours); test = a stratified 20% split; {args.seeds} seeds (0..{args.seeds - 1}), "
@@ -150,7 +167,7 @@ def main():
                 + READING
             )
             if not args.no_doc:
-                write_section(SECTION, body, command)
+                write_section(section, body, command)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ step runs in a background thread so that annotators never wait for training.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -75,6 +76,7 @@ class Campaign:
         self.directory = Path(directory)
         self._local = threading.local()
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._worker: threading.Thread | None = None
         self.last_error_: str | None = None
         self.config = self._read_config()
@@ -92,6 +94,23 @@ class Campaign:
             con = connect(self.db_path)
             self._local.con = con
         return con
+
+    @contextlib.contextmanager
+    def _write(self):
+        """One write transaction on this thread's connection, all or nothing. The threads of one
+        process queue on a lock for it (an immediate hand-off) rather than on SQLite's busy
+        handler, which sleeps in growing steps of up to 100 ms: under 50 concurrent annotators
+        that made the p95 latency of a label ~10x its median. Other processes still wait on
+        SQLite's own lock (busy timeout 30 s)."""
+        with self._write_lock:
+            con = self.con
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
 
     def _read_config(self) -> dict:
         rows = self.con.execute("SELECT key, value FROM meta").fetchall()
@@ -327,8 +346,7 @@ class Campaign:
             how = dict(learner.last_query_)
         settings = {"batch_size": int(b), "k": cfg["k"], "index": cfg["index"], **how,
                     "seconds": round(time.perf_counter() - t0, 3)}
-        con.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write() as con:
             if self.current_round() + 1 != rnd:
                 raise ConflictError(f"round {rnd} was selected meanwhile by another process")
             con.execute("INSERT INTO rounds VALUES (?, ?, ?, ?, ?)",
@@ -337,10 +355,6 @@ class Campaign:
             con.executemany("INSERT INTO selections VALUES (?, ?, ?, ?)",
                             [(int(p_), rnd, r, None if scores is None else float(scores[r]))
                              for r, p_ in enumerate(chosen.tolist())])
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         log.info("round %d selected: %d items in %.2fs", rnd, len(chosen), settings["seconds"])
         return rnd
 
@@ -392,8 +406,7 @@ class Campaign:
         now = time.time()
         need = self.config["labels_per_item"]
         con = self.con
-        con.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write() as con:
             con.execute("INSERT OR IGNORE INTO annotators VALUES (?, ?)", (annotator, now))
             rnd = self.current_round()
             rows = con.execute(
@@ -418,10 +431,6 @@ class Campaign:
                    ON CONFLICT(pos, annotator) DO UPDATE SET expires = excluded.expires, done = 0""",
                 [(p, annotator, expires) for p in positions])
             items = self._items_at(positions)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         return {"round": rnd, "items": items, "lease_expires": expires,
                 "progress": self.round_progress(rnd), "selecting": self.selecting}
 
@@ -456,8 +465,7 @@ class Campaign:
         positions = self.positions(ids)
         now = time.time()
         con = self.con
-        con.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write() as con:
             ph = ",".join("?" * len(positions))
             leased = {r[0] for r in con.execute(
                 f"SELECT pos FROM leases WHERE annotator = ? AND pos IN ({ph})", [annotator, *positions])}
@@ -471,10 +479,6 @@ class Campaign:
             con.executemany("INSERT INTO labels (pos, class, annotator, time, round, source) VALUES (?, ?, ?, ?, ?, 'web')",
                             [(p, c, annotator, now, round_of.get(p)) for p, c in zip(positions, classes)])
             con.execute(f"UPDATE leases SET done = 1 WHERE annotator = ? AND pos IN ({ph})", [annotator, *positions])
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         started = self.maybe_advance()
         return {"accepted": len(positions), "relabels": len(answered),
                 "progress": self.round_progress(), "selecting": started or self.selecting}
@@ -491,8 +495,7 @@ class Campaign:
         classes = [self.class_id(r[1]) if r[1] is not None else None for r in rows]
         now = time.time()
         con = self.con
-        con.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write() as con:
             con.execute("INSERT OR IGNORE INTO annotators VALUES (?, ?)", (annotator, now))
             for r in rows:
                 if r[2]:
@@ -500,10 +503,6 @@ class Campaign:
             con.executemany(
                 "INSERT INTO labels (pos, class, annotator, time, round, source) VALUES (?, ?, ?, ?, NULL, 'import')",
                 [(p, c, r[2] or annotator, now) for p, c, r in zip(positions, classes, rows) if c is not None])
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         return sum(c is not None for c in classes)
 
     def stats(self) -> dict:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 from itertools import islice
 from pathlib import Path
 
@@ -147,19 +146,12 @@ class TextSource:
         return ids
 
     def _json_rows(self):
-        with open(self.path_, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValidationError(
-                        f"line {lineno} of {str(self.path_)!r} is not valid JSON: {exc.msg}"
-                    ) from exc
-                if not isinstance(obj, dict):
-                    raise ValidationError(f"line {lineno} of {str(self.path_)!r} must be a JSON object")
-                yield lineno, obj
+        from datascout.io import iter_jsonl
+
+        for lineno, obj in iter_jsonl(self.path_):
+            if not isinstance(obj, dict):
+                raise ValidationError(f"line {lineno} of {str(self.path_)!r} must be a JSON object")
+            yield lineno, obj
 
     def _ids_jsonl(self):
         ids, seen_text = [], False
