@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from datascout.campaign import SCHEMA_VERSION, Campaign, ConflictError, NotFoundError, connect
 from datascout.campaign.schema import MIGRATIONS
 from datascout.cli import main
-from datascout.exceptions import DatascoutError, LabelingError
+from datascout.exceptions import DatascoutError, LabelingError, ValidationError
 from test_campaign_support import fortunes_items, make_campaign, write_inputs
 
 
@@ -125,6 +126,31 @@ def test_rounds_retrain_in_background_select_seals_candidates_never_twice(tmp_pa
     assert s["labels"]["skips"] == 3 and s["labels"]["items_labeled"] == 33
     assert s["rounds"][3]["labels_before"] == 33
     assert s["model"]["accuracy"] > 0.8  # well-separated classes
+
+
+def test_rounds_selected_in_a_separate_process_and_its_errors_reported(tmp_path):
+    camp, truth = make_campaign(tmp_path)
+    camp.close()
+    camp = Campaign(tmp_path / "camp", select_in="process")
+    ids = [it["id"] for it in camp.lease_batch("alice", 100)["items"]]
+    camp.submit("alice", [(i, truth[i]) for i in ids])
+    assert camp.selecting  # the round is being chosen by another interpreter
+    camp.wait_idle(120)
+    assert not camp.selecting and camp.last_error_ is None
+    assert camp.current_round() == 1 and camp.stats()["rounds"][1]["strategy"] == "entropy"
+    r1 = [p for (p,) in camp.con.execute("SELECT pos FROM selections WHERE round = 1")]
+    assert len(r1) == 12 and not set(r1) & set(camp.positions(ids))
+    # a selection that fails in the child is reported, and the campaign keeps serving round 1
+    ids = [it["id"] for it in camp.lease_batch("alice", 100)["items"]]
+    emb = Path(camp.config["embeddings"])
+    emb.rename(emb.with_suffix(".moved"))
+    camp.submit("alice", [(i, truth[i]) for i in ids])
+    camp.wait_idle(120)
+    assert camp.current_round() == 1
+    assert camp.last_error_.startswith("ValidationError:") and "emb.npy" in camp.last_error_
+    assert camp.stats()["last_error"] == camp.last_error_
+    with pytest.raises(ValidationError, match="select_in must be 'thread' or 'process' but is 'fork'"):
+        Campaign(tmp_path / "camp", select_in="fork")
 
 
 def test_export_import_round_trip_all_formats(tmp_path):

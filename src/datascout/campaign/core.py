@@ -72,13 +72,17 @@ def read_items(path) -> list[dict]:
 class Campaign:
     """A campaign directory. ``Campaign.create(...)`` makes one; ``Campaign(dir)`` opens it."""
 
-    def __init__(self, directory):
+    def __init__(self, directory, *, select_in: str = "thread"):
+        if select_in not in ("thread", "process"):
+            raise ValidationError(f"select_in must be 'thread' or 'process' but is {select_in!r}")
         self.directory = Path(directory)
+        self.select_in = select_in
+        self._pipe = None
         self._local = threading.local()
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._worker: threading.Thread | None = None
-        self.last_error_: str | None = None
+        self._last_error: str | None = None
         self.config = self._read_config()
 
     # -- storage -------------------------------------------------------------------------
@@ -370,20 +374,44 @@ class Campaign:
             if not background:
                 self.select_round()
                 return True
-            self._worker = threading.Thread(target=self._select_in_background, name="datascout-select",
-                                            daemon=True)
-            self._worker.start()
+            if self.select_in == "process":
+                # a separate interpreter: training never holds the server's GIL
+                import multiprocessing
+
+                ctx = multiprocessing.get_context("spawn")
+                self._pipe, child_end = ctx.Pipe(duplex=False)
+                self._worker = ctx.Process(target=_select_in_child, args=(str(self.directory), child_end),
+                                           name="datascout-select", daemon=True)
+                self._worker.start()
+                child_end.close()
+            else:
+                self._worker = threading.Thread(target=self._select_in_background, name="datascout-select",
+                                                daemon=True)
+                self._worker.start()
             return True
 
     def _select_in_background(self) -> None:
         try:
             self.select_round()
-            self.last_error_ = None
+            self._last_error = None
         except Exception as exc:  # reported in stats; the annotators keep working
-            self.last_error_ = f"{type(exc).__name__}: {exc}"
+            self._last_error = f"{type(exc).__name__}: {exc}"
             log.exception("selecting the next round failed")
         finally:
             self.close()  # this thread's connection
+
+    @property
+    def last_error_(self) -> str | None:
+        """Why the last background selection failed, or ``None``."""
+        with self._lock:
+            w, pipe = self._worker, self._pipe
+            if pipe is not None and w is not None and not w.is_alive():
+                w.join()
+                self._last_error = (pipe.recv() if pipe.poll()
+                                    else f"the selection process exited with code {w.exitcode}")
+                pipe.close()
+                self._pipe = None
+            return self._last_error
 
     @property
     def selecting(self) -> bool:
@@ -514,3 +542,17 @@ class Campaign:
         from datascout.campaign.formats import export
 
         return export(self, fmt)
+
+
+def _select_in_child(directory: str, pipe) -> None:
+    """Body of the selection process: select one round, send back ``None`` or the error."""
+    camp = Campaign(directory)
+    try:
+        camp.select_round()
+        pipe.send(None)
+    except Exception as exc:
+        log.exception("selecting the next round failed")
+        pipe.send(f"{type(exc).__name__}: {exc}")
+    finally:
+        camp.close()
+        pipe.close()

@@ -334,10 +334,10 @@ class ImageEmbedder:
         torch = _import_torch()
         try:
             import torchvision
-        except ImportError as exc:
+        except Exception as exc:  # absent, or a build for another torch ("operator ... does not exist")
             raise MissingDependencyError(
-                f"image model 'torchvision:{arch}' needs torchvision: pip install torchvision "
-                "matching torch==2.13.0"
+                f"image model 'torchvision:{arch}' needs a torchvision built for this torch "
+                f"({torch.__version__}): {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             ) from exc
         if self.weights is None or not Path(self.weights).is_file():
             raise MissingDependencyError(
@@ -347,8 +347,12 @@ class ImageEmbedder:
             net = torchvision.models.get_model(arch, weights=None)
         except Exception as exc:
             raise MissingDependencyError(f"torchvision has no architecture {arch!r}: {exc}") from exc
-        state = torch.load(str(self.weights), map_location="cpu", weights_only=True)
-        net.load_state_dict(state)
+        try:
+            state = torch.load(str(self.weights), map_location="cpu", weights_only=True)
+            net.load_state_dict(state)
+        except Exception as exc:
+            raise ValidationError(f"expected a state dict of torchvision:{arch} in {str(self.weights)!r} but "
+                                  f"loading it failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
         dim = None
         for attr in ("fc", "classifier", "head", "heads"):
             head = getattr(net, attr, None)

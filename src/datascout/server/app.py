@@ -55,8 +55,12 @@ def check_bind(host: str, token: str | None) -> None:
         raise ValidationError(f"binding {host!r} (beyond localhost) needs a token: pass --token or set ${TOKEN_ENV}")
 
 
-def create_app(directory, *, token: str | None = None) -> FastAPI:
-    campaign = Campaign(directory)
+def create_app(directory, *, token: str | None = None, select_in: str = "process") -> FastAPI:
+    """The labeling app of the campaign in ``directory``. Rounds are selected in a separate
+    process by default (``select_in="process"``), so training never competes with the requests
+    for the interpreter; ``"thread"`` keeps it in this process."""
+    campaign = Campaign(directory, select_in=select_in)
+
     @asynccontextmanager
     async def lifespan(app):
         campaign.maybe_advance()  # a round that completed just before a crash selects its successor
