@@ -1,6 +1,7 @@
-"""Embedding over Ray Data (actor pool of the real MiniLM) equals the single-process embedder."""
+"""Embedding over Ray Data (actor pools of the real MiniLM and EfficientNet-Lite0) equals the single-process pipeline."""
 
 import csv
+import json
 import os
 
 import numpy as np
@@ -83,3 +84,59 @@ def test_embed_cli_rejects_zero_concurrency(texts_csv, tmp_path, capsys):
                  "--concurrency", "0"]) == 2
     assert "--concurrency must be >= 1 but is 0" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_embed_images_over_ray_equals_the_single_process_pipeline(ray_session, tmp_path):
+    from PIL import Image
+
+    from datascout.datasets import load_fashion_mnist
+    from datascout.embed import ImageEmbedder, ImageSource, embed_to_dir, load_pool_dir
+    from datascout.exceptions import MissingDependencyError
+
+    try:
+        ds = load_fashion_mnist()
+    except MissingDependencyError as exc:
+        pytest.skip(str(exc))
+    root = tmp_path / "imgs"
+    for c, name in ((8, "bag"), (1, "trouser")):
+        (root / name).mkdir(parents=True)
+        for i in np.flatnonzero(ds.labels == c)[:4]:
+            Image.fromarray(ds.data[i]).save(root / name / f"{i}.png")
+    (root / "bad").mkdir()
+    for j in range(4):  # sorted first: the whole first shard is unreadable
+        (root / "bad" / f"x{j}.png").write_bytes(b"not an image")
+    out = dist.embed_images(root, tmp_path / "pool.shards", image_size=64, batch_size=3, shard_rows=4)
+    X, ids = load_embeddings(out)
+    assert X.shape == (8, 1280) and X.num_shards == 2
+    skipped = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in skipped] == [f"bad/x{j}.png" for j in range(4)]
+    assert [r["position"] for r in skipped] == [0, 1, 2, 3] and all("unreadable" in r["reason"] for r in skipped)
+    # the single-process pipeline on the same folder: same ids, same vectors
+    ref_dir = embed_to_dir(ImageSource(root, image_size=64).open(),
+                           ImageEmbedder(image_size=64, batch_size=3).load(), tmp_path / "ref", progress=False)
+    ref = load_pool_dir(ref_dir)
+    assert ids.tolist() == ref.ids.tolist()
+    np.testing.assert_allclose(X[:], ref.embeddings, atol=2e-5)
+
+    # resumable per shard: a lost shard is embedded again, the finished ones are kept
+    before = os.stat(out / "shard-00001.npy").st_mtime_ns
+    for f in ("shard-00002.npy", "shard-00002.ids.npy", "manifest.json"):
+        (out / f).unlink()
+    dist.embed_images(root, out, image_size=64, batch_size=3, shard_rows=4)
+    assert os.stat(out / "shard-00001.npy").st_mtime_ns == before
+    np.testing.assert_allclose(load_embeddings(out)[0][:], ref.embeddings, atol=2e-5)
+    with pytest.raises(ValidationError, match="with these settings"):
+        dist.embed_images(root, out, image_size=96, shard_rows=4)
+
+
+def test_embed_images_cli_over_ray(ray_session, tmp_path, capsys):
+    from datascout.cli import main
+
+    root = tmp_path / "imgs"
+    root.mkdir()
+    (root / "a.png").write_bytes(b"broken")
+    assert main(["embed", "images", str(root), "--out", str(tmp_path / "o"), "--ray", "--quiet"]) == 2
+    assert "every one of the 1 images was skipped" in capsys.readouterr().err
+    assert main(["embed", "images", str(root), "--out", str(tmp_path / "p"), "--ray",
+                 "--labels-from-folders"]) == 2
+    assert "--labels-from-folders is not available with --ray" in capsys.readouterr().err

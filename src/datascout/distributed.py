@@ -612,8 +612,7 @@ def embed_text(input_path, out_dir, *, fmt: str | None = None, id_column: str = 
     interruption embeds only the missing shards. The manifest is written last.
     """
     from datascout.datasets import file_sha256
-    from datascout.io import atomic_write_text
-    from datascout.shards import is_shard_dir, shard_bounds, shard_name, write_manifest, write_shard
+    from datascout.shards import shard_bounds, shard_name, write_manifest
 
     ray = init_ray()
     path = Path(input_path)
@@ -628,23 +627,9 @@ def embed_text(input_path, out_dir, *, fmt: str | None = None, id_column: str = 
     settings = {"input_sha256": file_sha256(path), "format": fmt, "id_column": id_column,
                 "text_column": text_column, "model": str(model), "backend": backend,
                 "normalize": bool(normalize), "shard_rows": int(shard_rows)}
-    state_path = out / "embed-settings.json"
-    if out.exists():
-        old = json.loads(state_path.read_text()) if state_path.is_file() else None
-        if old != settings:
-            raise ValidationError(
-                f"{str(out)!r} exists and was not made by this command with these settings: expected a new "
-                "or matching folder")
-        if is_shard_dir(out):
-            return out
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(state_path, json.dumps(settings, indent=1))
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True
-    ctx.enable_progress_bars = False
-    import logging
-
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    if _prepare_out(out, settings):
+        return out
+    _quiet_ray_data(ray)
     ds = _read_dataset(ray, path, fmt, id_column, text_column)
     n = ds.count()
     if n == 0:
@@ -656,7 +641,6 @@ def embed_text(input_path, out_dir, *, fmt: str | None = None, id_column: str = 
                               ds.select_columns([id_column]).iter_batches(batch_format="numpy", batch_size=None)])
     if all_ids.dtype.kind == "O":
         all_ids = all_ids.astype(str)
-    sorter = np.argsort(all_ids, kind="stable")
     if len(np.unique(all_ids)) != n:
         raise ValidationError(f"column {id_column!r} of {str(path)!r} must hold unique ids but has repeats")
     done = [(out / f"{shard_name(i)}.npy").is_file() and (out / f"{shard_name(i)}.ids.npy").is_file()
@@ -684,34 +668,187 @@ def embed_text(input_path, out_dir, *, fmt: str | None = None, id_column: str = 
                                   fn_constructor_kwargs={"model": model, "backend": backend,
                                                          "batch_size": int(batch_size), "normalize": normalize,
                                                          "id_column": id_column, "text_column": text_column})
-        bufs: dict[int, np.ndarray] = {}
-        filled = {i: 0 for i in todo}
-        for batch in got.iter_batches(batch_size=None, batch_format="numpy"):
-            b_ids = np.asarray(batch["id"])
-            b_ids = b_ids.astype(all_ids.dtype) if b_ids.dtype != all_ids.dtype else b_ids
-            emb = np.asarray(batch["embedding"], dtype=np.float32)
-            pos = sorter[np.searchsorted(all_ids, b_ids, sorter=sorter)]
-            shard_of = np.searchsorted(bounds, pos, side="right") - 1
-            for i in np.unique(shard_of).tolist():
-                sel = shard_of == i
-                if i not in bufs:
-                    bufs[i] = np.empty((int(bounds[i + 1] - bounds[i]), emb.shape[1]), dtype=np.float32)
-                bufs[i][pos[sel] - bounds[i]] = emb[sel]
-                filled[i] += int(sel.sum())
-                if filled[i] == len(bufs[i]):  # shard complete: write it now (the unit of resumption)
-                    dim = emb.shape[1]
-                    entries[i] = write_shard(out, i, bufs.pop(i), all_ids[bounds[i]:bounds[i + 1]])
-                    if progress is not None:
-                        progress(len(entries), n_shards)
-        if len(entries) != n_shards:  # a bug, not a user's mistake
-            raise RuntimeError(f"embedded {len(entries)} of {n_shards} shards")
+        dim = _collect_shards(got, all_ids, bounds, todo, out, entries, progress) or dim
     entries = [entries[i] for i in range(n_shards)]
     write_manifest(out, entries, dim=dim, dtype="float32")
     return out
 
 
-def run_embed_text(args) -> int:
-    """``datascout embed text --ray``: :func:`embed_text` from the command's arguments."""
+def _prepare_out(out: Path, settings: dict) -> bool:
+    """Check (or start) an embedding output folder made with ``settings``. True when it already
+    holds the finished shard directory."""
+    from datascout.io import atomic_write_text
+    from datascout.shards import is_shard_dir
+
+    state_path = out / "embed-settings.json"
+    if out.exists():
+        old = json.loads(state_path.read_text()) if state_path.is_file() else None
+        if old != settings:
+            raise ValidationError(
+                f"{str(out)!r} exists and was not made by this command with these settings: expected a new "
+                "or matching folder")
+        if is_shard_dir(out):
+            return True
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(state_path, json.dumps(settings, indent=1))
+    return False
+
+
+def _quiet_ray_data(ray) -> None:
+    import logging
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    ctx.enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+class ImageEmbedActor:
+    """Ray Data callable class: one loaded image embedder per actor; a batch of (id, path) rows ->
+    embeddings, with ``reason`` = why an image was skipped (unreadable, missing) or ``""``."""
+
+    def __init__(self, model=None, image_size: int = 112, batch_size: int = 64, weights=None,
+                 normalize: bool = True):
+        from datascout.embed import ImageEmbedder
+
+        self.embedder = ImageEmbedder(model=model or "efficientnet-lite0", image_size=image_size,
+                                      batch_size=batch_size, weights=weights).load()
+        self.size, self.normalize = int(image_size), normalize
+
+    def __call__(self, batch: dict) -> dict:
+        from datascout.embed.sources import _read_image
+
+        paths = [str(p) for p in batch["path"].tolist()]
+        got = [_read_image(Path(p), self.size) for p in paths]
+        reasons = [g if isinstance(g, str) else "" for g in got]
+        emb = np.zeros((len(paths), self.embedder.dim_), dtype=np.float32)
+        good = [i for i, r in enumerate(reasons) if not r]
+        if good:
+            e = self.embedder.encode(np.stack([got[i] for i in good]))
+            emb[good] = normalize_rows(e) if self.normalize else e
+        return {"id": np.asarray(batch["id"]), "embedding": emb, "reason": np.asarray(reasons, dtype=object)}
+
+
+def embed_images(input_path, out_dir, *, model=None, image_size: int = 112, batch_size: int = 64,
+                 weights=None, concurrency: int = 1, shard_rows: int = 100_000, normalize: bool = True,
+                 progress=None) -> Path:
+    """Embed an image folder tree (ids = relative paths) or a list file with Ray Data into a shard
+    directory, resumably shard by shard, as :func:`embed_text` does for texts. Images that cannot
+    be read are left out of their shard and recorded, with the reason, in ``skipped.jsonl``."""
+    from datascout.embed import ImageSource
+    from datascout.io import atomic_write_text
+    from datascout.shards import shard_bounds, shard_name, write_manifest
+
+    ray = init_ray()
+    for name, v in (("batch size", batch_size), ("concurrency", concurrency), ("shard rows", shard_rows)):
+        if int(v) < 1:
+            raise ValidationError(f"{name} must be >= 1 but is {v}")
+    src = ImageSource(input_path, image_size=image_size).open()
+    out = Path(out_dir)
+    settings = {"input_sha256": src.checksum_, "kind": "images", "model": str(model or "efficientnet-lite0"),
+                "image_size": int(image_size), "weights": None if weights is None else str(weights),
+                "normalize": bool(normalize), "shard_rows": int(shard_rows)}
+    if _prepare_out(out, settings):
+        return out
+    _quiet_ray_data(ray)
+    all_ids = np.asarray(src.ids_).astype(str)
+    if len(np.unique(all_ids)) != len(all_ids):
+        raise ValidationError(f"{str(input_path)!r} lists an image twice: ids must be unique")
+    paths = [str(p if Path(p).is_absolute() else src.root_ / p) for p in src.files_]
+    bounds = shard_bounds(len(all_ids), shard_rows=shard_rows)
+    n_shards = len(bounds) - 1
+    entries: dict[int, dict | None] = {}
+    skipped: dict[int, list] = {}
+    for i in range(n_shards):
+        name = shard_name(i)
+        if (out / f"{name}.skipped.json").is_file() and (
+                (out / f"{name}.empty").is_file() or (out / f"{name}.ids.npy").is_file()):
+            skipped[i] = json.loads((out / f"{name}.skipped.json").read_text())
+            entries[i] = None if (out / f"{name}.empty").is_file() else {
+                "file": f"{name}.npy", "ids": f"{name}.ids.npy",
+                "rows": int(np.load(out / f"{name}.ids.npy", mmap_mode="r").shape[0])}
+    todo = [i for i in range(n_shards) if i not in entries]
+    dim = None
+    if todo:
+        rows = [{"id": all_ids[j], "path": paths[j]} for i in todo for j in range(bounds[i], bounds[i + 1])]
+        got = ray.data.from_items(rows).map_batches(
+            ImageEmbedActor, batch_size=int(batch_size), concurrency=int(concurrency), num_cpus=1,
+            batch_format="numpy", fn_constructor_kwargs={"model": model, "image_size": int(image_size),
+                                                         "batch_size": int(batch_size), "weights": weights,
+                                                         "normalize": normalize})
+        dim = _collect_shards(got, all_ids, bounds, todo, out, entries, progress, skipped)
+    kept = [entries[i] for i in range(n_shards) if entries[i] is not None]
+    records = sorted((r for i in range(n_shards) for r in skipped.get(i, [])), key=lambda r: r["position"])
+    atomic_write_text(out / "skipped.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    if not kept:
+        raise ValidationError(f"every one of the {len(all_ids)} images was skipped: see {str(out / 'skipped.jsonl')!r}")
+    if dim is None:
+        dim = np.load(out / kept[0]["file"], mmap_mode="r").shape[1]
+    write_manifest(out, kept, dim=dim, dtype="float32")
+    return out
+
+
+def _collect_shards(got, all_ids, bounds, todo, out, entries: dict, progress, skipped: dict | None = None):
+    """Drain the embedder's output batches (``id``, ``embedding`` and, for images, ``reason``:
+    ``""`` or why the item was skipped) into per-shard buffers in input order; write each shard
+    the moment its last row arrives (the unit of resumption), keeping only the rows that were
+    embedded. ``skipped[i]`` collects shard i's skip records. Returns the dimension seen."""
+    from datascout.io import atomic_write_text
+    from datascout.shards import shard_name, write_shard
+
+    sorter = np.argsort(all_ids, kind="stable")
+    bufs: dict[int, np.ndarray] = {}
+    ok: dict[int, np.ndarray] = {}
+    filled = {i: 0 for i in todo}
+    dim = None
+    for batch in got.iter_batches(batch_size=None, batch_format="numpy"):
+        b_ids = np.asarray(batch["id"])
+        b_ids = b_ids.astype(all_ids.dtype) if b_ids.dtype != all_ids.dtype else b_ids
+        emb = np.asarray(batch["embedding"], dtype=np.float32)
+        reasons = np.asarray(batch["reason"]).astype(str) if "reason" in batch else None
+        pos = sorter[np.searchsorted(all_ids, b_ids, sorter=sorter)]
+        shard_of = np.searchsorted(bounds, pos, side="right") - 1
+        for i in np.unique(shard_of).tolist():
+            sel = shard_of == i
+            rows = int(bounds[i + 1] - bounds[i])
+            if i not in bufs:
+                bufs[i] = np.empty((rows, emb.shape[1]), dtype=np.float32)
+                ok[i] = np.ones(rows, dtype=bool)
+            local = pos[sel] - bounds[i]
+            bufs[i][local] = emb[sel]
+            if reasons is not None:
+                bad = reasons[sel] != ""
+                ok[i][local[bad]] = False
+                for p_, id_, why in zip(pos[sel][bad].tolist(), b_ids[sel][bad].tolist(), reasons[sel][bad].tolist()):
+                    skipped.setdefault(i, []).append({"position": int(p_), "id": id_, "reason": why})
+            filled[i] += int(sel.sum())
+            if filled[i] == rows:  # shard complete: write it now
+                dim = emb.shape[1]
+                keep = ok.pop(i)
+                if skipped is not None:
+                    _write_skipped(out, i, skipped.get(i, []))
+                if keep.any():
+                    entries[i] = write_shard(out, i, bufs.pop(i)[keep], all_ids[bounds[i]:bounds[i + 1]][keep])
+                else:  # every item of the shard was skipped: a marker, no empty array files
+                    bufs.pop(i)
+                    atomic_write_text(out / f"{shard_name(i)}.empty", "")
+                    entries[i] = None
+                if progress is not None:
+                    progress(len(entries), len(bounds) - 1)
+    if any(i not in entries for i in todo):  # a bug, not a user's mistake
+        raise RuntimeError(f"embedded {len(entries)} of {len(bounds) - 1} shards")
+    return dim
+
+
+def _write_skipped(out: Path, i: int, records: list) -> None:
+    from datascout.io import atomic_write_text
+    from datascout.shards import shard_name
+
+    atomic_write_text(out / f"{shard_name(i)}.skipped.json", json.dumps(sorted(records, key=lambda r: r["position"])))
+
+
+def _embed_ray_setup(args) -> None:
+    """Checks shared by ``datascout embed text|images --ray``; starts or joins Ray."""
     for flag in ("ray_address", "concurrency", "shard_rows"):
         if getattr(args, flag) is not None and not args.ray:
             raise ValidationError(f"--{flag.replace('_', '-')} needs --ray")
@@ -723,13 +860,38 @@ def run_embed_text(args) -> int:
     if args.overwrite and Path(args.out).exists():
         shutil.rmtree(args.out)
     init_ray(args.ray_address)
+
+
+def _shard_progress(args):
+    return None if args.quiet else (lambda done, total: print(f"shard {done}/{total} written", flush=True))
+
+
+def run_embed_images(args) -> int:
+    """``datascout embed images --ray``: :func:`embed_images` from the command's arguments."""
+    if args.labels_from_folders and args.ray:
+        raise ValidationError("--labels-from-folders is not available with --ray (shards hold no labels): "
+                              "embed without --ray, or label the items in a campaign")
+    _embed_ray_setup(args)
+    out = embed_images(args.input, args.out, model=args.model, image_size=args.image_size,
+                       batch_size=args.batch_size, weights=args.weights,
+                       concurrency=1 if args.concurrency is None else args.concurrency,
+                       shard_rows=100_000 if args.shard_rows is None else args.shard_rows,
+                       normalize=not args.no_normalize, progress=_shard_progress(args))
+    view = ShardedArray(out)
+    n_skipped = sum(1 for line in (out / "skipped.jsonl").read_text().splitlines() if line)
+    print(f"wrote {view.shape[0]} x {view.shape[1]} float32 in {view.num_shards} shards to {out} "
+          f"({n_skipped} skipped)")
+    return 0
+
+
+def run_embed_text(args) -> int:
+    """``datascout embed text --ray``: :func:`embed_text` from the command's arguments."""
+    _embed_ray_setup(args)
     out = embed_text(args.input, args.out, fmt=args.format, id_column=args.id_column,
                      text_column=args.text_column, model=args.model, backend=args.backend,
                      batch_size=args.batch_size, concurrency=1 if args.concurrency is None else args.concurrency,
                      shard_rows=100_000 if args.shard_rows is None else args.shard_rows,
-                     normalize=not args.no_normalize,
-                     progress=None if args.quiet else
-                     (lambda done, total: print(f"shard {done}/{total} written", flush=True)))
+                     normalize=not args.no_normalize, progress=_shard_progress(args))
     view = ShardedArray(out)
     print(f"wrote {view.shape[0]} x {view.shape[1]} float32 in {view.num_shards} shards to {out}")
     return 0

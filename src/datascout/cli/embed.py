@@ -26,6 +26,19 @@ def _common(p, kind: str) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _ray_group(parser) -> None:
+    g = parser.add_argument_group("scale-out over Ray (the [ray] extra)")
+    g.add_argument("--ray", action="store_true",
+                   help="read with Ray Data, embed in an actor pool, write a shard directory to --out")
+    g.add_argument("--ray-address", default=None, help="a running cluster; default: start a local one")
+    g.add_argument("--concurrency", type=int, default=None, help="embedding actors (default 1)")
+    g.add_argument("--shard-rows", type=int, default=None, help="items per shard (default 100000)")
+
+
+def _wants_ray(args) -> bool:
+    return args.ray or any(getattr(args, f) is not None for f in ("ray_address", "concurrency", "shard_rows"))
+
+
 def register(sub) -> None:
     p = sub.add_parser("embed", help="Embed text, images or vectors into a pool folder (offline, resumable).",
                        description="Embed text, images or vectors into a pool folder (offline, resumable). "
@@ -44,12 +57,7 @@ def register(sub) -> None:
     t.add_argument("--model", default=None,
                    help="a local sentence-transformers folder (default: bundled all-MiniLM-L6-v2)")
     _common(t, "text")
-    g = t.add_argument_group("scale-out over Ray (the [ray] extra)")
-    g.add_argument("--ray", action="store_true",
-                   help="read with Ray Data, embed in an actor pool, write a shard directory to --out")
-    g.add_argument("--ray-address", default=None, help="a running cluster; default: start a local one")
-    g.add_argument("--concurrency", type=int, default=None, help="embedding actors (default 1)")
-    g.add_argument("--shard-rows", type=int, default=None, help="items per shard (default 100000)")
+    _ray_group(t)
     i = command(inner, "images", "Embed images from a folder tree (ids = relative paths) or a list file.",
                 IMAGES_EXAMPLE, run_images)
     i.add_argument("input", help="a folder of images, or a file with one image path a line")
@@ -60,6 +68,7 @@ def register(sub) -> None:
     i.add_argument("--weights", default=None, help="local weights file")
     i.add_argument("--image-size", type=int, default=112, help="pixels per side (default 112)")
     _common(i, "images")
+    _ray_group(i)
     v = command(inner, "vectors", "Validate precomputed vectors (.npy, .npz, Parquet) into a pool folder.",
                 VECTORS_EXAMPLE, run_vectors)
     v.add_argument("input", help=".npy, .npz or .parquet")
@@ -77,7 +86,7 @@ def _finish(out) -> int:
 
 
 def run_text(args) -> int:
-    if args.ray or any(getattr(args, f) is not None for f in ("ray_address", "concurrency", "shard_rows")):
+    if _wants_ray(args):
         from datascout.distributed import run_embed_text
 
         return run_embed_text(args)
@@ -93,6 +102,10 @@ def run_text(args) -> int:
 
 
 def run_images(args) -> int:
+    if _wants_ray(args):
+        from datascout.distributed import run_embed_images
+
+        return run_embed_images(args)
     from datascout.embed import ImageEmbedder, ImageSource, embed_to_dir, set_threads
 
     source = ImageSource(args.input, labels_from_folders=args.labels_from_folders,
