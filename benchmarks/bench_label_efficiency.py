@@ -75,6 +75,7 @@ def main() -> None:
     ap.add_argument("--strategies", default="margin,entropy")
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--section", default="label-efficiency", help="section of docs/benchmarks.md")
     args = ap.parse_args()
     rounds = (BUDGET - INITIAL) // args.batch_size
     t_start = time.perf_counter()
@@ -124,10 +125,7 @@ def main() -> None:
             f"peak RSS {peak_rss_mib():.0f} MiB.")
     print(body)
     if not args.no_write:
-        default = args.datasets == "fashion-mnist,letter"
-        write_section("label-efficiency" if default else "label-efficiency-" + args.datasets.replace(",", "-"),
-                      body.replace("## Label efficiency on real data", "## Label efficiency on real data"
-                                   + ("" if default else f" ({args.datasets})")),
+        write_section(args.section, body,
                       " ".join(["python", "benchmarks/bench_label_efficiency.py", *sys.argv[1:]]))
 
 

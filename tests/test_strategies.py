@@ -17,6 +17,7 @@ from datascout.seals import CandidatePool, KNNGraph
 from datascout.strategies import (
     STRATEGY_NAMES,
     Hybrid,
+    Margin,
     Entropy,
     bald,
     cosine_to_direction,
@@ -338,6 +339,15 @@ def test_hybrid_spreads_a_batch_that_entropy_spends_on_duplicates(blobs):
     scores = hyb.score_rows(X)
     free = np.flatnonzero(hyb.labels_ == -1)
     assert np.all(scores[picks] >= np.sort(scores[free])[-6])  # from the top m * b = 6
+    # hybrid-margin: the same, prefiltered by margin
+    hm = make_strategy("hybrid-margin", hybrid_m=3)
+    assert hm.name == "hybrid-margin" and isinstance(hm.base, Margin)
+    hmar = ActiveLearner(X, 3, hm, random_state=0)
+    hmar.teach(s, y[s])
+    picks = hmar.query(2)
+    assert np.isin(picks, dups).sum() == 1
+    m = margin(hmar.predict_proba(X))
+    assert np.all(m[picks] >= np.sort(m[free])[-6])
 
 
 # --------------------------------------------------------------------------- properties

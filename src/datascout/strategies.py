@@ -21,7 +21,8 @@ Selection
 * :func:`top_b`: the b best scores, ties broken at random, reproducibly (``np.partition``, no full
   sort of the pool)
 * :func:`kcenter_greedy`: core-set diversity, chunked so a pool-sized array is never copied
-* hybrid: top ``m * b`` by uncertainty, then k-center greedy among them
+* hybrid: top ``m * b`` by uncertainty (entropy; ``hybrid-margin``: margin), then k-center
+  greedy among them
 """
 
 from __future__ import annotations
@@ -330,6 +331,7 @@ class Hybrid(Strategy):
         self.base = base if base is not None else Entropy()
         if self.base.diverse:
             raise ValidationError(f"hybrid needs a scoring base strategy, got {self.base.name!r}")
+        self.name = "hybrid" if isinstance(self.base, Entropy) else f"hybrid-{self.base.name}"
         if m < 1:
             raise ValidationError(f"m must be >= 1 but is {m}")
         self.m = int(m)
@@ -346,7 +348,7 @@ class Hybrid(Strategy):
 
 STRATEGY_NAMES = (
     "random", "entropy", "margin", "least-confidence", "density", "most-likely-positive",
-    "bald", "committee", "kcenter", "hybrid",
+    "bald", "committee", "kcenter", "hybrid", "hybrid-margin",
 )
 
 
@@ -365,6 +367,7 @@ def make_strategy(name: str, *, beta: float = 1.0, positive: int = 1, n_members:
         "committee": lambda: VoteEntropy(n_members),
         "kcenter": KCenter,
         "hybrid": lambda: Hybrid(Entropy(), hybrid_m),
+        "hybrid-margin": lambda: Hybrid(Margin(), hybrid_m),
     }
     if name not in table:
         raise ValidationError(f"unknown strategy {name!r}: expected one of {', '.join(STRATEGY_NAMES)}")
