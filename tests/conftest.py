@@ -57,3 +57,14 @@ def digits_files(tmp_path, digits):
     np.save(e, X.astype(np.float32))
     np.save(lab, y)
     return e, lab
+
+
+@pytest.fixture(scope="module")
+def one_faiss_thread():
+    """Small indexes build faster on one thread than on contended OpenMP threads."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)

@@ -52,16 +52,10 @@ def test_text_query_selects_the_nearest_quotes(tmp_path, capsys):
     assert love >= 6, f"only {love}/10 of the items nearest a love query are love quotes"
 
 
-def test_image_query_finds_the_same_picture_first(tmp_path):
+def test_image_query_finds_the_same_picture_first(tmp_path, fashion_ds):
     from PIL import Image
 
-    from datascout.datasets import load_fashion_mnist
-    from datascout.exceptions import MissingDependencyError
-
-    try:
-        ds = load_fashion_mnist()
-    except MissingDependencyError as exc:
-        pytest.skip(str(exc))
+    ds = fashion_ds
     folder = tmp_path / "imgs"
     items = []
     for c in (1, 8):  # trousers, bags

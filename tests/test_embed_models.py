@@ -29,17 +29,6 @@ def text_model():
 
 
 @pytest.fixture(scope="module")
-def fashion():
-    from datascout.datasets import load_fashion_mnist
-    from datascout.exceptions import MissingDependencyError
-
-    try:
-        return load_fashion_mnist()
-    except MissingDependencyError as exc:  # pragma: no cover - depends on the machine
-        pytest.skip(str(exc))
-
-
-@pytest.fixture(scope="module")
 def image_model():
     return ImageEmbedder(image_size=64, batch_size=16).load()
 
@@ -97,8 +86,8 @@ def test_missing_text_model_is_refused():
         TextEmbedder(model="/nonexistent/model").load()
 
 
-def test_efficientnet_features_match_the_network(image_model, fashion):
-    imgs = fashion.data[:6]
+def test_efficientnet_features_match_the_network(image_model, fashion_ds):
+    imgs = fashion_ds.data[:6]
     emb = image_model.encode(imgs)
     assert emb.shape == (6, 1280) and image_model.dim_ == 1280
     # reference: resize by hand, scale as EfficientNet-Lite expects, conv features, spatial mean
@@ -109,11 +98,11 @@ def test_efficientnet_features_match_the_network(image_model, fashion):
     np.testing.assert_allclose(emb, ref, rtol=1e-4, atol=1e-4)
 
 
-def test_fashion_pool_neighbours_share_classes(fashion, tmp_path):
+def test_fashion_pool_neighbours_share_classes(fashion_ds, tmp_path):
     out = embed_dataset("fashion-mnist", tmp_path / "fm", limit=150, image_size=64, batch_size=50,
                         progress=False)
     emb, ids, labels, manifest = load_pool_dir(out)
-    np.testing.assert_array_equal(labels, fashion.labels[ids])  # ids are data set positions
+    np.testing.assert_array_equal(labels, fashion_ds.labels[ids])  # ids are data set positions
     assert manifest["classes"][0] == "T-shirt/top" and manifest["normalization"] == "l2"
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     sim = emb @ emb.T
@@ -122,10 +111,10 @@ def test_fashion_pool_neighbours_share_classes(fashion, tmp_path):
     assert acc > 0.5  # 1-NN on pretrained features; chance is 0.1
 
 
-def test_image_folder_with_a_corrupt_file(image_model, fashion, tmp_path):
+def test_image_folder_with_a_corrupt_file(image_model, fashion_ds, tmp_path):
     from PIL import Image
 
-    imgs = fashion.data[:2]
+    imgs = fashion_ds.data[:2]
     for i, im in enumerate(imgs):
         (tmp_path / "in" / f"c{i}").mkdir(parents=True)
         Image.fromarray(im).save(tmp_path / "in" / f"c{i}" / "x.png")

@@ -14,15 +14,7 @@ def clustered(n=4000, d=32, n_clusters=30, noise=0.5, seed=0):
     return (centers[rng.integers(0, n_clusters, n)] + noise * rng.normal(size=(n, d))).astype(np.float32)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_faiss_thread():
-    """Small indexes build faster on one thread than on contended OpenMP threads."""
-    import faiss
-
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 @pytest.fixture(scope="module")

@@ -86,17 +86,12 @@ def test_embed_cli_rejects_zero_concurrency(texts_csv, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_embed_images_over_ray_equals_the_single_process_pipeline(ray_session, tmp_path):
+def test_embed_images_over_ray_equals_the_single_process_pipeline(ray_session, tmp_path, fashion_ds):
     from PIL import Image
 
-    from datascout.datasets import load_fashion_mnist
     from datascout.embed import ImageEmbedder, ImageSource, embed_to_dir, load_pool_dir
-    from datascout.exceptions import MissingDependencyError
 
-    try:
-        ds = load_fashion_mnist()
-    except MissingDependencyError as exc:
-        pytest.skip(str(exc))
+    ds = fashion_ds
     root = tmp_path / "imgs"
     for c, name in ((8, "bag"), (1, "trouser")):
         (root / name).mkdir(parents=True)

@@ -14,14 +14,7 @@ from datascout.seals import CandidatePool, KNNGraph, build_or_load_graph, graph_
 from datascout.simulate import SimulationConfig, simulate
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_faiss_thread():
-    import faiss
-
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 def clustered(n=1500, d=16, n_clusters=12, noise=0.6, seed=0):
