@@ -97,3 +97,20 @@ def test_bootstrap_committee(digits):
     np.testing.assert_array_equal(again.predict_proba_members(X[:7]), mp)
     with pytest.raises(ValidationError, match="at least 2 members"):
         BootstrapCommittee(default_model(), 10, n_members=1).fit(X, y)
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "generic", "one-class"])
+def test_projection_rides_along_the_logits(digits, task):
+    """predict_proba(X, project=u) = (predict_proba(X), X @ u), with one matrix product for LR."""
+    X, y = digits
+    X = X.astype(np.float32)
+    est = GaussianNB() if task == "generic" else default_model()
+    if task == "binary":
+        y = (y == 3).astype(np.int64)
+    n_classes = 2 if task == "binary" else 10
+    fit_y = np.zeros_like(y) if task == "one-class" else y
+    m = FittedModel(est, n_classes).fit(X[:400], fit_y[:400])
+    u = np.random.default_rng(0).normal(size=X.shape[1]).astype(np.float32)
+    probs, dots = m.predict_proba(X[400:900], project=u)
+    np.testing.assert_allclose(probs, m.predict_proba(X[400:900]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dots, X[400:900].astype(np.float64) @ u.astype(np.float64), rtol=1e-4, atol=1e-3)

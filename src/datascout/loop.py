@@ -89,6 +89,7 @@ class ActiveLearner:
         self.committee_ = None
         self._stale = True
         self._unit_sum_all = None
+        self._norms_all = None  # every pool row's norm, filled by the first full density pass
         self._unit_sum_labeled = np.zeros(self.pool.dim, dtype=np.float64)  # labeled + held out
         self.last_query_ = {}
         if holdout is not None:
@@ -257,17 +258,29 @@ class ActiveLearner:
         for rows in iter_row_chunks(X.shape[0], chunk_rows):
             xc = X[rows]
             inputs = ScoreInputs(embeddings=xc)
-            if s.needs_probs:
+            if s.needs_similarity and direction is not None and s.needs_probs:
+                # one pass over the chunk for both the logits and the projection on the direction
+                inputs.probs, dots = self.model_.predict_proba(xc, project=direction)
+                inputs.similarity = dots / self._row_norms(xc, rows if positions is None else positions[rows])
+            elif s.needs_probs:
                 inputs.probs = self.model_.predict_proba(xc)
             if s.needs_committee:
                 inputs.member_probs = self.committee_.predict_proba_members(xc)
-            if s.needs_similarity:
+            if s.needs_similarity and inputs.similarity is None:
                 if direction is None:
                     inputs.similarity = self.candidates.neighbor_similarity(positions[rows])
                 else:
                     inputs.similarity = cosine_to_direction(xc, direction)
             out[rows] = s.score(inputs)
         return out
+
+    def _row_norms(self, xc, where) -> np.ndarray:
+        """L2 norms (at least 1e-12) of the rows ``xc`` at pool positions ``where``: from the cache
+        the density pass fills, else computed."""
+        if self._norms_all is not None:
+            return self._norms_all[where]
+        xc = np.asarray(xc, dtype=np.float32)
+        return np.maximum(np.sqrt(np.einsum("ij,ij->i", xc, xc)), 1e-12)
 
     def _density_direction(self):
         """Mean unit vector of the density reference set (``None`` = per-item graph neighbours)."""
@@ -276,12 +289,15 @@ class ActiveLearner:
         if self.candidates is not None and self.density_reference == "neighbors":
             return None
         if self._unit_sum_all is None:
+            # one pass over the pool: the sum of its unit vectors, and every row's norm (kept: the
+            # pool does not change, so later rounds need no norm pass)
             total = np.zeros(self.pool.dim, dtype=np.float64)
+            norms = np.empty(len(self.pool), dtype=np.float32)
             for rows in iter_row_chunks(len(self.pool)):
                 X = np.asarray(self.pool.embeddings[rows], dtype=np.float32)
-                total += (X / np.maximum(np.sqrt(np.einsum("ij,ij->i", X, X)), 1e-12)[:, None]).sum(
-                    axis=0, dtype=np.float64)
-            self._unit_sum_all = total
+                norms[rows] = np.maximum(np.sqrt(np.einsum("ij,ij->i", X, X)), 1e-12)
+                total += (X / norms[rows][:, None]).sum(axis=0, dtype=np.float64)
+            self._unit_sum_all, self._norms_all = total, norms
         m = max(self.n_unlabeled, 1)
         return ((self._unit_sum_all - self._unit_sum_labeled) / m).astype(np.float32)
 

@@ -70,8 +70,15 @@ class FittedModel:
                 self._linear = (w, b)
         return self
 
-    def predict_proba(self, X) -> np.ndarray:
-        """Probabilities, shape (n, n_classes), float32; columns of unseen classes are 0."""
+    def predict_proba(self, X, project=None):
+        """Probabilities, shape (n, n_classes), float32; columns of unseen classes are 0.
+
+        With ``project`` (a (d,) vector) also returns ``X @ project``: for a linear model both come
+        out of one matrix product (one pass over X instead of two)."""
+        if project is not None:
+            project = np.asarray(project, dtype=np.float32).reshape(-1, 1)
+            if self.estimator_ is None or getattr(self, "_linear", None) is None:
+                return self.predict_proba(X), (np.asarray(X, dtype=np.float32) @ project)[:, 0]
         n = X.shape[0]
         if self.estimator_ is None:
             out = np.zeros((n, self.n_classes), dtype=np.float32)
@@ -79,29 +86,39 @@ class FittedModel:
             return out
         if self._linear is not None:
             w, b = self._linear
+            if project is not None:
+                both = np.asarray(X, dtype=np.float32) @ np.hstack([w, project])
+                probs = self._probs_from_logits(both[:, :-1] + b)
+                return probs, both[:, -1].copy()
             logits = np.asarray(X, dtype=np.float32) @ w
             logits += b
-            if w.shape[1] == 1:  # binary logistic regression: sigmoid of one logit
-                out = np.zeros((n, self.n_classes), dtype=np.float32)
-                p1 = logits[:, 0]
-                np.negative(p1, out=p1)
-                np.exp(p1, out=p1)
-                p1 += 1.0
-                np.reciprocal(p1, out=p1)
-                out[:, self.columns_[1]] = p1
-                out[:, self.columns_[0]] = 1.0 - p1
-                return out
-            # softmax in place; row reductions by column loops (short rows reduce slowly)
-            logits -= row_max(logits)[:, None]
-            np.exp(logits, out=logits)
-            logits *= np.reciprocal(row_sum(logits))[:, None]
-            if self._all_columns:
-                return logits
-            out = np.zeros((n, self.n_classes), dtype=np.float32)
-            out[:, self.columns_] = logits
-            return out
+            return self._probs_from_logits(logits)
         out = np.zeros((n, self.n_classes), dtype=np.float32)
         out[:, self.columns_] = self.estimator_.predict_proba(X)
+        return out
+
+    def _probs_from_logits(self, logits: np.ndarray) -> np.ndarray:
+        """Softmax (or the sigmoid of one logit) in place, spread over every class's column."""
+        n = logits.shape[0]
+        w, _ = self._linear
+        if w.shape[1] == 1:  # binary logistic regression: sigmoid of one logit
+            out = np.zeros((n, self.n_classes), dtype=np.float32)
+            p1 = logits[:, 0]
+            np.negative(p1, out=p1)
+            np.exp(p1, out=p1)
+            p1 += 1.0
+            np.reciprocal(p1, out=p1)
+            out[:, self.columns_[1]] = p1
+            out[:, self.columns_[0]] = 1.0 - p1
+            return out
+        # softmax in place; row reductions by column loops (short rows reduce slowly)
+        logits -= row_max(logits)[:, None]
+        np.exp(logits, out=logits)
+        logits *= np.reciprocal(row_sum(logits))[:, None]
+        if self._all_columns:
+            return logits
+        out = np.zeros((n, self.n_classes), dtype=np.float32)
+        out[:, self.columns_] = logits
         return out
 
 
