@@ -77,7 +77,7 @@ class Campaign:
             raise ValidationError(f"select_in must be 'thread' or 'process' but is {select_in!r}")
         self.directory = Path(directory)
         self.select_in = select_in
-        self._pipe = None
+        self._selector: _SelectWorker | None = None
         self._local = threading.local()
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -375,15 +375,12 @@ class Campaign:
                 self.select_round()
                 return True
             if self.select_in == "process":
-                # a separate interpreter: training never holds the server's GIL
-                import multiprocessing
-
-                ctx = multiprocessing.get_context("spawn")
-                self._pipe, child_end = ctx.Pipe(duplex=False)
-                self._worker = ctx.Process(target=_select_in_child, args=(str(self.directory), child_end),
-                                           name="datascout-select", daemon=True)
-                self._worker.start()
-                child_end.close()
+                # a separate interpreter, started once and reused: training never holds the
+                # server's GIL, and a round pays no interpreter start-up
+                if self._selector is None:
+                    self._selector = _SelectWorker(self.directory)
+                self._selector.start()
+                self._worker = self._selector
             else:
                 self._worker = threading.Thread(target=self._select_in_background, name="datascout-select",
                                                 daemon=True)
@@ -403,15 +400,10 @@ class Campaign:
     @property
     def last_error_(self) -> str | None:
         """Why the last background selection failed, or ``None``."""
-        with self._lock:
-            w, pipe = self._worker, self._pipe
-            if pipe is not None and w is not None and not w.is_alive():
-                w.join()
-                self._last_error = (pipe.recv() if pipe.poll()
-                                    else f"the selection process exited with code {w.exitcode}")
-                pipe.close()
-                self._pipe = None
-            return self._last_error
+        if self._worker is not None and self._worker is self._selector:
+            self._selector.is_alive()  # collects its answer when there is one
+            return self._selector.error
+        return self._last_error
 
     @property
     def selecting(self) -> bool:
@@ -544,15 +536,78 @@ class Campaign:
         return export(self, fmt)
 
 
-def _select_in_child(directory: str, pipe) -> None:
-    """Body of the selection process: select one round, send back ``None`` or the error."""
+class _SelectWorker:
+    """A long-lived selection process for one campaign (spawned at the first round, restarted if
+    it dies). ``start()`` asks for one round; ``is_alive()`` is True while that round is being
+    selected (the interface of the thread it replaces); ``error`` is the last round's failure."""
+
+    def __init__(self, directory):
+        self.directory = str(directory)
+        self.proc = self.conn = None
+        self.busy = False
+        self.error: str | None = None
+        self._lock = threading.Lock()  # the server's threads all ask whether it is busy
+
+    def start(self) -> None:
+        with self._lock:
+            self._start()
+
+    def _start(self) -> None:
+        import multiprocessing
+
+        if self.proc is None or not self.proc.is_alive():
+            ctx = multiprocessing.get_context("spawn")
+            self.conn, child = ctx.Pipe()
+            self.proc = ctx.Process(target=_select_worker_main, args=(self.directory, child),
+                                    name="datascout-select", daemon=True)
+            self.proc.start()
+            child.close()
+        self.conn.send("select")
+        self.busy = True
+
+    def _collect(self, timeout: float) -> None:
+        with self._lock:
+            self._collect_locked(timeout)
+
+    def _collect_locked(self, timeout: float) -> None:
+        if not self.busy:
+            return
+        try:
+            if self.conn.poll(timeout):
+                self.error = self.conn.recv()
+                self.busy = False
+                return
+        except (EOFError, OSError):
+            pass
+        if not self.proc.is_alive():
+            self.error = f"the selection process exited with code {self.proc.exitcode}"
+            self.busy = False
+
+    def is_alive(self) -> bool:
+        self._collect(0)
+        return self.busy
+
+    def join(self, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.busy and (deadline is None or time.monotonic() < deadline):
+            self._collect(0.1)
+
+
+def _select_worker_main(directory: str, conn) -> None:
+    """Body of the selection process: one round per request, answering ``None`` or the error."""
     camp = Campaign(directory)
     try:
-        camp.select_round()
-        pipe.send(None)
-    except Exception as exc:
-        log.exception("selecting the next round failed")
-        pipe.send(f"{type(exc).__name__}: {exc}")
+        while True:
+            try:
+                if conn.recv() != "select":
+                    return
+            except EOFError:  # the server is gone
+                return
+            try:
+                camp.select_round()
+                conn.send(None)
+            except Exception as exc:
+                log.exception("selecting the next round failed")
+                conn.send(f"{type(exc).__name__}: {exc}")
     finally:
         camp.close()
-        pipe.close()
