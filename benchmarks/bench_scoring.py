@@ -123,9 +123,9 @@ def main() -> None:
             + (f"Floors (ratio <= 2x, peak <= 1.5x the embeddings): **{'met' if ok else 'NOT met'}**. "
                if scores_only else
                "Not every row here is a per-item score: k-center greedy picks the b items one at a time, "
-               "each pick a pass over the pool's distances (O(N b d) in all), and the hybrid and committee "
-               "strategies fit and query several models; the figures say what a full-pool round of "
-               "each costs next to one `X @ W`. ")
+               "each pick a pass over the pool's distances (O(N b d) in all); BALD and the committee fit "
+               "and query several models (5 here); hybrid runs k-center over its 10 b best. The figures "
+               "say what a full-pool round of each costs next to one `X @ W`. ")
             + f"Load average during the run: {os.getloadavg()[0]:.1f} (shared machine).")
     print(body)
     if not args.no_write:
