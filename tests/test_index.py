@@ -46,6 +46,8 @@ def test_flat_matches_numpy_cosine_ranking(data):
     ("HNSW16", 0.95),
     ("IVF64,Flat", 0.95),
     ("IVF64,PQ16x4", 0.9),  # codes re-ranked exactly over refine*k candidates
+    ("IVF64_HNSW32,Flat", 0.95),  # an HNSW coarse quantizer (billion-scale nlist)
+    ("IVF64_HNSW32,PQ16x4", 0.9),
     ("LSH", 0.5),           # random-hyperplane LSH (d bits), as in the SEALS lecture
 ])
 def test_recall_floor_against_flat(data, pq, factory, floor):

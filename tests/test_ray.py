@@ -72,7 +72,7 @@ def test_merged_top_b_equals_top_b_over_the_pool_with_ties(seed):
 # --------------------------------------------------------------------------- index
 
 
-@pytest.mark.parametrize("factory", ["IVF16,Flat", "IVF8,PQ8x4", "Flat"])
+@pytest.mark.parametrize("factory", ["IVF16,Flat", "IVF8,PQ8x4", "IVF8_HNSW8,Flat", "Flat"])
 def test_index_built_over_shards_is_the_single_machine_index(ray_session, pool, factory):
     path, X, _ = pool
     timings = {}

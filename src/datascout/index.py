@@ -2,7 +2,8 @@
 
 Backends are named by faiss factory strings: ``"Flat"`` (exact), ``"HNSW32"`` (any M),
 ``"IVF1024,Flat"``, ``"IVF1024,PQ32"`` (compressed, for pools that do not fit in memory as
-float32), ``"LSH"`` / ``"LSHrt"`` (random-hyperplane LSH, as SEALS was first described).
+float32), ``"IVF65536_HNSW32,PQ32"`` (an HNSW coarse quantizer: a large nlist stays cheap to
+assign), ``"LSH"`` / ``"LSHrt"`` (random-hyperplane LSH, as SEALS was first described).
 
 Similarity is cosine: vectors are L2-normalised (in chunks, never the whole pool at once) before
 they reach faiss. Whatever the backend returns is re-scored with the exact cosine of the
@@ -22,7 +23,8 @@ from datascout.exceptions import IndexMismatchError, MissingDependencyError, Val
 from datascout.pool import check_embeddings, iter_row_chunks
 
 _FACTORY = re.compile(
-    r"^(Flat|HNSW\d+(,Flat)?|IVF\d+,(Flat|PQ\d+(x\d+)?|SQ8|SQfp16)|LSH(r|t|rt)?|PQ\d+|OPQ\d+,IVF\d+,PQ\d+)$"
+    r"^(Flat|HNSW\d+(,Flat)?|IVF\d+(_HNSW\d+)?,(Flat|PQ\d+(x\d+)?|SQ8|SQfp16)|LSH(r|t|rt)?|PQ\d+"
+    r"|OPQ\d+,IVF\d+(_HNSW\d+)?,PQ\d+)$"
 )
 
 
@@ -46,7 +48,7 @@ def check_factory(factory: str) -> str:
     if not isinstance(factory, str) or not _FACTORY.match(factory):
         raise ValidationError(
             f"unsupported index {factory!r}: expected a faiss factory string such as 'Flat', "
-            "'HNSW32', 'IVF1024,Flat', 'IVF1024,PQ32' or 'LSH'"
+            "'HNSW32', 'IVF1024,Flat', 'IVF1024,PQ32', 'IVF65536_HNSW32,PQ32' or 'LSH'"
         )
     return factory
 
@@ -135,14 +137,17 @@ class SimilarityIndex:
     def exact_scores(self) -> bool:
         """Whether the backend's own scores are exact cosines (it stores the unit vectors)."""
         f = self.factory
-        return f == "Flat" or bool(re.match(r"^HNSW\d+(,Flat)?$", f)) or bool(re.match(r"^IVF\d+,Flat$", f))
+        return f == "Flat" or bool(re.match(r"^HNSW\d+(,Flat)?$", f)) or bool(re.match(r"^IVF\d+(_HNSW\d+)?,Flat$", f))
 
     def _set_search_params(self, k: int) -> None:
         index = self.index_
         if hasattr(index, "hnsw"):
             index.hnsw.efSearch = int(self.ef_search or max(2 * k, 64))
         if "IVF" in self.factory:
-            _faiss().extract_index_ivf(index).nprobe = int(self.nprobe)
+            ivf = _faiss().extract_index_ivf(index)
+            ivf.nprobe = int(self.nprobe)
+            if "_HNSW" in self.factory:  # the coarse quantizer must return nprobe good lists
+                _faiss().downcast_index(ivf.quantizer).hnsw.efSearch = max(2 * int(self.nprobe), 64)
 
     def search(self, queries, k: int, *, exact_embeddings=None):
         """The ``k`` nearest pool positions of each query: ``(similarities, positions)``, both
