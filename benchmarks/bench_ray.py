@@ -18,6 +18,7 @@ Prints a table and writes the ``ray`` section of docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -161,7 +162,8 @@ def main() -> None:
             f"The single process uses every core through BLAS/OpenMP; each Ray task gets 1 CPU "
             f"(Ray sets OMP_NUM_THREADS=1), so on one 2-core machine Ray adds overhead and no "
             f"cores: the speed-up comes only from more machines (see docs/scaling.md). "
-            f"Peak RSS of the driver {peak_rss_mib():.0f} MiB.")
+            f"Peak RSS of the driver {peak_rss_mib():.0f} MiB; load average {os.getloadavg()[0]:.1f} at the end "
+            f"(2 cores).")
     print(table)
     if not args.no_write:
         argv = [a for i, a in enumerate(sys.argv[1:]) if a != "--workdir" and (i == 0 or sys.argv[i] != "--workdir")]
