@@ -194,3 +194,28 @@ def test_unscorable_strategy_is_refused(ray_session, pool, model):
         dist.score_top_b(pool[0], dist.ShardScorer(model[0], "random"), 5)
     with pytest.raises(ValidationError, match="batch size must be in 1..1797"):
         dist.score_top_b(pool[0], dist.ShardScorer(model[0]), 0)
+
+
+# --------------------------------------------------------------------------- pruning scores over shards
+
+
+def test_pruning_scores_over_shards_equal_the_single_machine_scores(ray_session, pool):
+    from datascout import prune
+
+    path, X, y = pool
+    # prototypes: distance to the nearest centroid, as prune.prototype_scores computes it
+    centroids, _, dist_ref = prune.kmeans(prune._normalize_rows(X), 12, random_state=0)
+    got = dist.map_rows(path, dist.PrototypeDistance(centroids), num_tasks=4)
+    assert got.shape == (len(X),)
+    np.testing.assert_allclose(got, dist_ref, atol=1e-4)
+    # EL2N with proxies trained on the driver, scored shard by shard
+    models = [prune.SoftmaxRegression(10, epochs=2, random_state=s).fit(X, y) for s in range(3)]
+    got = dist.map_rows(path, dist.EL2NScore(models, y), num_tasks=5)
+    want = sum(prune.el2n(m.predict_proba(X), y) for m in models) / 3
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+    # and by hand on one row: || softmax - onehot ||
+    p = models[0].predict_proba(X[:1])[0]
+    e = p.copy()
+    e[y[0]] -= 1.0
+    one = dist.EL2NScore(models[:1], y)(X[:1], np.array([0]))
+    assert abs(one[0] - np.sqrt((e * e).sum())) < 1e-12

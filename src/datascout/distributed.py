@@ -470,6 +470,63 @@ def unit_mean(pool, *, exclude=None, num_tasks: int | None = None) -> np.ndarray
     return (total / count).astype(np.float32)
 
 
+# --------------------------------------------------------------------------- per-row maps (pruning scores)
+
+
+def _task_map_rows(fn, view: ShardedArray, start: int, stop: int):
+    parts = [np.asarray(fn(view[start + r.start: start + r.stop], np.arange(start + r.start, start + r.stop)))
+             for r in iter_row_chunks(stop - start)]
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def map_rows(pool, fn, *, num_tasks: int | None = None) -> np.ndarray:
+    """``fn(rows, positions)`` (a picklable function of a float32 block of rows and their pool
+    positions, returning one value per row) over every row of a shard directory, in Ray tasks
+    (row blocks in order, each read chunk by chunk); returns the values in pool order, exactly
+    what ``fn`` gives over the whole pool."""
+    view = _as_view(pool)
+    ray = init_ray()
+    fn_ref = ray.put(fn)
+    task = _remote("_task_map_rows")
+    parts = ray.get([task.remote(fn_ref, view, lo, hi) for lo, hi in _row_blocks(view, num_tasks)])
+    return np.concatenate(parts)
+
+
+class PrototypeDistance:
+    """Pruning score over shards: the prototype metric (distance of each, optionally
+    L2-normalised, row to its nearest k-means centroid) for centroids fitted beforehand, e.g.
+    with :func:`datascout.prune.kmeans` on a sample."""
+
+    def __init__(self, centroids, normalize: bool = True):
+        self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+        self.normalize = normalize
+
+    def __call__(self, X, positions=None) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float32)
+        if self.normalize:
+            X = normalize_rows(X)
+        c = self.centroids
+        d2 = (np.einsum("ij,ij->i", X, X)[:, None] - 2.0 * (X @ c.T)
+              + np.einsum("ij,ij->i", c, c)[None, :])
+        return np.sqrt(np.maximum(d2.min(axis=1), 0.0)).astype(np.float64)
+
+
+class EL2NScore:
+    """Pruning score over shards: EL2N (mean over proxy models of ||p(x) - onehot(y)||) for
+    proxies trained beforehand (e.g. :class:`datascout.prune.SoftmaxRegression`); ``labels`` are
+    the whole pool's, looked up by position."""
+
+    def __init__(self, models, labels):
+        self.models = list(models)
+        self.labels = np.asarray(labels, dtype=np.int64)
+
+    def __call__(self, X, positions) -> np.ndarray:
+        from datascout.prune import el2n
+
+        y = self.labels[positions]
+        return sum(el2n(m.predict_proba(X), y) for m in self.models) / len(self.models)
+
+
 # --------------------------------------------------------------------------- command line
 
 
