@@ -286,12 +286,9 @@ def build_graph(pool, index: SimilarityIndex, k: int, out_dir, *, num_tasks: int
         meta = {"version": 1, "index": index.factory, "k": int(k), "n": n, "dim": d,
                 "graph_seconds": round(time.perf_counter() - t0, 3), "distributed": "ray",
                 "tasks": len(refs)}
-        try:
-            from datascout.seals import fingerprint
-        except ImportError:  # older seals module without graph fingerprints
-            fingerprint = None
-        if fingerprint is not None:
-            meta["fingerprint"] = fingerprint(view)
+        from datascout.seals import fingerprint
+
+        meta["fingerprint"] = fingerprint(view)
         (tmp / "graph.json").write_text(json.dumps(meta, indent=2))
         if out_dir.exists():
             shutil.rmtree(out_dir)
