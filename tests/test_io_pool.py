@@ -205,3 +205,21 @@ def test_labels_csv_short_rows(tmp_path):
     (tmp_path / "blank.csv").write_text("id,label\na,cat\n\nb,dog\n")
     y, classes = load_labels(tmp_path / "blank.csv", ids=np.array(["b", "a"]))
     np.testing.assert_array_equal(y, [1, 0])
+
+
+def test_staged_dir_appears_whole_or_not_at_all(tmp_path):
+    from datascout.io import staged_dir
+
+    final = tmp_path / "out"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with staged_dir(final) as tmp:
+            (tmp / "new.txt").write_text("half")
+            raise RuntimeError("killed half-way")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no tmp left behind
+    assert (final / "old.txt").read_text() == "old"
+    with staged_dir(final) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in final.iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

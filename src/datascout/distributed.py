@@ -35,6 +35,7 @@ import numpy as np
 
 from datascout.exceptions import DatascoutError, MissingDependencyError, ValidationError
 from datascout.index import SimilarityIndex, _faiss, check_factory, normalize_rows
+from datascout.io import staged_dir
 from datascout.pool import iter_row_chunks
 from datascout.shards import ShardedArray
 
@@ -266,12 +267,8 @@ def build_graph(pool, index: SimilarityIndex, k: int, out_dir, *, num_tasks: int
         raise ValidationError(f"embeddings has {d} columns but the index was built with {index.dim_}")
     ray = init_ray()
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
     t0 = time.perf_counter()
-    try:
+    with staged_dir(out_dir) as tmp:
         dtype = np.int32 if n < 2**31 else np.int64
         for name, dt in (("neighbors.npy", dtype), ("similarities.npy", np.float32)):
             mm = np.lib.format.open_memmap(tmp / name, mode="w+", dtype=dt, shape=(n, k))
@@ -290,12 +287,6 @@ def build_graph(pool, index: SimilarityIndex, k: int, out_dir, *, num_tasks: int
 
         meta["fingerprint"] = fingerprint(view)
         (tmp / "graph.json").write_text(json.dumps(meta, indent=2))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     if timings is not None:
         timings.update(graph=time.perf_counter() - t0)
     return KNNGraph.load(out_dir, expect_n=n)

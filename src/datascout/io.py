@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -218,3 +220,23 @@ def iter_jsonl(path):
                 yield lineno, json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValidationError(f"{path.name} line {lineno}: expected JSON: {exc.msg}") from None
+
+
+@contextlib.contextmanager
+def staged_dir(final, tmp=None):
+    """Build a folder beside ``final`` (in ``tmp``, default ``final.tmp``) and move it into place
+    only when the block succeeds: the folder appears whole or not at all, and a failed block
+    leaves ``final`` as it was and no ``tmp`` behind."""
+    final = Path(final)
+    tmp = final.with_name(final.name + ".tmp") if tmp is None else Path(tmp)
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)

@@ -19,6 +19,7 @@ import numpy as np
 
 from datascout.exceptions import IndexMismatchError, ValidationError
 from datascout.index import SimilarityIndex, check_factory, exact_cosine, normalize_rows
+from datascout.io import staged_dir
 from datascout.pool import check_embeddings, iter_row_chunks
 
 
@@ -127,18 +128,10 @@ class KNNGraph:
     def save(self, directory) -> Path:
         """Write ``neighbors.npy``, ``similarities.npy`` and ``graph.json``; atomic per directory."""
         directory = Path(directory)
-        tmp = directory.with_name(directory.name + ".tmp")
-        _remove_dir(tmp)
-        tmp.mkdir(parents=True)
-        try:
+        with staged_dir(directory) as tmp:
             np.save(tmp / "neighbors.npy", self.neighbors)
             np.save(tmp / "similarities.npy", self.similarities)
             (tmp / "graph.json").write_text(json.dumps(self.meta, indent=2))
-        except BaseException:
-            _remove_dir(tmp)
-            raise
-        _remove_dir(directory)
-        tmp.rename(directory)
         return directory
 
     @classmethod

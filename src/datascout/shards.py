@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from datascout.exceptions import ValidationError
+from datascout.io import staged_dir
 from datascout.pool import iter_row_chunks
 
 MANIFEST = "manifest.json"
@@ -83,11 +83,7 @@ def write_shards(directory, embeddings, ids=None, *, num_shards: int | None = No
     if fmt == "parquet" and ids is None:
         ids = np.arange(n, dtype=np.int64)
     bounds = shard_bounds(n, num_shards, shard_rows)
-    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    with staged_dir(directory, directory.with_name(f".{directory.name}.tmp-{os.getpid()}")) as tmp:
         entries = []
         for i, (lo, hi) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist())):
             entries.append(write_shard(tmp, i, X[lo:hi] if fmt == "parquet" else _Slice(X, lo, hi),
@@ -96,12 +92,6 @@ def write_shards(directory, embeddings, ids=None, *, num_shards: int | None = No
         # Parquet pools are read back as float32 (datascout.io), whatever was written
         dtype = "float32" if fmt == "parquet" and X.dtype == np.float64 else str(X.dtype)
         write_manifest(tmp, entries, dim=d, dtype=dtype)
-        if directory.exists():
-            shutil.rmtree(directory)
-        tmp.rename(directory)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return directory
 
 

@@ -573,13 +573,14 @@ class _SelectWorker:
         if not self.busy:
             return
         try:
-            if self.conn.poll(timeout):
+            answered = self.conn.poll(timeout)
+            if answered:
                 self.error = self.conn.recv()
-                self.busy = False
-                return
-        except (EOFError, OSError):
-            pass
-        if not self.proc.is_alive():
+        except (EOFError, OSError):  # the pipe broke: the process died without answering
+            answered = False
+        if answered:
+            self.busy = False
+        elif not self.proc.is_alive():
             self.error = f"the selection process exited with code {self.proc.exitcode}"
             self.busy = False
 
