@@ -170,43 +170,59 @@ def part1(args, lines):
 
     test_pos = np.sort(rng.choice(n, size=n // 10, replace=False))
     X_test = X[test_pos]
-    res_rows, round_rows = [], []
+    explores = [int(e) for e in str(args.explore).split(",")]
+    res_rows, round_rows, sums = [], [], {}
+    n_unl = n - len(test_pos)
     for strategy in args.strategies.split(","):
         for seed in range(args.seeds):
             full, ap_f, found_f = run_loop(X, y, test_pos, strategy, None, seed, args.rounds, args.batch, X_test)
-            cp = CandidatePool(X, graph=graph, k=args.k)
-            seals, ap_s, found_s = run_loop(X, y, test_pos, strategy, cp, seed, args.rounds, args.batch, X_test)
             tf = np.array([r["select"] for r in full])
-            ts = np.array([r["select"] for r in seals])
-            tl = np.array([r["lookup"] for r in seals])
-            c = np.array([r["candidates"] for r in seals])
-            n_unl = n - len(test_pos)
-            model = c / n_unl * tf.mean() + tl
-            res_rows.append([strategy, seed, f"{tf.mean() * 1e3:.1f}", f"{ts.mean() * 1e3:.2f}",
-                             f"{tl.mean() * 1e3:.2f}", f"{tf.mean() / ts.mean():.1f}x",
-                             f"{tf.mean() / (ts + tl).mean():.1f}x",
-                             f"{(ts + tl).mean() / model.mean():.2f}", f"{((ts + tl) / model).max():.2f}",
-                             f"{c.max() / n_unl:.4%}",
-                             f"{ap_f:.4f}", f"{ap_s:.4f}", f"{ap_s / ap_f:.3f}", found_f, found_s,
-                             f"{found_s / max(found_f, 1):.3f}"])
-            if seed == 0 and strategy == args.strategies.split(",")[0]:
-                round_rows = [[i + 1, f"{tf[i] * 1e3:.1f}", f"{ts[i] * 1e3:.2f}", f"{tl[i] * 1e3:.2f}",
-                               int(c[i]), f"{model[i] * 1e3:.2f}"] for i in range(len(c))]
-            print(res_rows[-1], flush=True)
+            for explore in explores:
+                cp = CandidatePool(X, graph=graph, k=args.k, explore=explore)
+                seals, ap_s, found_s = run_loop(X, y, test_pos, strategy, cp, seed, args.rounds, args.batch, X_test)
+                ts = np.array([r["select"] for r in seals])
+                tl = np.array([r["lookup"] for r in seals])
+                c = np.array([r["candidates"] for r in seals])  # rows scored: C (+ explore)
+                model = c / n_unl * tf.mean() + tl
+                res_rows.append([strategy, f"{explore:,}", seed, f"{tf.mean() * 1e3:.1f}", f"{ts.mean() * 1e3:.2f}",
+                                 f"{tl.mean() * 1e3:.2f}", f"{tf.mean() / ts.mean():.1f}x",
+                                 f"{tf.mean() / (ts + tl).mean():.1f}x",
+                                 f"{(ts + tl).mean() / model.mean():.2f}", f"{((ts + tl) / model).max():.2f}",
+                                 f"{c.max() / n_unl:.4%}",
+                                 f"{ap_f:.4f}", f"{ap_s:.4f}", f"{ap_s / ap_f:.3f}", found_f, found_s,
+                                 f"{found_s / max(found_f, 1):.3f}"])
+                acc = sums.setdefault((strategy, explore), [0, 0, 0.0, 0.0, 0, []])
+                acc[0] += found_f
+                acc[1] += found_s
+                acc[2] += ap_f
+                acc[3] += ap_s
+                acc[4] += 1
+                acc[5].append(found_s / max(found_f, 1))
+                if seed == 0 and strategy == args.strategies.split(",")[0] and explore == explores[0]:
+                    round_rows = [[i + 1, f"{tf[i] * 1e3:.1f}", f"{ts[i] * 1e3:.2f}", f"{tl[i] * 1e3:.2f}",
+                                   int(c[i]), f"{model[i] * 1e3:.2f}"] for i in range(len(c))]
+                print(res_rows[-1], flush=True)
+            summary = [[st, f"{e:,}", a[4], f"{a[3] / a[2]:.3f}", f"{a[1] / max(a[0], 1):.3f}",
+                        f"{min(a[5]):.3f}", f"{max(a[5]):.3f}"] for (st, e), a in sums.items()]
             lines["rounds"] = (
                 f"Full pool vs SEALS, same seeds, {args.rounds} rounds x {args.batch}, seed set 5 positives + "
                 f"95 negatives, logistic regression, test = a random 10% held out (AP on it). "
+                f"*explore* = random items outside C scored with it each round (`CandidatePool(explore=...)`, "
+                f"redrawn every round; 0 = the candidate set alone, as in the paper). "
                 f"*full ms* / *SEALS ms* = mean selection time per round (`ActiveLearner.query`); "
                 f"*lookup ms* = the new labels' neighbour lookups in the graph (in `teach`: their graph rows, and "
                 f"the new candidates' embeddings copied into the contiguous buffer that SEALS scores); "
                 f"*select speed-up* = full / SEALS (selection time, the floor's >= 10x); *speed-up incl. lookup* = full / (SEALS + lookup); *vs model* = mean (SEALS + lookup) / mean "
-                f"((|C| / N) x full + lookup) over the rounds, floor 1.5 (*worst round*: the largest "
+                f"((|C| / N) x full + lookup) over the rounds, with |C| the rows scored (explore included), floor 1.5 (*worst round*: the largest "
                 f"per-round ratio, noisy on a shared machine); *max C/N* = largest "
-                f"candidate fraction. Peak RSS so far: {peak_rss_mib():.0f} MiB.\n\n"
-                + markdown_table(["strategy", "seed", "full ms", "SEALS ms", "lookup ms", "select speed-up", "speed-up incl. lookup",
-                                  "vs model", "worst round", "max C/N", "AP full", "AP SEALS", "AP ratio",
-                                  "found full", "found SEALS", "found ratio"], res_rows)
-                + "\n\nPer round (first strategy, seed 0):\n\n"
+                f"fraction of the pool scored in a round. Peak RSS so far: {peak_rss_mib():.0f} MiB.\n\n"
+                + markdown_table(["strategy", "explore", "seed", "full ms", "SEALS ms", "lookup ms", "select speed-up",
+                                  "speed-up incl. lookup", "vs model", "worst round", "max C/N", "AP full",
+                                  "AP SEALS", "AP ratio", "found full", "found SEALS", "found ratio"], res_rows)
+                + "\n\nOver the seeds (ratios of the sums over seeds; min / max of the per-seed found ratio):\n\n"
+                + markdown_table(["strategy", "explore", "seeds", "AP ratio", "found ratio", "min seed", "max seed"],
+                                 summary)
+                + "\n\nPer round (first strategy, seed 0, explore " + f"{explores[0]:,}" + "):\n\n"
                 + markdown_table(["round", "full ms", "SEALS ms", "lookup ms", "|C|", "model ms"], round_rows))
             report(args, lines)
     del X
@@ -283,6 +299,8 @@ def main():
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--strategies", default="entropy,most-likely-positive")
+    ap.add_argument("--explore", default="0,10000",
+                    help="comma list: random items outside C scored each round in the 1M runs (0 = SEALS alone)")
     ap.add_argument("--factories", default="IVF1024,Flat,HNSW32",
                     help="the first one's graph drives the SEALS loop")
     ap.add_argument("--all-graphs", action="store_true", help="time the full graph of every factory")

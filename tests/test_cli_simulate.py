@@ -83,6 +83,16 @@ def test_seals_works(tmp_path, digits_files):
     cands = [r["candidates"] for r in data["rounds"][1:]]
     assert all(c is not None and 0 < c < data["n_pool"] for c in cands)
     assert (e.parent / "E.knn-Flat-k10").is_dir()  # the kNN graph is kept beside the embeddings
+    out2 = tmp_path / "explore.json"
+    code = main(args_for(e, y, out2, "--positive-class", "0", "--strategy", "entropy", "--seals",
+                         "--k", "10", "--index", "Flat", "--initial-positives", "5",
+                         "--initial-negatives", "20", "--batch-size", "10", "--rounds", "2",
+                         "--explore", "40"))
+    assert code == 0
+    data2 = json.loads(out2.read_text())
+    assert data2["config"]["explore"] == 40
+    # the same seed set and graph, so round 1 scores the same C plus 40 random items
+    assert data2["rounds"][1]["candidates"] == cands[0] + 40
 
 
 def write_bad(tmp_path, name, X=None, y=None):
@@ -124,6 +134,8 @@ BAD = [
      "embeddings is empty"),
     ("not json", {}, ["--out-name", "run.txt"], "--out must name a .json file"),
     ("missing labels file", dict(y="missing"), [], "expected a file at"),
+    ("explore without seals", {}, ["--explore", "50"], "--explore adds random items to the SEALS candidate set"),
+    ("explore negative", {}, ["--seals", "--index", "Flat", "--explore", "-1"], "--explore must be >= 0 but is -1"),
 ]
 
 

@@ -178,6 +178,75 @@ def test_label_remove_requery_no_misalignment(pool):
     assert (learner.labels_[holdout] == -2).all()
 
 
+def test_explore_adds_fresh_random_unseen_items(pool):
+    """explore=m: each view holds C plus m distinct random items that are neither candidates,
+    labeled nor blocked, with their own embeddings; they never join C; redrawn each round."""
+    X, _, g = pool
+    nb = np.asarray(g.neighbors)
+    cp = CandidatePool(X, graph=g, k=10, explore=50)
+    blocked = np.arange(0, len(X), 7)
+    cp.block(blocked)
+    labeled = [3, 400, 900]
+    cp.add_labeled(labeled)
+    ref = reference_candidates(nb, labeled, blocked)
+    rng = np.random.default_rng(0)
+    emb, pos, exclude = cp.view(rng)
+    assert cp.last_explored == 50 and len(pos) == len(ref) + 50
+    extra = pos[~exclude][~np.isin(pos[~exclude], ref)]
+    assert len(extra) == 50 and len(np.unique(extra)) == 50
+    assert not np.isin(extra, np.r_[blocked, labeled]).any()
+    np.testing.assert_array_equal(emb[~exclude], X[pos[~exclude]])
+    np.testing.assert_array_equal(cp.positions, ref)  # C itself is unchanged
+    _, pos2, exclude2 = cp.view(rng)
+    extra2 = np.setdiff1d(pos2[~exclude2], ref)
+    assert len(extra2) == 50 and not np.array_equal(np.sort(extra), np.sort(extra2))
+    emb0, pos0, _ = cp.view()  # no generator: the candidate set alone
+    np.testing.assert_array_equal(np.sort(pos0), ref)
+    assert cp.last_explored == 0
+
+
+def test_explore_is_uniform_and_stops_at_the_unseen_count():
+    X = np.random.default_rng(1).normal(size=(60, 4)).astype(np.float32)
+    g = KNNGraph.build(X, 3, "Flat")
+    cp = CandidatePool(X, graph=g, k=3, explore=10)
+    cp.block(np.arange(20))  # 40 unseen items remain
+    rng = np.random.default_rng(0)
+    counts = np.zeros(60)
+    for _ in range(2000):
+        _, pos, _ = cp.view(rng)
+        counts[pos] += 1
+    assert counts[:20].sum() == 0
+    # each of the 40 is drawn with probability 10/40: 500 expected, binomial sd ~19
+    assert np.abs(counts[20:] - 500).max() < 100
+    cp.add_labeled([20])  # labels one, its 3 neighbours become candidates
+    n_unseen = 40 - 1 - len(reference_candidates(np.asarray(g.neighbors), [20], np.arange(20)))
+    big = CandidatePool(X, graph=g, k=3, explore=1000)
+    big.block(np.arange(20))
+    big.add_labeled([20])
+    _, pos, exclude = big.view(rng)
+    assert big.last_explored == n_unseen
+    assert len(np.unique(pos[~exclude])) == n_unseen + len(big.positions)
+    with pytest.raises(ValidationError, match="explore must be an integer >= 0"):
+        CandidatePool(X, graph=g, k=3, explore=-1)
+
+
+def test_explore_learner_never_returns_labeled_or_held_out(pool):
+    X, lab, g = pool
+    y = (lab == 3).astype(np.int64)
+    holdout = np.arange(0, len(X), 5)
+    learner = ActiveLearner(X, 2, "entropy", candidates=CandidatePool(X, graph=g, k=10, explore=200),
+                            holdout=holdout, random_state=0)
+    seed = np.r_[np.setdiff1d(np.flatnonzero(y == 1), holdout)[:3], np.setdiff1d(np.flatnonzero(y == 0), holdout)[:20]]
+    learner.teach(seed, y[seed])
+    seen = set(seed.tolist())
+    for _ in range(4):
+        ids = learner.query(20)
+        assert learner.last_query_["explored"] == 200
+        assert not np.isin(ids, holdout).any() and not (set(ids.tolist()) & seen)
+        learner.teach(ids, y[ids])
+        seen |= set(ids.tolist())
+
+
 def test_density_references(pool):
     X, _, g = pool
     Xn = normalize_rows(X).astype(np.float64)

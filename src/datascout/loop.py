@@ -201,7 +201,8 @@ class ActiveLearner:
 
         With SEALS, candidates are the labeled items' neighbours; when fewer than ``n`` exist
         (e.g. before any label) the batch is completed with uniformly random unlabeled items,
-        and ``last_query_["padded"]`` says how many.
+        and ``last_query_["padded"]`` says how many. ``last_query_["candidates"]`` counts the
+        rows scored, with the candidate pool's random exploration items (``"explored"``).
         """
         n = int(n)
         if n <= 0:
@@ -221,14 +222,15 @@ class ActiveLearner:
         padded = n - len(chosen)
         if padded:
             chosen = np.concatenate([chosen, self._random_unlabeled(padded, exclude_positions=chosen)])
-        self.last_query_ = {"candidates": int(n_cand), "padded": int(padded),
+        explored = self.candidates.last_explored if self.candidates is not None else 0
+        self.last_query_ = {"candidates": int(n_cand), "explored": explored, "padded": int(padded),
                             "seconds": time.perf_counter() - t0}
         return self.pool.ids_at(chosen)
 
     def _candidate_view(self):
         """(X, positions or None, exclude mask or None) of the rows that may be chosen."""
         if self.candidates is not None:
-            return self.candidates.view()
+            return self.candidates.view(self.rng)  # with explore > 0: C + fresh random items
         return self.pool.embeddings, None, self.labels_ != UNLABELED
 
     def _select_rows(self, X, positions, exclude, n) -> np.ndarray:

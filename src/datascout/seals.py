@@ -203,10 +203,17 @@ class CandidatePool:
     graph : KNNGraph, optional — neighbour lookups (O(k) per labeled item).
     index : SimilarityIndex, optional — on-the-fly queries when there is no graph.
     k : int — neighbours per labeled item (at most ``graph.k`` with a graph).
+    explore : int — each round, also score this many uniformly random pool items that are
+        neither candidates nor labeled, redrawn every round (default 0: the candidate set alone,
+        as in the SEALS paper). C only ever holds the labeled items' neighbours, so a strategy
+        that looks for global uncertainty (MaxEnt, margin) cannot reach regions of the pool no
+        label is near yet; a few thousand random items per round give it a view of those at
+        O(explore * d) per round, still independent of N. Once such an item is labeled, its
+        neighbours join C as usual.
     """
 
     def __init__(self, embeddings, *, graph: KNNGraph | None = None,
-                 index: SimilarityIndex | None = None, k: int = 100):
+                 index: SimilarityIndex | None = None, k: int = 100, explore: int = 0):
         if graph is None and index is None:
             raise ValidationError("a candidate pool needs a kNN graph or a similarity index")
         self.embeddings = embeddings
@@ -220,8 +227,12 @@ class CandidatePool:
             raise IndexMismatchError(f"embeddings has {d} columns but the index was built with {index.dim_}")
         if k < 1:
             raise ValidationError(f"k must be >= 1 but is {k}")
-        self.graph, self.index, self.k = graph, index, int(k)
+        if int(explore) != explore or explore < 0:
+            raise ValidationError(f"explore must be an integer >= 0 but is {explore!r}")
+        self.graph, self.index, self.k, self.explore = graph, index, int(k), int(explore)
         self._state = np.zeros(n, dtype=np.int8)  # 0 unseen, 1 candidate, 2 labeled
+        self._n_unseen = n
+        self.last_explored = 0  # random items in the last view
         self._pos = np.empty(1024, dtype=np.int64)
         self._emb = np.empty((1024, d), dtype=np.float32)
         self._size = 0  # rows used in the buffer (some may be labeled since: see compact)
@@ -238,6 +249,7 @@ class CandidatePool:
         newly = positions[self._state[positions] != 2]
         was_candidate = self._state[newly] == 1
         self._n_labeled_in_buffer += int(was_candidate.sum())
+        self._n_unseen -= int((self._state[newly] == 0).sum())
         self._state[newly] = 2
         if len(newly) == 0:
             return 0
@@ -251,6 +263,7 @@ class CandidatePool:
         nb = np.unique(nb)
         fresh = nb[self._state[nb] == 0]
         self._state[fresh] = 1
+        self._n_unseen -= len(fresh)
         self._append(fresh)
         self.neighbor_seconds += time.perf_counter() - t0
         if self._n_labeled_in_buffer > max(1024, self._size // 4):
@@ -262,6 +275,7 @@ class CandidatePool:
         positions = self._check_positions(positions)
         was_candidate = self._state[positions] == 1
         self._n_labeled_in_buffer += int(was_candidate.sum())
+        self._n_unseen -= int((self._state[positions] == 0).sum())
         self._state[positions] = 2
 
     def _check_positions(self, positions) -> np.ndarray:
@@ -273,15 +287,18 @@ class CandidatePool:
             raise ValidationError(f"pool position {int(bad)} is out of range: expected 0..{n - 1}")
         return positions
 
-    def _append(self, fresh: np.ndarray) -> None:
-        m = len(fresh)
-        need = self._size + m
+    def _reserve(self, need: int) -> None:
+        """Grow the buffer (doubling) to hold at least ``need`` rows."""
         if need > len(self._pos):
             cap = max(need, 2 * len(self._pos))
             self._pos = np.resize(self._pos, cap)
             grown = np.empty((cap, self._emb.shape[1]), dtype=np.float32)
             grown[: self._size] = self._emb[: self._size]
             self._emb = grown
+
+    def _append(self, fresh: np.ndarray) -> None:
+        need = self._size + len(fresh)
+        self._reserve(need)
         self._pos[self._size : need] = fresh
         self._emb[self._size : need] = self.embeddings[fresh]  # fresh is sorted: sequential reads
         self._size = need
@@ -300,11 +317,44 @@ class CandidatePool:
     def __len__(self) -> int:
         return self._size - self._n_labeled_in_buffer
 
-    def view(self):
+    def view(self, rng=None):
         """``(embeddings, positions, exclude)`` of the buffer: rows to score, their pool
-        positions, and a mask of rows labeled since they were added (not to be chosen)."""
-        pos = self._pos[: self._size]
-        return self._emb[: self._size], pos, self._state[pos] != 1
+        positions, and a mask of rows labeled since they were added (not to be chosen).
+
+        With ``explore > 0`` and a generator ``rng``, the view ends with ``explore`` fresh
+        uniformly random unseen items (neither candidates nor labeled). They are written past
+        the candidates in the same buffer, so nothing of C is copied, and they do not join C."""
+        m = self._draw_unseen(self.explore, rng) if (self.explore and rng is not None) else None
+        self.last_explored = 0 if m is None else len(m)
+        if not self.last_explored:
+            pos = self._pos[: self._size]
+            return self._emb[: self._size], pos, self._state[pos] != 1
+        end = self._size + len(m)
+        self._reserve(end)
+        self._pos[self._size : end] = m
+        self._emb[self._size : end] = self.embeddings[m]  # sorted: sequential reads of a memory map
+        pos = self._pos[:end]
+        exclude = self._state[pos] != 1
+        exclude[self._size :] = False
+        return self._emb[:end], pos, exclude
+
+    def _draw_unseen(self, m: int, rng) -> np.ndarray:
+        """Up to ``m`` distinct uniformly random unseen positions, sorted: rejection sampling,
+        O(m) expected while most of the pool is unseen; a full scan only once it is not."""
+        m = min(int(m), self._n_unseen)
+        n = len(self._state)
+        if m <= 0:
+            return np.empty(0, dtype=np.int64)
+        if self._n_unseen < n // 4:
+            return np.sort(rng.choice(np.flatnonzero(self._state == 0), size=m, replace=False))
+        got = np.empty(0, dtype=np.int64)
+        while len(got) < m:
+            draw = rng.integers(0, n, size=2 * (m - len(got)) + 16)
+            draw = draw[self._state[draw] == 0]
+            got = np.union1d(got, draw)  # sorted, distinct
+        if len(got) > m:  # keep a uniform subset of the distinct draws
+            got = np.sort(rng.choice(got, size=m, replace=False))
+        return got
 
     @property
     def positions(self) -> np.ndarray:

@@ -43,6 +43,7 @@ class SimulationConfig:
     k: int = 100
     index: str = "HNSW32"
     graph: bool = True  # with SEALS: precomputed kNN graph (True) or on-the-fly index queries
+    explore: int = 0  # with SEALS: random unseen items scored with C each round
     density_reference: str = "pool"
     initial_positives: int | None = None
     initial_negatives: int | None = None
@@ -66,6 +67,10 @@ def validate_config(cfg: SimulationConfig, n_items: int, labels: np.ndarray) -> 
         raise ValidationError(f"--test-size must be in (0, 1) but is {cfg.test_size}")
     if cfg.k < 1:
         raise ValidationError(f"--k must be >= 1 but is {cfg.k}")
+    if cfg.explore < 0:
+        raise ValidationError(f"--explore must be >= 0 but is {cfg.explore}")
+    if cfg.explore and not cfg.seals:
+        raise ValidationError("--explore adds random items to the SEALS candidate set: it needs --seals")
     if cfg.positive_class is not None and not (labels == cfg.positive_class).any():
         present = np.unique(labels)
         raise ValidationError(
@@ -131,9 +136,10 @@ def simulate(embeddings, labels, config: SimulationConfig, *, embeddings_path=No
         if cfg.graph:
             if graph is None:
                 graph = build_or_load_graph(X, embeddings_path, cfg.index, cfg.k)
-            candidates = CandidatePool(X, graph=graph, k=cfg.k)
+            candidates = CandidatePool(X, graph=graph, k=cfg.k, explore=cfg.explore)
         else:
-            candidates = CandidatePool(X, index=SimilarityIndex(cfg.index).build(X), k=cfg.k)
+            candidates = CandidatePool(X, index=SimilarityIndex(cfg.index).build(X), k=cfg.k,
+                                       explore=cfg.explore)
         graph_info = {"seconds": round(time.perf_counter() - t0, 3),
                       **({"meta": graph.meta} if graph is not None else {})}
 

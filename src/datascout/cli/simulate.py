@@ -32,6 +32,9 @@ def register(sub) -> None:
     p.add_argument("--index", default="HNSW32", help="faiss factory string (SEALS)")
     p.add_argument("--no-graph", action="store_true",
                    help="SEALS: query the index on the fly instead of a precomputed kNN graph")
+    p.add_argument("--explore", type=int, default=0, metavar="M",
+                   help="SEALS: also score M random items outside the candidate set each round "
+                        "(redrawn every round; lets MaxEnt/margin see regions no label is near yet)")
     p.add_argument("--density-reference", choices=("pool", "candidates", "neighbors"), default="pool",
                    help="SEALS + density: what mean similarity is measured against")
     p.add_argument("--initial-positives", type=int, default=None)
@@ -59,7 +62,7 @@ def run(args) -> int:
         raise ValidationError(f"labels has {len(y)} entries but embeddings has {X.shape[0]} rows")
     cfg = SimulationConfig(
         strategy=args.strategy, positive_class=args.positive_class, beta=args.beta, seals=args.seals,
-        k=args.k, index=args.index, graph=not args.no_graph, density_reference=args.density_reference,
+        k=args.k, index=args.index, graph=not args.no_graph, explore=args.explore, density_reference=args.density_reference,
         initial_positives=args.initial_positives, initial_negatives=args.initial_negatives,
         initial=args.initial, batch_size=args.batch_size, rounds=args.rounds,
         test_size=args.test_size, seed=args.seed,
