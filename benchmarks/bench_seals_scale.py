@@ -38,18 +38,21 @@ SECTION = "seals-scale"
 
 
 def make_pool(path: Path, n: int, d: int, dtype, *, n_clusters=1000, intrinsic=16, rare_frac=0.001,
-              seed=0):
+              seed=0, center_scale=1.0):
     """Clustered embeddings written in chunks to a .npy memory map; labels: 1 for the rare cluster.
 
-    Each cluster is a random centre plus a point on a random ``intrinsic``-dimensional subspace
-    plus a little isotropic noise (embeddings of real data have a low intrinsic dimension)."""
+    Each cluster is a random centre (standard normal times ``center_scale``) plus a point on a
+    random ``intrinsic``-dimensional subspace plus a little isotropic noise (embeddings of real data
+    have a low intrinsic dimension). At scale 1 the clusters barely touch: the kNN graph falls
+    apart into hundreds of components. At 0.5 they overlap at their edges, and the graph is one
+    component, as it is for every real pool measured here."""
     ypath = path.with_suffix(".labels.npy")
     if path.is_file() and ypath.is_file():
         X = np.load(path, mmap_mode="r")
         if X.shape == (n, d) and X.dtype == dtype:
             return X, np.load(ypath)
     rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(n_clusters, d)).astype(np.float32)
+    centers = rng.normal(size=(n_clusters, d)).astype(np.float32) * np.float32(center_scale)
     bases = rng.normal(size=(n_clusters, intrinsic, d)).astype(np.float32) * 0.35
     p = np.full(n_clusters, (1 - rare_frac) / (n_clusters - 1))
     p[0] = rare_frac
@@ -71,6 +74,24 @@ def make_pool(path: Path, n: int, d: int, dtype, *, n_clusters=1000, intrinsic=1
     y = (cl == 0).astype(np.int64)
     np.save(ypath, y)
     return np.load(path, mmap_mode="r"), y
+
+
+def graph_components(graph, y) -> dict:
+    """Weakly connected components of the kNN graph (scipy), and the share of the positives'
+    neighbours that are negatives."""
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
+    nb = np.asarray(graph.neighbors)
+    n, k = nb.shape
+    ok = nb >= 0
+    A = sp.csr_matrix((np.ones(int(ok.sum()), np.int8), (np.repeat(np.arange(n), k)[ok.ravel()], nb[ok])),
+                      shape=(n, n))
+    count, lab = connected_components(A, directed=True, connection="weak")
+    pos = np.flatnonzero(y == 1)
+    pnb = nb[pos][ok[pos]]
+    return {"components": int(count), "largest": float(np.bincount(lab).max() / n),
+            "cross": float((y[pnb] == 0).mean())}
 
 
 def exact_knn(X, queries_pos, k):
@@ -100,6 +121,9 @@ def run_loop(X, y, test_pos, strategy, candidates, seed, rounds, batch, X_test):
     test_mask = np.zeros(len(y), bool)
     test_mask[test_pos] = True
     al = ActiveLearner(X, 2, strategy, candidates=candidates, holdout=test_pos, random_state=seed)
+    t0 = time.perf_counter()
+    al.prepare()  # density: the one-time pass over the pool, not part of any round
+    prepare_s = time.perf_counter() - t0
     s = seed_set(y, test_mask, 5, 95, rng)
     al.teach(s, y[s])
     al.fit()
@@ -113,7 +137,7 @@ def run_loop(X, y, test_pos, strategy, candidates, seed, rounds, batch, X_test):
         al.teach(ids, y[ids])
         look = (candidates.neighbor_seconds - look0) if candidates is not None else 0.0
         al.fit()
-        out.append({"select": sel, "lookup": look, "candidates": n_cand})
+        out.append({"select": sel, "lookup": look, "candidates": n_cand, "prepare": prepare_s})
     p = al.model_.predict_proba(X_test)[:, 1]
     ap = float(average_precision_score(y[test_pos], p))
     found = int((al.labels_ == 1).sum())
@@ -124,9 +148,10 @@ def part1(args, lines):
     n, d = args.n, args.dim
     data = Path(args.data_dir)
     data.mkdir(parents=True, exist_ok=True)
-    path = data / f"synth-{n}x{d}-f32.npy"
+    tag = "" if args.center_scale == 1.0 else f"-cs{args.center_scale:g}"
+    path = data / f"synth-{n}x{d}{tag}-f32.npy"
     t0 = time.perf_counter()
-    Xm, y = make_pool(path, n, d, np.float32)
+    Xm, y = make_pool(path, n, d, np.float32, center_scale=args.center_scale)
     print(f"data {n}x{d}: {time.perf_counter() - t0:.1f} s, {int(y.sum())} positives", flush=True)
     X = np.ascontiguousarray(np.load(path))  # in memory: a fair full-pool baseline
     rng = np.random.default_rng(0)
@@ -161,11 +186,18 @@ def part1(args, lines):
                      round(rec, 4), round(peak_rss_mib())])
         print(f"{factory}: index {t_index:.1f} s, graph {t_graph} s, recall@{args.k} {rec:.4f}, peak {peak_rss_mib():.0f} MiB",
               flush=True)
-    lines["graphs"] = (f"### 1. {n:,} x {d} float32, k = {args.k}\n\nIndex and kNN graph (recall@{args.k} "
+    comps = graph_components(graph, y)
+    print(f"graph components: {comps}", flush=True)
+    lines["graphs"] = (f"### 1. {n:,} x {d} float32, k = {args.k}, cluster centre scale {args.center_scale:g}\n\n"
+                       f"Index and kNN graph (recall@{args.k} "
                        f"on {len(sample)} random items against exact search; graph = every item's "
                        f"k neighbours, in batches of 4096, written memory-mapped):\n\n"
                        + markdown_table(["index", "index build s", "graph queries s", f"recall@{args.k}",
-                                         "peak RSS MiB"], rows))
+                                         "peak RSS MiB"], rows)
+                       + f"\n\nThe graph (first factory) has {comps['components']:,} weakly connected "
+                       f"components; the largest holds {comps['largest']:.1%} of the pool; "
+                       f"{comps['cross']:.2%} of the positives' neighbours are negatives. SEALS only ever "
+                       f"reaches a component through a labeled item in it.")
     report(args, lines)
 
     test_pos = np.sort(rng.choice(n, size=n // 10, replace=False))
@@ -191,7 +223,8 @@ def part1(args, lines):
                                  f"{c.max() / n_unl:.4%}",
                                  f"{ap_f:.4f}", f"{ap_s:.4f}", f"{ap_s / ap_f:.3f}", found_f, found_s,
                                  f"{found_s / max(found_f, 1):.3f}"])
-                acc = sums.setdefault((strategy, explore), [0, 0, 0.0, 0.0, 0, []])
+                acc = sums.setdefault((strategy, explore), [0, 0, 0.0, 0.0, 0, [], 0.0])
+                acc[6] = max(acc[6], seals[0]["prepare"], full[0]["prepare"])
                 acc[0] += found_f
                 acc[1] += found_s
                 acc[2] += ap_f
@@ -203,7 +236,7 @@ def part1(args, lines):
                                    int(c[i]), f"{model[i] * 1e3:.2f}"] for i in range(len(c))]
                 print(res_rows[-1], flush=True)
             summary = [[st, f"{e:,}", a[4], f"{a[3] / a[2]:.3f}", f"{a[1] / max(a[0], 1):.3f}",
-                        f"{min(a[5]):.3f}", f"{max(a[5]):.3f}"] for (st, e), a in sums.items()]
+                        f"{min(a[5]):.3f}", f"{max(a[5]):.3f}", f"{a[6]:.2f}"] for (st, e), a in sums.items()]
             lines["rounds"] = (
                 f"Full pool vs SEALS, same seeds, {args.rounds} rounds x {args.batch}, seed set 5 positives + "
                 f"95 negatives, logistic regression, test = a random 10% held out (AP on it). "
@@ -219,9 +252,11 @@ def part1(args, lines):
                 + markdown_table(["strategy", "explore", "seed", "full ms", "SEALS ms", "lookup ms", "select speed-up",
                                   "speed-up incl. lookup", "vs model", "worst round", "max C/N", "AP full",
                                   "AP SEALS", "AP ratio", "found full", "found SEALS", "found ratio"], res_rows)
-                + "\n\nOver the seeds (ratios of the sums over seeds; min / max of the per-seed found ratio):\n\n"
-                + markdown_table(["strategy", "explore", "seeds", "AP ratio", "found ratio", "min seed", "max seed"],
-                                 summary)
+                + "\n\nOver the seeds (ratios of the sums over seeds; min / max of the per-seed found ratio; "
+                "*one-time pass s*: `ActiveLearner.prepare()`, Information Density's pass over the pool before "
+                "the seed set, the same for both arms and outside every round):\n\n"
+                + markdown_table(["strategy", "explore", "seeds", "AP ratio", "found ratio", "min seed", "max seed",
+                                  "one-time pass s"], summary)
                 + "\n\nPer round (first strategy, seed 0, explore " + f"{explores[0]:,}" + "):\n\n"
                 + markdown_table(["round", "full ms", "SEALS ms", "lookup ms", "|C|", "model ms"], round_rows))
             report(args, lines)
@@ -299,6 +334,8 @@ def main():
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--strategies", default="entropy,most-likely-positive")
+    ap.add_argument("--center-scale", type=float, default=1.0,
+                    help="spread of the cluster centres (1: clusters barely touch; 0.5: a connected kNN graph)")
     ap.add_argument("--explore", default="0,10000",
                     help="comma list: random items outside C scored each round in the 1M runs (0 = SEALS alone)")
     ap.add_argument("--factories", default="IVF1024,Flat,HNSW32",

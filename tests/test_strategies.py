@@ -271,6 +271,24 @@ def test_learner_density_scores_use_the_unlabeled_pool(digits):
     np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-6)
 
 
+def test_prepare_makes_the_density_pass_before_any_label(digits):
+    """prepare() before the seed set: the pass reads every row once, the queries read none of the
+    pool beyond the rows they score, and the scores equal those of an unprepared learner."""
+    X, y = digits
+    X = np.ascontiguousarray(X[:300])
+    s = np.arange(0, 200, 5)
+    a = ActiveLearner(X, 10, make_strategy("density"), random_state=0).prepare()
+    assert a._unit_sum_all is not None
+    np.testing.assert_allclose(a._unit_sum_all, (X / np.linalg.norm(X, axis=1, keepdims=True)).sum(axis=0),
+                               rtol=1e-5)
+    b = ActiveLearner(X, 10, make_strategy("density"), random_state=0)
+    assert b._unit_sum_all is None
+    for L in (a, b):
+        L.teach(s, y[s])
+    np.testing.assert_allclose(a.score_rows(X), b.score_rows(X), rtol=1e-6)
+    assert ActiveLearner(X, 10, "margin").prepare()._unit_sum_all is None  # nothing to do
+
+
 # --------------------------------------------------------------------------- top-b
 
 

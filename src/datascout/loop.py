@@ -172,6 +172,15 @@ class ActiveLearner:
             X = np.asarray(self.pool.embeddings[positions[rows]], dtype=np.float64)
             self._unit_sum_labeled += (X / np.maximum(np.linalg.norm(X, axis=1), 1e-12)[:, None]).sum(axis=0)
 
+    def prepare(self) -> "ActiveLearner":
+        """Make now the one-time pass over the pool that later queries would otherwise make in
+        their first round: for Information Density against the whole pool, the sum of the pool's
+        unit vectors and every row's norm (O(N d), once per learner; later rounds update the sum
+        in O(new labels * d)). Nothing to do for the other strategies. Returns ``self``."""
+        if self.strategy.needs_similarity:
+            self._density_direction()
+        return self
+
     # -- model ---------------------------------------------------------------------------
 
     def fit(self) -> "ActiveLearner":

@@ -332,7 +332,12 @@ class CandidatePool:
         end = self._size + len(m)
         self._reserve(end)
         self._pos[self._size : end] = m
-        self._emb[self._size : end] = self.embeddings[m]  # sorted: sequential reads of a memory map
+        src = self.embeddings  # sorted positions: sequential reads of a memory map
+        if isinstance(src, np.ndarray) and src.dtype == np.float32:
+            # straight into the buffer (mode="clip" writes without a temporary; m is in range)
+            np.take(src, m, axis=0, out=self._emb[self._size : end], mode="clip")
+        else:
+            self._emb[self._size : end] = src[m]
         pos = self._pos[:end]
         exclude = self._state[pos] != 1
         exclude[self._size :] = False
@@ -348,12 +353,13 @@ class CandidatePool:
         if self._n_unseen < n // 4:
             return np.sort(rng.choice(np.flatnonzero(self._state == 0), size=m, replace=False))
         got = np.empty(0, dtype=np.int64)
+        share = self._n_unseen / n
         while len(got) < m:
-            draw = rng.integers(0, n, size=2 * (m - len(got)) + 16)
-            draw = draw[self._state[draw] == 0]
-            got = np.union1d(got, draw)  # sorted, distinct
-        if len(got) > m:  # keep a uniform subset of the distinct draws
-            got = np.sort(rng.choice(got, size=m, replace=False))
+            want = m - len(got)
+            draw = rng.integers(0, n, size=int(want / share * 1.05) + 16)
+            got = np.union1d(got, draw[self._state[draw] == 0])  # sorted, distinct
+        if len(got) > m:  # drop a uniform few: the rest stays a uniform subset
+            got = np.delete(got, rng.choice(len(got), size=len(got) - m, replace=False))
         return got
 
     @property
