@@ -120,7 +120,9 @@ def run_loop(X, y, test_pos, strategy, candidates, seed, rounds, batch, X_test):
     rng = np.random.default_rng(seed)
     test_mask = np.zeros(len(y), bool)
     test_mask[test_pos] = True
-    al = ActiveLearner(X, 2, strategy, candidates=candidates, holdout=test_pos, random_state=seed)
+    name, _, ref = strategy.partition(":")  # "density:candidates": that density reference in SEALS
+    al = ActiveLearner(X, 2, name, candidates=candidates, holdout=test_pos, random_state=seed,
+                       density_reference=ref if (ref and candidates is not None) else "pool")
     t0 = time.perf_counter()
     al.prepare()  # density: the one-time pass over the pool, not part of any round
     prepare_s = time.perf_counter() - t0
@@ -240,6 +242,10 @@ def part1(args, lines):
             lines["rounds"] = (
                 f"Full pool vs SEALS, same seeds, {args.rounds} rounds x {args.batch}, seed set 5 positives + "
                 f"95 negatives, logistic regression, test = a random 10% held out (AP on it). "
+                f"*density* = Information Density with the exact full-pool density term in both arms; "
+                f"*density:candidates* / *density:neighbors*: inside SEALS the density term is the mean cosine "
+                f"to the candidate set C / to the item's unlabeled graph neighbours (`density_reference`), "
+                f"the full-pool arm keeps the exact term. "
                 f"*explore* = random items outside C scored with it each round (`CandidatePool(explore=...)`, "
                 f"redrawn every round; 0 = the candidate set alone, as in the paper). "
                 f"*full ms* / *SEALS ms* = mean selection time per round (`ActiveLearner.query`); "
@@ -333,7 +339,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--strategies", default="entropy,most-likely-positive")
+    ap.add_argument("--strategies", default="entropy,most-likely-positive,density,density:candidates",
+                    help="comma list; density:REF = Information Density with that density reference in SEALS")
     ap.add_argument("--center-scale", type=float, default=1.0,
                     help="spread of the cluster centres (1: clusters barely touch; 0.5: a connected kNN graph)")
     ap.add_argument("--explore", default="0,10000",

@@ -357,7 +357,8 @@ class CandidatePool:
         while len(got) < m:
             want = m - len(got)
             draw = rng.integers(0, n, size=int(want / share * 1.05) + 16)
-            got = np.union1d(got, draw[self._state[draw] == 0])  # sorted, distinct
+            got = np.sort(np.concatenate([got, draw[self._state[draw] == 0]]))
+            got = got[np.r_[True, got[1:] != got[:-1]]]  # sorted, distinct (faster than np.unique here)
         if len(got) > m:  # drop a uniform few: the rest stays a uniform subset
             got = np.delete(got, rng.choice(len(got), size=len(got) - m, replace=False))
         return got
