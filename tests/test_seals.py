@@ -115,9 +115,11 @@ def test_candidate_pool_incremental_and_exact(pool):
         ref = reference_candidates(nb, labeled, blocked)
         np.testing.assert_array_equal(cp.positions, ref)
         assert len(cp) == len(ref)
-        # only the new candidates' rows were read (O(new labels * k), no pass over the pool)
+        # only the new candidates' rows, and those of the newly labeled items that were candidates
+        # (their unit vectors leave C's density sum), were read: O(new labels * k), no pool pass
         read = np.concatenate(rec.reads) if rec.reads else np.empty(0, int)
-        np.testing.assert_array_equal(np.sort(read), np.asarray(sorted(set(ref) - before)))
+        left = sorted(set(new.tolist()) & before)
+        np.testing.assert_array_equal(np.sort(read), np.asarray(sorted((set(ref) - before) | set(left))))
         assert added == len(set(ref) - before)
         emb, pos, exclude = cp.view()
         np.testing.assert_array_equal(emb, X[pos])  # buffer rows align with pool positions
@@ -176,6 +178,20 @@ def test_label_remove_requery_no_misalignment(pool):
         learner.teach(ids, y[ids])
         labeled += ids.tolist()
     assert (learner.labels_[holdout] == -2).all()
+
+
+def test_candidate_density_direction_follows_c_through_labels_and_blocks(pool):
+    """The maintained sum behind density_direction equals the brute-force mean unit vector of C
+    after every change: neighbours joining, candidates labeled, candidates blocked."""
+    X, _, g = pool
+    Xn = normalize_rows(X).astype(np.float64)
+    cp = CandidatePool(X, graph=g, k=10)
+    rng = np.random.default_rng(3)
+    for step in range(6):
+        cp.add_labeled(rng.choice(len(X), 15, replace=False))
+        if step % 2:
+            cp.block(cp.positions[:7])  # some current candidates leave C without neighbours
+        np.testing.assert_allclose(cp.density_direction(), Xn[cp.positions].mean(axis=0), atol=1e-5)
 
 
 def test_explore_adds_fresh_random_unseen_items(pool):

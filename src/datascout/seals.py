@@ -194,6 +194,14 @@ def _progress(total: int, label: str):
     return advance
 
 
+def _unit_rows_sum(X, rows) -> np.ndarray:
+    """Sum (float64) of the unit-normalised rows ``X[rows]``."""
+    R = np.asarray(X[rows], dtype=np.float32)
+    if R.shape[0] == 0:
+        return np.zeros(X.shape[1], dtype=np.float64)
+    return normalize_rows(R).sum(axis=0, dtype=np.float64)
+
+
 class CandidatePool:
     """The SEALS candidate set ``C = union_{l in L} kNN(l) - L``, grown incrementally.
 
@@ -233,6 +241,7 @@ class CandidatePool:
         self._state = np.zeros(n, dtype=np.int8)  # 0 unseen, 1 candidate, 2 labeled
         self._n_unseen = n
         self.last_explored = 0  # random items in the last view
+        self._unit_sum = np.zeros(d, dtype=np.float64)  # sum of the candidates' unit vectors
         self._pos = np.empty(1024, dtype=np.int64)
         self._emb = np.empty((1024, d), dtype=np.float32)
         self._size = 0  # rows used in the buffer (some may be labeled since: see compact)
@@ -249,6 +258,7 @@ class CandidatePool:
         newly = positions[self._state[positions] != 2]
         was_candidate = self._state[newly] == 1
         self._n_labeled_in_buffer += int(was_candidate.sum())
+        self._unit_sum -= _unit_rows_sum(self.embeddings, newly[was_candidate])
         self._n_unseen -= int((self._state[newly] == 0).sum())
         self._state[newly] = 2
         if len(newly) == 0:
@@ -275,6 +285,7 @@ class CandidatePool:
         positions = self._check_positions(positions)
         was_candidate = self._state[positions] == 1
         self._n_labeled_in_buffer += int(was_candidate.sum())
+        self._unit_sum -= _unit_rows_sum(self.embeddings, positions[was_candidate])
         self._n_unseen -= int((self._state[positions] == 0).sum())
         self._state[positions] = 2
 
@@ -301,6 +312,7 @@ class CandidatePool:
         self._reserve(need)
         self._pos[self._size : need] = fresh
         self._emb[self._size : need] = self.embeddings[fresh]  # fresh is sorted: sequential reads
+        self._unit_sum += _unit_rows_sum(self._emb, slice(self._size, need))
         self._size = need
 
     def compact(self) -> None:
@@ -372,10 +384,9 @@ class CandidatePool:
         return self._state[np.asarray(positions, dtype=np.int64)] == 2
 
     def density_direction(self) -> np.ndarray:
-        """Mean unit vector of the current candidates (for density measured against C)."""
-        emb, pos, exclude = self.view()
-        u = normalize_rows(emb[~exclude]) if (~exclude).any() else np.zeros((1, emb.shape[1]), np.float32)
-        return u.mean(axis=0)
+        """Mean unit vector of the current candidates (for density measured against C), from a
+        sum kept up to date as items join and leave C: O(changes * d) per round, no pass over C."""
+        return (self._unit_sum / max(len(self), 1)).astype(np.float32)
 
     def neighbor_similarity(self, positions) -> np.ndarray:
         """Mean cosine of each position to its graph neighbours that are still unlabeled."""
