@@ -295,6 +295,35 @@ def test_density_references(pool):
     assert learner("pool")[0].query(10).shape == (10,)
 
 
+@pytest.mark.parametrize("ref", ["pool", "candidates"])
+def test_seals_density_query_matches_brute_force(pool, ref):
+    """A SEALS density query (norms from the candidate buffer, explore rows included) returns the
+    top items of entropy x max(cos to the reference mean, 0), computed here from scratch."""
+    X, lab, g = pool
+    y = (lab == 3).astype(np.int64)
+    Xn = normalize_rows(X).astype(np.float64)
+    cp = CandidatePool(X, graph=g, k=10, explore=30)
+    al = ActiveLearner(X, 2, "density", candidates=cp, density_reference=ref, random_state=0)
+    seed = np.r_[np.flatnonzero(y == 1)[:4], np.flatnonzero(y == 0)[:30]]
+    al.teach(seed, y[seed])
+    al.fit()
+    if ref == "pool":
+        direction = Xn[al.labels_ == -1].mean(axis=0)
+    else:
+        direction = Xn[cp.positions].mean(axis=0)
+    state = al.rng.bit_generator.state
+    _, pos, exclude = cp.view(al.rng)  # the rows the query will see (same draw below)
+    rows = pos[~exclude]
+    al.rng.bit_generator.state = state
+    ids = al.query(8)
+    p = al.model_.predict_proba(X[rows])
+    ent = -(p * np.log(np.clip(p, 1e-300, None))).sum(axis=1)
+    cos = Xn[rows] @ direction  # mean cosine to the reference set
+    score = ent * np.maximum(cos, 0.0)
+    expected = rows[np.argsort(-score, kind="stable")[:8]]
+    assert set(ids.tolist()) == set(expected.tolist())
+
+
 def test_simulate_seals_on_digits_reports_candidates(tmp_path, digits):
     X, lab = digits
     path = tmp_path / "digits.npy"

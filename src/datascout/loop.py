@@ -247,7 +247,10 @@ class ActiveLearner:
         if s.diverse and not isinstance(s, Hybrid):
             centers = np.asarray(self.pool.embeddings[np.sort(self.labeled_positions)], dtype=np.float32)
             return kcenter_greedy(X, centers, n, self.rng, exclude=exclude)
-        scores = self.score_rows(X, positions)
+        norms = None
+        if positions is not None and self.strategy.needs_similarity:
+            norms = self.candidates.view_norms()  # aligned with the view's rows
+        scores = self.score_rows(X, positions, row_norms=norms)
         if exclude is not None:
             scores[exclude] = -np.inf
         if isinstance(s, Hybrid):
@@ -258,9 +261,10 @@ class ActiveLearner:
             return np.sort(top)[kcenter_greedy(sub, centers, n, self.rng)]
         return top_b(scores, n, self.rng)
 
-    def score_rows(self, X, positions=None, chunk_rows: int = 65536) -> np.ndarray:
+    def score_rows(self, X, positions=None, chunk_rows: int = 65536, row_norms=None) -> np.ndarray:
         """Scores of the rows of ``X`` (whose pool positions are ``positions``, or ``None`` when
-        ``X`` is the whole pool), computed chunk by chunk."""
+        ``X`` is the whole pool), computed chunk by chunk. ``row_norms``: the rows' L2 norms if
+        already known (the candidate buffer keeps them), for the density term."""
         s = self.strategy
         if (s.needs_probs or s.needs_committee) and (self.model_ is None or self._stale):
             self.fit()
@@ -272,7 +276,9 @@ class ActiveLearner:
             if s.needs_similarity and direction is not None and s.needs_probs:
                 # one pass over the chunk for both the logits and the projection on the direction
                 inputs.probs, dots = self.model_.predict_proba(xc, project=direction)
-                inputs.similarity = dots / self._row_norms(xc, rows if positions is None else positions[rows])
+                norms = (row_norms[rows] if row_norms is not None
+                         else self._row_norms(xc, rows if positions is None else positions[rows]))
+                inputs.similarity = dots / norms
             elif s.needs_probs:
                 inputs.probs = self.model_.predict_proba(xc)
             if s.needs_committee:

@@ -244,6 +244,7 @@ class CandidatePool:
         self._unit_sum = np.zeros(d, dtype=np.float64)  # sum of the candidates' unit vectors
         self._pos = np.empty(1024, dtype=np.int64)
         self._emb = np.empty((1024, d), dtype=np.float32)
+        self._nrm = np.empty(1024, dtype=np.float32)  # the buffer rows' L2 norms (>= 1e-12)
         self._size = 0  # rows used in the buffer (some may be labeled since: see compact)
         self._n_labeled_in_buffer = 0
         self.neighbor_seconds = 0.0
@@ -303,6 +304,7 @@ class CandidatePool:
         if need > len(self._pos):
             cap = max(need, 2 * len(self._pos))
             self._pos = np.resize(self._pos, cap)
+            self._nrm = np.resize(self._nrm, cap)
             grown = np.empty((cap, self._emb.shape[1]), dtype=np.float32)
             grown[: self._size] = self._emb[: self._size]
             self._emb = grown
@@ -312,8 +314,14 @@ class CandidatePool:
         self._reserve(need)
         self._pos[self._size : need] = fresh
         self._emb[self._size : need] = self.embeddings[fresh]  # fresh is sorted: sequential reads
-        self._unit_sum += _unit_rows_sum(self._emb, slice(self._size, need))
+        self._fill_norms(self._size, need)
+        rows = self._emb[self._size : need]
+        self._unit_sum += (rows / self._nrm[self._size : need, None]).sum(axis=0, dtype=np.float64)
         self._size = need
+
+    def _fill_norms(self, start: int, stop: int) -> None:
+        rows = self._emb[start:stop]
+        self._nrm[start:stop] = np.maximum(np.sqrt(np.einsum("ij,ij->i", rows, rows)), 1e-12)
 
     def compact(self) -> None:
         """Drop buffer rows of items labeled since they became candidates."""
@@ -321,6 +329,7 @@ class CandidatePool:
         m = int(keep.sum())
         self._pos[:m] = self._pos[: self._size][keep]
         self._emb[:m] = self._emb[: self._size][keep]
+        self._nrm[:m] = self._nrm[: self._size][keep]
         self._size = m
         self._n_labeled_in_buffer = 0
 
@@ -350,6 +359,7 @@ class CandidatePool:
             np.take(src, m, axis=0, out=self._emb[self._size : end], mode="clip")
         else:
             self._emb[self._size : end] = src[m]
+        self._fill_norms(self._size, end)
         pos = self._pos[:end]
         exclude = self._state[pos] != 1
         exclude[self._size :] = False
@@ -374,6 +384,11 @@ class CandidatePool:
         if len(got) > m:  # drop a uniform few: the rest stays a uniform subset
             got = np.delete(got, rng.choice(len(got), size=len(got) - m, replace=False))
         return got
+
+    def view_norms(self) -> np.ndarray:
+        """L2 norms (at least 1e-12) of the rows of the last ``view()``, computed once when each
+        row entered the buffer (the density scores divide by them)."""
+        return self._nrm[: self._size + self.last_explored]
 
     @property
     def positions(self) -> np.ndarray:
