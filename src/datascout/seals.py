@@ -359,7 +359,6 @@ class CandidatePool:
             np.take(src, m, axis=0, out=self._emb[self._size : end], mode="clip")
         else:
             self._emb[self._size : end] = src[m]
-        self._fill_norms(self._size, end)
         pos = self._pos[:end]
         exclude = self._state[pos] != 1
         exclude[self._size :] = False
@@ -388,7 +387,10 @@ class CandidatePool:
     def view_norms(self) -> np.ndarray:
         """L2 norms (at least 1e-12) of the rows of the last ``view()``, computed once when each
         row entered the buffer (the density scores divide by them)."""
-        return self._nrm[: self._size + self.last_explored]
+        end = self._size + self.last_explored
+        if self.last_explored:  # the random rows' norms, only when a density score asks
+            self._fill_norms(self._size, end)
+        return self._nrm[:end]
 
     @property
     def positions(self) -> np.ndarray:
