@@ -197,7 +197,7 @@ def part1(args, lines):
                        + markdown_table(["index", "index build s", "graph queries s", f"recall@{args.k}",
                                          "peak RSS MiB"], rows)
                        + f"\n\nThe graph (first factory) has {comps['components']:,} weakly connected "
-                       f"components; the largest holds {comps['largest']:.1%} of the pool; "
+                       f"component{'s' if comps['components'] != 1 else ''}; the largest holds {comps['largest']:.1%} of the pool; "
                        f"{comps['cross']:.2%} of the positives' neighbours are negatives. SEALS only ever "
                        f"reaches a component through a labeled item in it.")
     report(args, lines)
@@ -259,8 +259,9 @@ def part1(args, lines):
                                   "speed-up incl. lookup", "vs model", "worst round", "max C/N", "AP full",
                                   "AP SEALS", "AP ratio", "found full", "found SEALS", "found ratio"], res_rows)
                 + "\n\nOver the seeds (ratios of the sums over seeds; min / max of the per-seed found ratio; "
-                "*one-time pass s*: `ActiveLearner.prepare()`, Information Density's pass over the pool before "
-                "the seed set, the same for both arms and outside every round):\n\n"
+                "*one-time pass s*: `ActiveLearner.prepare()`, the exact density term's pass over the pool before "
+                "the seed set, outside every round; the larger of the two arms, and the SEALS arm of "
+                "density:candidates makes none):\n\n"
                 + markdown_table(["strategy", "explore", "seeds", "AP ratio", "found ratio", "min seed", "max seed",
                                   "one-time pass s"], summary)
                 + "\n\nPer round (first strategy, seed 0, explore " + f"{explores[0]:,}" + "):\n\n"
