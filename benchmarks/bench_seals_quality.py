@@ -40,7 +40,9 @@ READING = (
     "neighbourhoods of the labeled items do not reach (pixel PCA embeddings of a visually diverse "
     "class), uncertainty sampling under SEALS explores less than over the full pool and can fall "
     "short of the floors; most-likely-positive, which exploits the neighbourhoods of the positives, "
-    "suffers least. With semantic embeddings (MiniLM) the neighbourhoods follow the concept. A "
+    "suffers least. ID with its density term on C does better than with the exact full-pool term "
+    "there (and than the full pool): the exact term favours items near the whole pool's mean, which "
+    "a rare class is not. With semantic embeddings (MiniLM) the neighbourhoods follow the concept. A "
     "smaller k shrinks C and widens the gap. On pools of 12k-63k items, labels x k approaches the "
     "pool, so the candidate fraction grows large late in the campaign (the paper's < 10% holds at "
     "ImageNet scale, see the scale benchmark).")
