@@ -248,7 +248,7 @@ class ActiveLearner:
             centers = np.asarray(self.pool.embeddings[np.sort(self.labeled_positions)], dtype=np.float32)
             return kcenter_greedy(X, centers, n, self.rng, exclude=exclude)
         norms = None
-        if positions is not None and self.strategy.needs_similarity:
+        if positions is not None and self.strategy.needs_similarity and self.density_reference != "neighbors":
             norms = self.candidates.view_norms()  # aligned with the view's rows
         scores = self.score_rows(X, positions, row_norms=norms)
         if exclude is not None:

@@ -242,7 +242,8 @@ class CandidatePool:
         self._n_unseen = n
         self.last_explored = 0  # random items in the last view
         self._unit_sum = np.zeros(d, dtype=np.float64)  # sum of the candidates' unit vectors
-        self._density_on = False  # _unit_sum and _nrm maintained (see _track_density)
+        self._norms_on = False  # _nrm maintained (from the first density score on)
+        self._sum_on = False  # _unit_sum maintained (from the first density_direction on)
         self._pos = np.empty(1024, dtype=np.int64)
         self._emb = np.empty((1024, d), dtype=np.float32)
         self._nrm = np.empty(1024, dtype=np.float32)  # the buffer rows' L2 norms (>= 1e-12)
@@ -260,7 +261,7 @@ class CandidatePool:
         newly = positions[self._state[positions] != 2]
         was_candidate = self._state[newly] == 1
         self._n_labeled_in_buffer += int(was_candidate.sum())
-        if self._density_on:
+        if self._sum_on:
             self._unit_sum -= _unit_rows_sum(self.embeddings, newly[was_candidate])
         self._n_unseen -= int((self._state[newly] == 0).sum())
         self._state[newly] = 2
@@ -288,7 +289,7 @@ class CandidatePool:
         positions = self._check_positions(positions)
         was_candidate = self._state[positions] == 1
         self._n_labeled_in_buffer += int(was_candidate.sum())
-        if self._density_on:
+        if self._sum_on:
             self._unit_sum -= _unit_rows_sum(self.embeddings, positions[was_candidate])
         self._n_unseen -= int((self._state[positions] == 0).sum())
         self._state[positions] = 2
@@ -317,23 +318,29 @@ class CandidatePool:
         self._reserve(need)
         self._pos[self._size : need] = fresh
         self._emb[self._size : need] = self.embeddings[fresh]  # fresh is sorted: sequential reads
-        if self._density_on:
+        if self._norms_on:
             self._fill_norms(self._size, need)
+        if self._sum_on:
             rows = self._emb[self._size : need]
             self._unit_sum += (rows / self._nrm[self._size : need, None]).sum(axis=0, dtype=np.float64)
         self._size = need
 
-    def _track_density(self) -> None:
-        """From the first density request on, keep the buffer rows' norms and the sum of the
-        candidates' unit vectors up to date (one pass over C now, O(changes * d) per round
-        after); strategies without a density term never pay for it."""
-        if self._density_on:
-            return
-        self._fill_norms(0, self._size)
-        live = self._state[self._pos[: self._size]] == 1
-        rows = self._emb[: self._size][live]
-        self._unit_sum = (rows / self._nrm[: self._size][live, None]).sum(axis=0, dtype=np.float64)
-        self._density_on = True
+    def _track_norms(self) -> None:
+        """From the first density score on, keep the buffer rows' norms (one pass over C now,
+        O(new candidates * d) per round after); other strategies never pay for them."""
+        if not self._norms_on:
+            self._fill_norms(0, self._size)
+            self._norms_on = True
+
+    def _track_sum(self) -> None:
+        """From the first ``density_direction`` on, keep the sum of the candidates' unit vectors
+        up to date (one pass over C now, O(changes * d) per round after)."""
+        if not self._sum_on:
+            self._track_norms()
+            live = self._state[self._pos[: self._size]] == 1
+            rows = self._emb[: self._size][live]
+            self._unit_sum = (rows / self._nrm[: self._size][live, None]).sum(axis=0, dtype=np.float64)
+            self._sum_on = True
 
     def _fill_norms(self, start: int, stop: int) -> None:
         rows = self._emb[start:stop]
@@ -403,7 +410,7 @@ class CandidatePool:
     def view_norms(self) -> np.ndarray:
         """L2 norms (at least 1e-12) of the rows of the last ``view()``, computed once per row
         (the density scores divide by them)."""
-        self._track_density()
+        self._track_norms()
         end = self._size + self.last_explored
         if self.last_explored:  # the random rows' norms, only when a density score asks
             self._fill_norms(self._size, end)
@@ -420,7 +427,7 @@ class CandidatePool:
     def density_direction(self) -> np.ndarray:
         """Mean unit vector of the current candidates (for density measured against C), from a
         sum kept up to date as items join and leave C: O(changes * d) per round, no pass over C."""
-        self._track_density()
+        self._track_sum()
         return (self._unit_sum / max(len(self), 1)).astype(np.float32)
 
     def neighbor_similarity(self, positions) -> np.ndarray:

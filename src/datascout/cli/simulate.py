@@ -62,7 +62,8 @@ def run(args) -> int:
         raise ValidationError(f"labels has {len(y)} entries but embeddings has {X.shape[0]} rows")
     cfg = SimulationConfig(
         strategy=args.strategy, positive_class=args.positive_class, beta=args.beta, seals=args.seals,
-        k=args.k, index=args.index, graph=not args.no_graph, explore=args.explore, density_reference=args.density_reference,
+        k=args.k, index=args.index, graph=not args.no_graph, explore=args.explore,
+        density_reference=args.density_reference,
         initial_positives=args.initial_positives, initial_negatives=args.initial_negatives,
         initial=args.initial, batch_size=args.batch_size, rounds=args.rounds,
         test_size=args.test_size, seed=args.seed,
