@@ -566,23 +566,21 @@ class _SelectWorker:
         self.busy = True
 
     def _collect(self, timeout: float) -> None:
+        """Take the round's answer if it came within ``timeout`` s (or note that the process died)."""
         with self._lock:
-            self._collect_locked(timeout)
-
-    def _collect_locked(self, timeout: float) -> None:
-        if not self.busy:
-            return
-        try:
-            answered = self.conn.poll(timeout)
+            if not self.busy:
+                return
+            try:
+                answered = self.conn.poll(timeout)
+                if answered:
+                    self.error = self.conn.recv()
+            except (EOFError, OSError):  # the pipe broke: the process died without answering
+                answered = False
             if answered:
-                self.error = self.conn.recv()
-        except (EOFError, OSError):  # the pipe broke: the process died without answering
-            answered = False
-        if answered:
-            self.busy = False
-        elif not self.proc.is_alive():
-            self.error = f"the selection process exited with code {self.proc.exitcode}"
-            self.busy = False
+                self.busy = False
+            elif not self.proc.is_alive():
+                self.error = f"the selection process exited with code {self.proc.exitcode}"
+                self.busy = False
 
     def is_alive(self) -> bool:
         self._collect(0)
