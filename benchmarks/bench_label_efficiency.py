@@ -9,11 +9,13 @@ Data sets (offline, see DESIGN.md):
   that ``datascout datasets embed fashion-mnist`` builds), the embedding the product intends.
 
 Each run is :func:`datascout.simulate.simulate`: a stratified 20% test split, 100 random seed
-labels, batches of 100 up to 2,000 labels, default logistic regression. "Labels needed" is where
+labels, batches of 100 up to 2,000 labels, the model each ``--models`` entry names
+(:func:`datascout.models.make_model`; default logistic regression). "Labels needed" is where
 the strategy's mean curve over seeds first reaches random's mean accuracy at 2,000 labels
 (linear interpolation between rounds).
 
     python benchmarks/bench_label_efficiency.py [--seeds 3] [--datasets fashion-mnist,letter]
+        [--models logreg,random-forest]
 """
 
 from __future__ import annotations
@@ -30,10 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import markdown_table, peak_rss_mib, write_section  # noqa: E402
 
 from datascout.datasets import fashion_mnist_pixel_embeddings, load  # noqa: E402
+from datascout.models import MODEL_NAMES  # noqa: E402
 from datascout.simulate import SimulationConfig, simulate  # noqa: E402
 
 BUDGET = 2000
 INITIAL = 100
+SHORT = {"fashion-mnist": "Fashion-MNIST PCA-64", "letter": "Letter",
+         "fashion-mnist-effnet": "Fashion-MNIST EfficientNet-Lite0"}
 
 
 def labels_to_reach(labeled: np.ndarray, curve: np.ndarray, target: float) -> float | None:
@@ -73,51 +78,63 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--datasets", default="fashion-mnist,letter")
     ap.add_argument("--strategies", default="margin,entropy")
+    ap.add_argument("--models", default="logreg", help=f"comma-separated, of {', '.join(MODEL_NAMES)}")
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--section", default="label-efficiency", help="section of docs/benchmarks.md")
     args = ap.parse_args()
+    if args.batch_size <= 0 or (BUDGET - INITIAL) % args.batch_size:
+        raise SystemExit(f"--batch-size must divide {BUDGET - INITIAL} (the labels after the seed) "
+                         f"but is {args.batch_size}")
     rounds = (BUDGET - INITIAL) // args.batch_size
     t_start = time.perf_counter()
     rows, sections = [], []
+    models = args.models.split(",")
+    for name in models:
+        if name not in MODEL_NAMES:
+            raise SystemExit(f"unknown model {name!r}: expected one of {', '.join(MODEL_NAMES)}")
     for name in args.datasets.split(","):
         X, y, title = data(name)
-        curves = {}
-        for strategy in ["random"] + args.strategies.split(","):
-            runs = []
-            for seed in range(args.seeds):
-                cfg = SimulationConfig(strategy=strategy, initial=INITIAL, batch_size=args.batch_size,
-                                       rounds=rounds, test_size=0.2, seed=seed)
-                t0 = time.perf_counter()
-                res = simulate(X, y, cfg)
-                runs.append(res)
-                print(f"{name} {strategy} seed {seed}: acc@{res['rounds'][-1]['labeled']} = "
-                      f"{res['rounds'][-1]['accuracy']:.4f} ({time.perf_counter() - t0:.1f} s)", flush=True)
-            labeled = np.asarray([r["labeled"] for r in runs[0]["rounds"]], dtype=float)
-            acc = np.asarray([[r["accuracy"] for r in res["rounds"]] for res in runs])
-            curves[strategy] = (labeled, acc)
-        labeled, racc = curves["random"]
-        target = float(racc[:, -1].mean())
-        for strategy in args.strategies.split(","):
-            lab, acc = curves[strategy]
-            need = labels_to_reach(lab, acc.mean(axis=0), target)
-            per_seed = [labels_to_reach(lab, a, target) for a in acc]
-            rows.append([title.split(" (")[0], strategy, f"{target:.4f}",
-                         f"{acc[:, -1].mean():.4f}",
-                         "> 2000" if need is None else f"{need:.0f}",
-                         "-" if need is None else f"{100 * need / BUDGET:.0f}%",
-                         ", ".join("> 2000" if v is None else f"{v:.0f}" for v in per_seed)])
-            print(rows[-1], flush=True)
-        sections.append(f"- {title}: random reaches {target:.4f} at {BUDGET} labels "
-                        f"(seeds: {', '.join(f'{v:.4f}' for v in racc[:, -1])}).")
+        for model in models:
+            curves = {}
+            for strategy in ["random"] + args.strategies.split(","):
+                runs = []
+                for seed in range(args.seeds):
+                    cfg = SimulationConfig(strategy=strategy, initial=INITIAL, batch_size=args.batch_size,
+                                           rounds=rounds, test_size=0.2, seed=seed, model=model)
+                    t0 = time.perf_counter()
+                    res = simulate(X, y, cfg)
+                    runs.append(res)
+                    print(f"{name} {model} {strategy} seed {seed}: acc@{res['rounds'][-1]['labeled']} = "
+                          f"{res['rounds'][-1]['accuracy']:.4f} ({time.perf_counter() - t0:.1f} s)", flush=True)
+                labeled = np.asarray([r["labeled"] for r in runs[0]["rounds"]], dtype=float)
+                acc = np.asarray([[r["accuracy"] for r in res["rounds"]] for res in runs])
+                curves[strategy] = (labeled, acc)
+            labeled, racc = curves["random"]
+            target = float(racc[:, -1].mean())
+            for strategy in args.strategies.split(","):
+                lab, acc = curves[strategy]
+                need = labels_to_reach(lab, acc.mean(axis=0), target)
+                per_seed = [labels_to_reach(lab, a, target) for a in acc]
+                rows.append([SHORT[name], model, strategy, f"{target:.4f}",
+                             f"{acc[:, -1].mean():.4f}",
+                             "> 2000" if need is None else f"{need:.0f}",
+                             "-" if need is None else f"{100 * need / BUDGET:.0f}%",
+                             ", ".join("> 2000" if v is None else f"{v:.0f}" for v in per_seed)])
+                print(rows[-1], flush=True)
+            sections.append(f"- {title}, {model}: random reaches {target:.4f} at {BUDGET} labels "
+                            f"(seeds: {', '.join(f'{v:.4f}' for v in racc[:, -1])}).")
     elapsed = time.perf_counter() - t_start
     table = markdown_table(
-        ["data", "strategy", f"random acc @ {BUDGET}", f"strategy acc @ {BUDGET}",
+        ["data", "model", "strategy", f"random acc @ {BUDGET}", f"strategy acc @ {BUDGET}",
          "labels to match random @ 2000 (mean curve)", "share of 2000", "per seed"], rows)
     body = ("## Label efficiency on real data\n\n"
             f"Multiclass, {args.seeds} seeds, stratified 20% test split, {INITIAL} random seed labels, "
-            f"batches of {args.batch_size} up to {BUDGET}, logistic regression "
-            "(`class_weight=\"balanced\"`) on the embeddings, full-pool scoring. \"Labels to match\" is "
+            f"batches of {args.batch_size} up to {BUDGET}, full-pool scoring. Models "
+            "(`datascout.models.make_model`): *logreg* = logistic regression "
+            "(`class_weight=\"balanced\"`), *random-forest* = 200 trees (balanced), *mlp* = one "
+            "hidden layer of 128; each is refitted every round and compared with random sampling "
+            "under the same model. \"Labels to match\" is "
             "where the strategy's mean accuracy curve first reaches random's mean accuracy at "
             f"{BUDGET} labels (linear interpolation between rounds).\n\n"
             + "\n".join(sections) + "\n\n" + table +

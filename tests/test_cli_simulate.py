@@ -69,6 +69,21 @@ def test_multiclass_run_has_null_binary_fields(tmp_path, digits_files):
         assert r["positives_found"] is None and r["pool_positives"] is None
         assert r["average_precision"] is None and r["accuracy"] is not None
     assert not (tmp_path / "run.png").exists()
+    assert data["config"]["model"] == "logreg"
+
+
+def test_model_option_is_recorded_and_checked(tmp_path, digits_files, capsys):
+    e, y = digits_files
+    out = tmp_path / "run.json"
+    assert main(args_for(e, y, out, "--strategy", "margin", "--model", "random-forest", "--initial", "40",
+                         "--batch-size", "20", "--rounds", "1", "--no-plot")) == 0
+    data = json.loads(out.read_text())
+    assert data["config"]["model"] == "random-forest" and len(data["rounds"]) == 2
+    with pytest.raises(SystemExit) as info:
+        main(args_for(e, y, tmp_path / "r2.json", "--model", "svm"))
+    assert info.value.code == 2
+    assert "invalid choice: 'svm'" in capsys.readouterr().err
+    assert not (tmp_path / "r2.json").exists()
 
 
 def test_seals_works(tmp_path, digits_files):

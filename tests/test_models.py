@@ -9,13 +9,39 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.naive_bayes import GaussianNB
 
 from datascout.exceptions import ValidationError
-from datascout.models import BootstrapCommittee, FittedModel, default_model
+from datascout.models import MODEL_NAMES, BootstrapCommittee, FittedModel, default_model, make_model
 
 
 def test_default_model_is_balanced_logistic_regression():
     m = default_model(3)
     assert isinstance(m, LogisticRegression)
     assert m.class_weight == "balanced" and m.random_state == 3
+
+
+def test_named_models():
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.neural_network import MLPClassifier
+
+    assert MODEL_NAMES == ("logreg", "mlp", "random-forest")
+    assert make_model("logreg", 4).get_params() == default_model(4).get_params()
+    mlp = make_model("mlp", 4)
+    assert isinstance(mlp, MLPClassifier) and mlp.hidden_layer_sizes == (128,) and mlp.random_state == 4
+    rf = make_model("random-forest", 4)
+    assert isinstance(rf, RandomForestClassifier) and rf.class_weight == "balanced" and rf.random_state == 4
+    with pytest.raises(ValidationError, match="unknown model 'svm': expected one of logreg, mlp, random-forest"):
+        make_model("svm")
+
+
+@pytest.mark.parametrize("name", ["mlp", "random-forest"])
+def test_named_models_keep_unseen_classes_aligned(digits, name):
+    """A round where only some classes are labeled: the other columns are 0, rows sum to 1."""
+    X, y = digits
+    mask = np.isin(y, [1, 4, 7])
+    fm = FittedModel(make_model(name, 0), 10).fit(X[mask][:200], y[mask][:200])
+    p = fm.predict_proba(X[:40])
+    assert p.shape == (40, 10)
+    np.testing.assert_array_equal(p[:, [0, 2, 3, 5, 6, 8, 9]], 0.0)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
 
 
 @pytest.mark.parametrize("task", ["binary", "multiclass"])

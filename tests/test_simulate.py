@@ -63,6 +63,35 @@ def test_round_zero_accuracy_matches_an_independent_fit(digits):
                                                          abs=1e-9)
 
 
+@pytest.mark.parametrize("how", ["named", "object"])
+def test_round_zero_uses_the_chosen_model(digits, how):
+    """``config.model`` names a model (random forest here); ``model=`` passes any classifier. Round
+    0's accuracy is that of the same classifier fitted independently on the seed."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.model_selection import train_test_split
+    from sklearn.neighbors import KNeighborsClassifier
+
+    X, y = digits
+    if how == "named":
+        cfg = SimulationConfig(strategy="margin", initial=80, batch_size=10, rounds=1, seed=2,
+                               model="random-forest")
+        res = simulate(X, y, cfg)
+        reference = RandomForestClassifier(n_estimators=200, class_weight="balanced", random_state=2)
+        assert res["config"]["model"] == "random-forest"
+    else:
+        cfg = SimulationConfig(strategy="margin", initial=80, batch_size=10, rounds=1, seed=2)
+        res = simulate(X, y, cfg, model=KNeighborsClassifier(n_neighbors=3))
+        reference = KNeighborsClassifier(n_neighbors=3)
+        assert res["config"]["model"] == "KNeighborsClassifier(n_neighbors=3)"
+    pool, test = train_test_split(np.arange(len(y)), test_size=0.2, random_state=2, stratify=y)
+    pool, test = np.sort(pool), np.sort(test)
+    seed = pool[random_seed(len(pool), 80, np.random.default_rng(2))]
+    reference.fit(X[seed].astype(np.float32), y[seed])
+    assert res["rounds"][0]["accuracy"] == pytest.approx(
+        accuracy_score(y[test], reference.predict(X[test].astype(np.float32))), abs=1e-9)
+    assert res["rounds"][1]["labeled"] == 90
+
+
 def test_binary_active_search_finds_positives(digits):
     X, y = digits
     found = {}
@@ -122,6 +151,7 @@ BAD = [
     ("half a seed", dict(positive_class=1, initial_positives=2), "go together"),
     ("unknown strategy", dict(strategy="best"), "unknown strategy 'best'"),
     ("k", dict(k=0), "--k must be >= 1"),
+    ("unknown model", dict(model="svm"), "unknown model 'svm': expected one of logreg, mlp, random-forest"),
 ]
 
 

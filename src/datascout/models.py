@@ -27,6 +27,27 @@ def default_model(random_state=None) -> LogisticRegression:
     return LogisticRegression(class_weight="balanced", max_iter=1000, random_state=random_state)
 
 
+MODEL_NAMES = ("logreg", "mlp", "random-forest")
+
+
+def make_model(name: str, random_state=None):
+    """A named unfitted classifier: ``logreg`` (:func:`default_model`); ``mlp``, one hidden layer of
+    128 ReLU units (Adam); ``random-forest``, 200 trees with balanced class weights. The last two
+    are for embeddings or features a linear model underfits (e.g. raw tabular features)."""
+    if name == "logreg":
+        return default_model(random_state)
+    if name == "mlp":
+        from sklearn.neural_network import MLPClassifier
+
+        return MLPClassifier(hidden_layer_sizes=(128,), max_iter=300, random_state=random_state)
+    if name == "random-forest":
+        from sklearn.ensemble import RandomForestClassifier
+
+        return RandomForestClassifier(n_estimators=200, class_weight="balanced", n_jobs=-1,
+                                      random_state=random_state)
+    raise ValidationError(f"unknown model {name!r}: expected one of {', '.join(MODEL_NAMES)}")
+
+
 class FittedModel:
     """A fitted estimator whose probabilities are aligned to ``n_classes`` task classes.
 

@@ -25,6 +25,7 @@ from datascout.exceptions import ValidationError
 from datascout.index import SimilarityIndex
 from datascout.io import atomic_write_bytes
 from datascout.loop import ActiveLearner
+from datascout.models import MODEL_NAMES, make_model
 from datascout.pool import check_embeddings
 from datascout.seals import CandidatePool, KNNGraph, build_or_load_graph
 from datascout.seeds import positives_negatives_seed, random_seed
@@ -53,12 +54,15 @@ class SimulationConfig:
     test_size: float = 0.2
     seed: int = 0
     n_members: int = 5
+    model: str = "logreg"  # a name of datascout.models.MODEL_NAMES (simulate(model=...) overrides it)
     extra: dict = field(default_factory=dict)
 
 
 def validate_config(cfg: SimulationConfig, n_items: int, labels: np.ndarray) -> None:
     if cfg.strategy not in STRATEGY_NAMES:
         raise ValidationError(f"unknown strategy {cfg.strategy!r}: expected one of {', '.join(STRATEGY_NAMES)}")
+    if cfg.model not in MODEL_NAMES:
+        raise ValidationError(f"unknown model {cfg.model!r}: expected one of {', '.join(MODEL_NAMES)}")
     if cfg.batch_size <= 0:
         raise ValidationError(f"--batch-size must be > 0 but is {cfg.batch_size}")
     if cfg.rounds < 0:
@@ -103,8 +107,12 @@ def validate_config(cfg: SimulationConfig, n_items: int, labels: np.ndarray) -> 
 
 
 def simulate(embeddings, labels, config: SimulationConfig, *, embeddings_path=None,
-             graph: KNNGraph | None = None, progress=None) -> dict:
-    """Run one simulated campaign and return ``{"config", "rounds", "aulc", ...}``."""
+             graph: KNNGraph | None = None, model=None, progress=None) -> dict:
+    """Run one simulated campaign and return ``{"config", "rounds", "aulc", ...}``.
+
+    ``model``: any scikit-learn classifier with ``predict_proba`` (unfitted; cloned at every fit);
+    without it, the one ``config.model`` names. The result's config says which ran.
+    """
     cfg = config
     X = check_embeddings(embeddings)
     y_all = np.asarray(labels)
@@ -144,7 +152,10 @@ def simulate(embeddings, labels, config: SimulationConfig, *, embeddings_path=No
                       **({"meta": graph.meta} if graph is not None else {})}
 
     strategy = make_strategy(cfg.strategy, beta=cfg.beta, positive=1, n_members=cfg.n_members)
-    learner = ActiveLearner(X, n_classes, strategy, candidates=candidates,
+    model_name = cfg.model if model is None else repr(model)
+    if model is None:
+        model = make_model(cfg.model, cfg.seed)
+    learner = ActiveLearner(X, n_classes, strategy, model=model, candidates=candidates,
                             density_reference=cfg.density_reference, holdout=holdout,
                             random_state=cfg.seed)
 
@@ -192,7 +203,8 @@ def simulate(embeddings, labels, config: SimulationConfig, *, embeddings_path=No
 
     metric = "average_precision" if binary else "accuracy"
     return {
-        "config": {**{k: v for k, v in asdict(cfg).items() if k != "extra"}, **cfg.extra},
+        "config": {**{k: v for k, v in asdict(cfg).items() if k != "extra"}, **cfg.extra,
+                   "model": model_name},
         "task": "binary" if binary else "multiclass",
         "n_items": int(X.shape[0]), "n_pool": int(len(pool_pos)), "n_test": int(len(test_pos)),
         "n_classes": n_classes,

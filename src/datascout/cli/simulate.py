@@ -9,6 +9,7 @@ import numpy as np
 from datascout.cli import command
 from datascout.exceptions import ValidationError
 from datascout.io import load_embeddings, load_labels
+from datascout.models import MODEL_NAMES
 from datascout.pool import check_embeddings, check_ids
 from datascout.simulate import SimulationConfig, simulate, write_result
 from datascout.strategies import STRATEGY_NAMES
@@ -26,6 +27,10 @@ def register(sub) -> None:
     p.add_argument("--positive-class", type=int, default=None,
                    help="class C: the task becomes C vs the rest (binary, AP on the test split)")
     p.add_argument("--strategy", choices=STRATEGY_NAMES, default="entropy")
+    p.add_argument("--model", choices=MODEL_NAMES, default="logreg",
+                   help="classifier refitted every round: logreg (balanced logistic regression), "
+                        "mlp (one hidden layer of 128) or random-forest (for features a linear "
+                        "model underfits)")
     p.add_argument("--beta", type=float, default=1.0, help="Information Density exponent")
     p.add_argument("--seals", action="store_true", help="score only the labeled items' neighbours")
     p.add_argument("--k", type=int, default=100, help="neighbours per labeled item (SEALS)")
@@ -66,7 +71,7 @@ def run(args) -> int:
         density_reference=args.density_reference,
         initial_positives=args.initial_positives, initial_negatives=args.initial_negatives,
         initial=args.initial, batch_size=args.batch_size, rounds=args.rounds,
-        test_size=args.test_size, seed=args.seed,
+        test_size=args.test_size, seed=args.seed, model=args.model,
         extra={"embeddings": str(args.embeddings), "labels": str(args.labels)},
     )
 
