@@ -88,7 +88,7 @@ def main() -> None:
                          f"but is {args.batch_size}")
     rounds = (BUDGET - INITIAL) // args.batch_size
     t_start = time.perf_counter()
-    rows, sections = [], []
+    rows, sections, class_rows = [], [], []
     models = args.models.split(",")
     for name in models:
         if name not in MODEL_NAMES:
@@ -110,6 +110,10 @@ def main() -> None:
                 labeled = np.asarray([r["labeled"] for r in runs[0]["rounds"]], dtype=float)
                 acc = np.asarray([[r["accuracy"] for r in res["rounds"]] for res in runs])
                 curves[strategy] = (labeled, acc)
+                per_class = np.mean([res["labeled_per_class"] for res in runs], axis=0)
+                spread = (" / ".join(f"{v:.0f}" for v in per_class) if len(per_class) <= 10
+                          else f"min {per_class.min():.0f}, max {per_class.max():.0f}")
+                class_rows.append([SHORT[name], model, strategy, spread])
             labeled, racc = curves["random"]
             target = float(racc[:, -1].mean())
             for strategy in args.strategies.split(","):
@@ -128,6 +132,9 @@ def main() -> None:
     table = markdown_table(
         ["data", "model", "strategy", f"random acc @ {BUDGET}", f"strategy acc @ {BUDGET}",
          "labels to match random @ 2000 (mean curve)", "share of 2000", "per seed"], rows)
+    class_table = markdown_table(["data", "model", "strategy",
+                                  f"labels per class at {BUDGET} (mean over seeds, class 0 first)"],
+                                 class_rows)
     body = ("## Label efficiency on real data\n\n"
             f"Multiclass, {args.seeds} seeds, stratified 20% test split, {INITIAL} random seed labels, "
             f"batches of {args.batch_size} up to {BUDGET}, full-pool scoring. Models "
@@ -138,6 +145,8 @@ def main() -> None:
             "where the strategy's mean accuracy curve first reaches random's mean accuracy at "
             f"{BUDGET} labels (linear interpolation between rounds).\n\n"
             + "\n".join(sections) + "\n\n" + table +
+            "\n\nWhich classes each strategy asked for: the labeled set at the end, per class "
+            f"({INITIAL} random seed labels included).\n\n" + class_table +
             f"\n\nWall time {elapsed:.0f} s (load average {os.getloadavg()[0]:.1f}, shared machine); "
             f"peak RSS {peak_rss_mib():.0f} MiB.")
     print(body)

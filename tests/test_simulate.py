@@ -46,6 +46,7 @@ def test_multiclass_run(digits):
     assert rounds[-1]["accuracy"] > rounds[0]["accuracy"]
     assert res["aulc"] == pytest.approx(aulc([r["labeled"] for r in rounds], [r["accuracy"] for r in rounds]))
     assert res["config"]["strategy"] == "margin" and res["config"]["batch_size"] == 40
+    assert len(res["labeled_per_class"]) == 10 and sum(res["labeled_per_class"]) == 170
 
 
 def test_round_zero_accuracy_matches_an_independent_fit(digits):
@@ -61,6 +62,7 @@ def test_round_zero_accuracy_matches_an_independent_fit(digits):
     model = default_model(3).fit(X[seed], y[seed])
     assert res["rounds"][0]["accuracy"] == pytest.approx(accuracy_score(y[test], model.predict(X[test])),
                                                          abs=1e-9)
+    assert res["labeled_per_class"] == np.bincount(y[seed], minlength=10).tolist()
 
 
 @pytest.mark.parametrize("how", ["named", "object"])
@@ -107,6 +109,7 @@ def test_binary_active_search_finds_positives(digits):
         for a, b in zip(rounds, rounds[1:]):
             assert a["positives_found"] <= b["positives_found"] <= pool_pos
         assert all(0 <= r["average_precision"] <= 1 for r in rounds)
+        assert res["labeled_per_class"] == [100 - rounds[-1]["positives_found"], rounds[-1]["positives_found"]]
         found[strategy] = rounds[-1]["positives_found"] - 5
     # 80 queried labels: active search finds mostly 3s, random about 10% of them
     assert found["most-likely-positive"] >= 60

@@ -210,6 +210,8 @@ def simulate(embeddings, labels, config: SimulationConfig, *, embeddings_path=No
         "n_classes": n_classes,
         "metric": metric,
         "rounds": rounds,
+        # the labels the campaign holds at the end, per task class (seed set included)
+        "labeled_per_class": np.bincount(y_task[learner.labeled_positions], minlength=n_classes).tolist(),
         "aulc": aulc([r["labeled"] for r in rounds], [r[metric] for r in rounds]),
         "graph": graph_info,
         "prepare_seconds": round(prepare_s, 6),
