@@ -57,6 +57,33 @@ def test_hnsw_graph_recall(pool):
     assert hits / nb.size >= 0.95
 
 
+def test_graph_built_into_a_folder_is_whole_or_absent(tmp_path, pool, monkeypatch):
+    """``build(out_dir=...)`` writes the same graph as in memory; a failure partway leaves an
+    existing folder as it was and no staging folder behind."""
+    X, _, g = pool
+    out = tmp_path / "graph"
+    on_disk = KNNGraph.build(X, 10, "Flat", batch_rows=400, out_dir=out)
+    assert isinstance(on_disk.neighbors, np.memmap)
+    np.testing.assert_array_equal(on_disk.neighbors, g.neighbors)
+    np.testing.assert_allclose(on_disk.similarities, g.similarities, atol=1e-6)
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+
+    calls = {"n": 0}
+    search = SimilarityIndex.search
+
+    def failing_search(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("disk full")
+        return search(self, *args, **kwargs)
+
+    monkeypatch.setattr(SimilarityIndex, "search", failing_search)
+    with pytest.raises(RuntimeError, match="disk full"):
+        KNNGraph.build(X[::-1].copy(), 10, "Flat", batch_rows=400, out_dir=out)
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["graph"]
+
+
 def test_graph_save_load_memory_mapped_and_reused(tmp_path, pool):
     X, _, _ = pool
     path = tmp_path / "emb.npy"

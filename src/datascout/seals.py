@@ -78,51 +78,37 @@ class KNNGraph:
                 f"embeddings has {X.shape[1]} columns but the index was built with {index.dim_}")
         t_index = time.perf_counter() - t0
         dtype = np.int32 if n < 2**31 else np.int64
-        tmp = None
-        if out_dir is not None:
-            out_dir = Path(out_dir)
-            tmp = out_dir.with_name(out_dir.name + ".tmp")
-            _remove_dir(tmp)
-            tmp.mkdir(parents=True)
-            neighbors = np.lib.format.open_memmap(tmp / "neighbors.npy", mode="w+", dtype=dtype, shape=(n, k))
-            sims = np.lib.format.open_memmap(tmp / "similarities.npy", mode="w+", dtype=np.float32, shape=(n, k))
-        else:
-            neighbors = np.empty((n, k), dtype=dtype)
-            sims = np.empty((n, k), dtype=np.float32)
         if not index.exact_scores:  # exact re-ranking reads refine*(k+1) rows per query: bound it
             per_query = (k + 1) * max(int(index.refine), 1) * X.shape[1] * 4 * 2
             batch_rows = max(16, min(batch_rows, (256 << 20) // per_query))
-        bar = _progress(n, "kNN graph") if progress else None
-        t1 = time.perf_counter()
-        try:
-            for rows in iter_row_chunks(n, batch_rows):
-                q = np.asarray(X[rows])
-                s, p = index.search(q, k + 1, exact_embeddings=X)
-                s, p = _drop_self(s, p, np.arange(rows.start, rows.stop), k)
-                neighbors[rows] = p
-                sims[rows] = s
+
+        def fill(neighbors, sims) -> dict:
+            bar = _progress(n, "kNN graph") if progress else None
+            t1 = time.perf_counter()
+            try:
+                for rows in iter_row_chunks(n, batch_rows):
+                    s, p = index.search(np.asarray(X[rows]), k + 1, exact_embeddings=X)
+                    sims[rows], neighbors[rows] = _drop_self(s, p, np.arange(rows.start, rows.stop), k)
+                    if bar is not None:
+                        bar(rows.stop - rows.start)
+            finally:
                 if bar is not None:
-                    bar(rows.stop - rows.start)
-        except BaseException:
-            if tmp is not None:
-                del neighbors, sims
-                _remove_dir(tmp)
-            raise
-        finally:
-            if bar is not None:
-                bar(0, done=True)
-        meta = {"version": 1, "index": index.factory, "k": k, "n": n, "dim": X.shape[1],
-                "fingerprint": fingerprint(X),
-                "index_seconds": round(t_index, 3),
-                "graph_seconds": round(time.perf_counter() - t1, 3)}
-        if tmp is None:
-            return cls(neighbors, sims, meta)
-        neighbors.flush()
-        sims.flush()
-        del neighbors, sims
-        (tmp / "graph.json").write_text(json.dumps(meta, indent=2))
-        _remove_dir(out_dir)
-        tmp.rename(out_dir)
+                    bar(0, done=True)
+            return {"version": 1, "index": index.factory, "k": k, "n": n, "dim": X.shape[1],
+                    "fingerprint": fingerprint(X), "index_seconds": round(t_index, 3),
+                    "graph_seconds": round(time.perf_counter() - t1, 3)}
+
+        if out_dir is None:
+            neighbors, sims = np.empty((n, k), dtype=dtype), np.empty((n, k), dtype=np.float32)
+            return cls(neighbors, sims, fill(neighbors, sims))
+        with staged_dir(Path(out_dir)) as tmp:  # the folder appears whole or not at all
+            neighbors = np.lib.format.open_memmap(tmp / "neighbors.npy", mode="w+", dtype=dtype, shape=(n, k))
+            sims = np.lib.format.open_memmap(tmp / "similarities.npy", mode="w+", dtype=np.float32, shape=(n, k))
+            meta = fill(neighbors, sims)
+            neighbors.flush()
+            sims.flush()
+            del neighbors, sims
+            (tmp / "graph.json").write_text(json.dumps(meta, indent=2))
         return cls.load(out_dir)
 
     def save(self, directory) -> Path:
@@ -158,13 +144,6 @@ def fingerprint(X, n_rows: int = 64) -> str:
     h = hashlib.sha256(f"{X.shape}|{np.dtype(X.dtype).str}".encode())
     h.update(np.ascontiguousarray(np.asarray(X[rows])).tobytes())
     return h.hexdigest()[:16]
-
-
-def _remove_dir(directory: Path) -> None:
-    if directory.is_dir():
-        for f in directory.iterdir():
-            f.unlink()
-        directory.rmdir()
 
 
 def _drop_self(sims, pos, self_pos, k):
