@@ -6,13 +6,18 @@ Data sets (offline, see DESIGN.md):
   (:func:`datascout.datasets.fashion_mnist_pixel_embeddings`, cached after the first run);
 * Letter (UCI, 20,000 x 16, 26 classes), features standardised;
 * ``fashion-mnist-effnet``: the same 70,000 images as EfficientNet-Lite0 features (1280-d, the pool
-  that ``datascout datasets embed fashion-mnist`` builds), the embedding the product intends.
+  that ``datascout datasets embed fashion-mnist`` builds), the embedding the product intends;
+* ``satellite`` (UCI Statlog Landsat, 6,435 x 36, 6 classes) and ``shuttle`` (UCI Statlog Shuttle,
+  58,000 x 9, 7 classes, 78% one class), features standardised.
 
 Each run is :func:`datascout.simulate.simulate`: a stratified 20% test split, 100 random seed
 labels, batches of 100 up to 2,000 labels, the model each ``--models`` entry names
 (:func:`datascout.models.make_model`; default logistic regression). "Labels needed" is where
 the strategy's mean curve over seeds first reaches random's mean accuracy at 2,000 labels
-(linear interpolation between rounds).
+(linear interpolation between rounds). Each data set's line also gives the accuracy of the
+same model fitted on the whole pool (seed 0's split): how close 2,000 labels come to the ceiling.
+A pair is marked *void* when random's mean curve at the seed already reaches its own value at
+2,000 labels: the data then gives no target for labels to reach.
 
     python benchmarks/bench_label_efficiency.py [--seeds 3] [--datasets fashion-mnist,letter]
         [--models logreg,random-forest]
@@ -27,18 +32,23 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sklearn.model_selection import train_test_split
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import markdown_table, peak_rss_mib, write_section  # noqa: E402
 
 from datascout.datasets import fashion_mnist_pixel_embeddings, load  # noqa: E402
-from datascout.models import MODEL_NAMES  # noqa: E402
+from datascout.models import MODEL_NAMES, make_model  # noqa: E402
 from datascout.simulate import SimulationConfig, simulate  # noqa: E402
 
 BUDGET = 2000
 INITIAL = 100
 SHORT = {"fashion-mnist": "Fashion-MNIST PCA-64", "letter": "Letter",
-         "fashion-mnist-effnet": "Fashion-MNIST EfficientNet-Lite0"}
+         "fashion-mnist-effnet": "Fashion-MNIST EfficientNet-Lite0", "satellite": "Satellite",
+         "shuttle": "Shuttle"}
+UCI_TITLES = {"letter": "Letter (UCI, 20,000 x 16 standardised, 26 classes)",
+              "satellite": "Satellite (UCI Statlog Landsat, 6,435 x 36 standardised, 6 classes)",
+              "shuttle": "Shuttle (UCI Statlog, 58,000 x 9 standardised, 7 classes, 78% one class)"}
 
 
 def labels_to_reach(labeled: np.ndarray, curve: np.ndarray, target: float) -> float | None:
@@ -57,10 +67,10 @@ def data(name: str):
     if name == "fashion-mnist":
         X, ds = fashion_mnist_pixel_embeddings(64)
         return X, ds.labels, "Fashion-MNIST (PCA-64 of pixels, 70,000 x 64, 10 classes)"
-    if name == "letter":
-        ds = load("letter")
+    if name in UCI_TITLES:
+        ds = load(name)
         X = (ds.data - ds.data.mean(axis=0)) / ds.data.std(axis=0)
-        return X.astype(np.float32), ds.labels, "Letter (UCI, 20,000 x 16 standardised, 26 classes)"
+        return X.astype(np.float32), ds.labels, UCI_TITLES[name]
     if name == "fashion-mnist-effnet":
         from datascout.embed import dataset_pool, load_pool_dir
 
@@ -71,6 +81,13 @@ def data(name: str):
         return (np.asarray(pf.embeddings, dtype=np.float32), pf.labels,
                 f"Fashion-MNIST (EfficientNet-Lite0, {pf.manifest['count']:,} x {pf.manifest['dimension']}, 10 classes)")
     raise SystemExit(f"unknown data set {name!r}")
+
+
+def whole_pool_accuracy(X: np.ndarray, y: np.ndarray, model: str) -> float:
+    """Test accuracy of ``model`` fitted on every item of seed 0's pool (simulate's split)."""
+    pool, test = train_test_split(np.arange(len(y)), test_size=0.2, random_state=0, stratify=y)
+    est = make_model(model, random_state=0).fit(X[pool], y[pool])
+    return float(np.mean(est.predict(X[test]) == y[test]))
 
 
 def main() -> None:
@@ -116,18 +133,27 @@ def main() -> None:
                 class_rows.append([SHORT[name], model, strategy, spread])
             labeled, racc = curves["random"]
             target = float(racc[:, -1].mean())
+            void = float(racc[:, 0].mean()) >= target
             for strategy in args.strategies.split(","):
                 lab, acc = curves[strategy]
                 need = labels_to_reach(lab, acc.mean(axis=0), target)
                 per_seed = [labels_to_reach(lab, a, target) for a in acc]
                 rows.append([SHORT[name], model, strategy, f"{target:.4f}",
                              f"{acc[:, -1].mean():.4f}",
-                             "> 2000" if need is None else f"{need:.0f}",
-                             "-" if need is None else f"{100 * need / BUDGET:.0f}%",
+                             "void" if void else "> 2000" if need is None else f"{need:.0f}",
+                             "-" if void or need is None else f"{100 * need / BUDGET:.0f}%",
                              ", ".join("> 2000" if v is None else f"{v:.0f}" for v in per_seed)])
                 print(rows[-1], flush=True)
+            t0 = time.perf_counter()
+            ceiling = whole_pool_accuracy(X, y, model)
+            print(f"{name} {model} whole pool: {ceiling:.4f} ({time.perf_counter() - t0:.1f} s)", flush=True)
             sections.append(f"- {title}, {model}: random reaches {target:.4f} at {BUDGET} labels "
-                            f"(seeds: {', '.join(f'{v:.4f}' for v in racc[:, -1])}).")
+                            f"(seeds: {', '.join(f'{v:.4f}' for v in racc[:, -1])}); "
+                            f"the whole pool of {len(y) - int(np.ceil(0.2 * len(y))):,} labels gives "
+                            f"{ceiling:.4f}."
+                            + (f" **Void:** random's accuracy at the {INITIAL} seed labels, "
+                               f"{racc[:, 0].mean():.4f}, already reaches its accuracy at {BUDGET}."
+                               if void else ""))
     elapsed = time.perf_counter() - t_start
     table = markdown_table(
         ["data", "model", "strategy", f"random acc @ {BUDGET}", f"strategy acc @ {BUDGET}",
@@ -143,7 +169,8 @@ def main() -> None:
             "hidden layer of 128; each is refitted every round and compared with random sampling "
             "under the same model. \"Labels to match\" is "
             "where the strategy's mean accuracy curve first reaches random's mean accuracy at "
-            f"{BUDGET} labels (linear interpolation between rounds).\n\n"
+            f"{BUDGET} labels (linear interpolation between rounds); *void* where random's curve "
+            "does not rise from the seed to 2000, so there is nothing to reach.\n\n"
             + "\n".join(sections) + "\n\n" + table +
             "\n\nWhich classes each strategy asked for: the labeled set at the end, per class "
             f"({INITIAL} random seed labels included).\n\n" + class_table +

@@ -54,6 +54,33 @@ def test_letter():
     assert ds.data.min() >= 0 and ds.data.max() <= 15  # integer features 0..15
 
 
+def _mlbench(name):
+    try:
+        return load(name)
+    except MissingDependencyError as exc:  # pragma: no cover - depends on the machine
+        pytest.skip(str(exc))
+
+
+def test_satellite():
+    ds = _mlbench("satellite")
+    assert ds.data.shape == (6435, 36) and ds.data.dtype == np.float32 and ds.kind == "vectors"
+    assert ds.classes == ["red soil", "cotton crop", "grey soil", "damp grey soil",
+                          "vegetation stubble", "very damp grey soil"]
+    # the class sizes of UCI's sat.doc (training + test sets)
+    assert np.bincount(ds.labels).tolist() == [1072 + 461, 479 + 224, 961 + 397, 415 + 211,
+                                                470 + 237, 1038 + 470]
+    assert ds.data.min() >= 0 and ds.data.max() <= 255  # 8-bit multispectral values
+
+
+def test_shuttle():
+    ds = _mlbench("shuttle")
+    assert ds.data.shape == (58_000, 9) and ds.data.dtype == np.float32 and ds.kind == "vectors"
+    assert ds.classes == ["Rad.Flow", "Fpv.Close", "Fpv.Open", "High", "Bypass", "Bpv.Close", "Bpv.Open"]
+    counts = np.bincount(ds.labels)
+    assert counts.sum() == 43_500 + 14_500  # UCI's training and test sets
+    assert counts[0] / counts.sum() > 0.78 and counts[[1, 5, 6]].tolist() == [50, 10, 13]  # rare classes
+
+
 def test_unknown_dataset():
     with pytest.raises(ValidationError, match="unknown data set 'mnist': expected one of digits"):
         load("mnist")

@@ -142,20 +142,41 @@ def _mlbench_rda(name: str) -> Path:
     )
 
 
-def load_letter() -> Dataset:
-    """UCI Letter Recognition: 20,000 x 16 integer features, 26 classes (A..Z)."""
-    path = _mlbench_rda("LetterRecognition.rda")
+def _read_mlbench(rda: str, frame: str, label: str):
+    """(features float32, class codes, class names) of data frame ``frame`` in mlbench's ``rda``."""
+    path = _mlbench_rda(rda)
     try:
         import rdata
     except ImportError as exc:
-        raise MissingDependencyError("reading Letter needs rdata: pip install rdata") from exc
-    with warnings.catch_warnings():  # the .rda declares no encoding; its strings are ASCII
+        raise MissingDependencyError(f"reading {rda} needs rdata: pip install rdata") from exc
+    with warnings.catch_warnings():  # the .rda files declare no encoding; their strings are ASCII
         warnings.filterwarnings("ignore", message="Unknown encoding", category=UserWarning)
-        frame = rdata.read_rda(str(path))["LetterRecognition"]
-    lettr = frame["lettr"]
-    classes = [str(c) for c in lettr.cat.categories]
-    X = frame.drop(columns=["lettr"]).to_numpy(dtype=np.float32)
-    return Dataset("letter", X, np.asarray(lettr.cat.codes, dtype=np.int64), classes, "vectors")
+        table = rdata.read_rda(str(path))[frame]
+    column = table[label]
+    X = table.drop(columns=[label]).to_numpy(dtype=np.float32)
+    return X, np.asarray(column.cat.codes, dtype=np.int64), [str(c) for c in column.cat.categories]
+
+
+def load_letter() -> Dataset:
+    """UCI Letter Recognition: 20,000 x 16 integer features, 26 classes (A..Z)."""
+    X, y, classes = _read_mlbench("LetterRecognition.rda", "LetterRecognition", "lettr")
+    return Dataset("letter", X, y, classes, "vectors")
+
+
+def load_satellite() -> Dataset:
+    """UCI Statlog Landsat Satellite: 6,435 x 36 multispectral pixel values, 6 soil/crop classes."""
+    X, y, classes = _read_mlbench("Satellite.rda", "Satellite", "classes")
+    return Dataset("satellite", X, y, classes, "vectors")
+
+
+def load_shuttle() -> Dataset:
+    """UCI Statlog Shuttle: 58,000 x 9 numeric features, 7 classes, ~78% of them one class."""
+    X, y, classes = _read_mlbench("Shuttle.rda", "Shuttle", "Class")
+    return Dataset("shuttle", X, y, classes, "vectors")
+
+
+# the mlbench file behind each data set read from r-cran-mlbench
+MLBENCH_FILES = {"letter": "LetterRecognition.rda", "satellite": "Satellite.rda", "shuttle": "Shuttle.rda"}
 
 
 LOADERS = {
@@ -163,6 +184,8 @@ LOADERS = {
     "fashion-mnist": load_fashion_mnist,
     "fortunes": load_fortunes,
     "letter": load_letter,
+    "satellite": load_satellite,
+    "shuttle": load_shuttle,
 }
 
 

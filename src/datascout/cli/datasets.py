@@ -21,7 +21,7 @@ def register(sub) -> None:
             LIST_EXAMPLE, run_list)
     e = command(inner, "embed", "Embed an offline data set into a pool folder with ground-truth labels.",
                 EMBED_EXAMPLE, run_embed)
-    e.add_argument("name", help="fortunes, fashion-mnist, letter or digits")
+    e.add_argument("name", help="fortunes, fashion-mnist, letter, satellite, shuttle or digits")
     e.add_argument("--out", default=None, help="pool folder (default: cache_dir()/pools/NAME)")
     e.add_argument("--model", default=None,
                    help="text: a sentence-transformers folder; images: efficientnet-lite0 or torchvision:ARCH")
@@ -48,8 +48,8 @@ def run_list(args) -> int:
                 ok = ds.FORTUNES_DIR.is_dir()
             elif name == "fashion-mnist":
                 ok = (ds.FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file()
-            elif name == "letter":
-                ok = ds._mlbench_rda("LetterRecognition.rda").is_file()
+            elif name in ds.MLBENCH_FILES:
+                ok = ds._mlbench_rda(ds.MLBENCH_FILES[name]).is_file()
             else:
                 ok = True
         except DatascoutError:

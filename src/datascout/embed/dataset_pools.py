@@ -1,9 +1,9 @@
 """Ready pools for the offline data sets: ``datascout datasets embed NAME``.
 
 Defaults: ``fortunes`` with all-MiniLM-L6-v2 (384-d), ``fashion-mnist`` with EfficientNet-Lite0
-at 112 px (1280-d), ``letter`` and ``digits`` passed through as their feature vectors. Each pool
-folder (``cache_dir()/pools/NAME`` by default) holds ground truth in ``labels.npy`` and
-``classes.json``; see :mod:`datascout.embed.pipeline` for the layout.
+at 112 px (1280-d), ``letter``, ``satellite``, ``shuttle`` and ``digits`` passed through as their
+feature vectors. Each pool folder (``cache_dir()/pools/NAME`` by default) holds ground truth in
+``labels.npy`` and ``classes.json``; see :mod:`datascout.embed.pipeline` for the layout.
 """
 
 from __future__ import annotations
@@ -27,6 +27,10 @@ DATASETS = {
                       "package": "apt: dataset-fashion-mnist"},
     "letter": {"kind": "vectors", "model": "identity", "items": "20,000 x 16, 26 classes",
                "package": "apt-get download r-cran-mlbench + dpkg -x; pip: rdata"},
+    "satellite": {"kind": "vectors", "model": "identity", "items": "6,435 x 36, 6 classes",
+                  "package": "apt-get download r-cran-mlbench + dpkg -x; pip: rdata"},
+    "shuttle": {"kind": "vectors", "model": "identity", "items": "58,000 x 9, 7 classes",
+                "package": "apt-get download r-cran-mlbench + dpkg -x; pip: rdata"},
     "digits": {"kind": "vectors", "model": "identity", "items": "1,797 x 64, 10 classes",
                "package": "scikit-learn (bundled)"},
 }
