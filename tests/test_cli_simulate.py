@@ -233,3 +233,43 @@ def test_npz_ids_must_match_the_embeddings(tmp_path, capsys):
     assert main(args_for(tmp_path / "D.npz", tmp_path / "Y.npy", out / "r.json")) == 2
     assert "ids must be unique but 'i0' occurs 2 times" in capsys.readouterr().err
     assert list(out.iterdir()) == []
+
+
+def test_a_model_that_does_not_converge_gives_one_note(tmp_path, digits_files, capsys, monkeypatch):
+    from sklearn.linear_model import LogisticRegression
+
+    from datascout import models
+
+    # one lbfgs iteration cannot converge: every round's refit warns
+    monkeypatch.setattr(models, "default_model", lambda random_state=None: LogisticRegression(max_iter=1))
+    e, y = digits_files
+    code = main(args_for(e, y, tmp_path / "run.json", "--strategy", "margin", "--initial", "50",
+                         "--batch-size", "20", "--rounds", "3"))
+    assert code == 0
+    err = capsys.readouterr().err
+    notes = [line for line in err.splitlines() if line.startswith("datascout: note:")]
+    assert len(notes) == 1 and "lbfgs failed to converge" in notes[0]
+    assert "ConvergenceWarning" not in err and "Increase the number of iterations" not in err
+
+
+def test_the_convergence_note_lets_other_warnings_through():
+    import io
+    import warnings
+
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+
+    from datascout.cli import convergence_note
+
+    X, y = load_digits(return_X_y=True)
+    buf = io.StringIO()
+    with pytest.warns(UserWarning, match="something else"):
+        with convergence_note(stream=buf):
+            LogisticRegression(max_iter=1).fit(X[:100], y[:100])
+            LogisticRegression(max_iter=2).fit(X[:100], y[:100])
+            warnings.warn("something else", UserWarning)
+    assert buf.getvalue().count("\n") == 1 and buf.getvalue().startswith("datascout: note:")
+    quiet = io.StringIO()
+    with convergence_note(stream=quiet):
+        LogisticRegression(max_iter=1000).fit(X[:100] / 16, y[:100])
+    assert quiet.getvalue() == ""

@@ -2,14 +2,17 @@
 
 Each command group lives in its own module with a ``register(subparsers)`` function. A user's
 mistake (any :class:`~datascout.exceptions.DatascoutError`, or a usage error) prints one line and
-exits with status 2; ``--debug`` shows the traceback.
+exits with status 2; ``--debug`` shows the traceback. A classifier that does not converge gives
+one note at the end instead of scikit-learn's warning at every fit (``--debug`` shows them all).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
+import warnings
 
 from datascout import __version__
 from datascout.exceptions import DatascoutError
@@ -50,7 +53,8 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with contextlib.nullcontext() if args.debug else convergence_note():
+            return int(args.func(args) or 0)
     except DatascoutError as exc:
         if args.debug:
             raise
@@ -59,6 +63,33 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("datascout: interrupted", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def convergence_note(stream=None):
+    """Hold back scikit-learn's ConvergenceWarnings and print one line for them at the end.
+
+    A simulation refits its model every round, and a model that stops at its iteration limit
+    would otherwise print a 10-line warning each time. Other warnings pass through unchanged.
+    """
+    first = []
+    with warnings.catch_warnings():
+        passthrough = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if category.__name__ == "ConvergenceWarning":  # no sklearn import for --help
+                first[:] = first or [str(message).strip().splitlines()[0].rstrip(":")]
+            else:
+                passthrough(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        try:
+            yield
+        finally:
+            if first:
+                print(f"datascout: note: the model did not converge in some fits ({first[0]}); "
+                      "standardise the features, or choose another model (--debug shows every warning)",
+                      file=stream or sys.stderr)
 
 
 def command(sub, name: str, help: str, example: str, func):
