@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -67,6 +69,27 @@ def test_fast_path_float16_input_and_large_logits(digits):
     assert np.isfinite(p).all()  # no overflow in the softmax
     ref = fm.estimator_.predict_proba((X[600:] * 50).astype(np.float16).astype(np.float32))
     np.testing.assert_allclose(p, ref, atol=1e-4)
+
+
+def test_binary_fast_path_with_huge_logits_is_exact_and_quiet(digits):
+    """Logits far beyond float32's exp range: no overflow warning, and the small probability keeps
+    its relative precision instead of rounding to 0 (the reference is float64 arithmetic)."""
+    X, y = digits
+    y = (y == 3).astype(np.int64)
+    fm = FittedModel(LogisticRegression(C=1e4, max_iter=3000), 2).fit(X[:600] * 50, y[:600])
+    w, b = fm._linear
+    z = ((X[600:] * 50).astype(np.float32) @ w + b)[:, 0].astype(np.float64)
+    assert z.min() < -89 and z.max() > 20  # exp(89) overflows float32
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow RuntimeWarning would fail here
+        p = fm.predict_proba((X[600:] * 50).astype(np.float32))
+    p1 = 1.0 / (1.0 + np.exp(-z))  # float64: exact to well below float32's resolution
+    p0 = 1.0 / (1.0 + np.exp(z))
+    for got, want in ((p[:, 1], p1), (p[:, 0], p0)):
+        normal = want > 1e-30  # below float32's normal range precision runs out by design
+        np.testing.assert_allclose(got[normal], want[normal], rtol=1e-4)
+        assert (got[~normal] < 1e-30).all() and (got >= 0).all()
+    assert (p[z > 20, 0] > 0).all()  # 1 - p1 would be exactly 0 there in float32
 
 
 @pytest.mark.parametrize("seen", [[0, 2, 4], [1, 3]])

@@ -123,14 +123,20 @@ class FittedModel:
         n = logits.shape[0]
         w, _ = self._linear
         if w.shape[1] == 1:  # binary logistic regression: sigmoid of one logit
+            # e = exp(-|z|) never overflows; 1 / (1 + e) is the likelier side's probability and
+            # e / (1 + e) the other's, each to full relative precision (1 - p would round the
+            # smaller one to 0 once p is within float32's epsilon of 1)
+            z = logits[:, 0]
+            positive = z >= 0
+            e = np.abs(z)
+            np.negative(e, out=e)
+            np.exp(e, out=e)
+            likely = e + 1.0
+            np.reciprocal(likely, out=likely)
+            e *= likely  # now the unlikely side
             out = np.zeros((n, self.n_classes), dtype=np.float32)
-            p1 = logits[:, 0]
-            np.negative(p1, out=p1)
-            np.exp(p1, out=p1)
-            p1 += 1.0
-            np.reciprocal(p1, out=p1)
-            out[:, self.columns_[1]] = p1
-            out[:, self.columns_[0]] = 1.0 - p1
+            out[:, self.columns_[1]] = np.where(positive, likely, e)
+            out[:, self.columns_[0]] = np.where(positive, e, likely)
             return out
         # softmax in place; row reductions by column loops (short rows reduce slowly)
         logits -= row_max(logits)[:, None]
