@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -89,8 +90,10 @@ def test_images_only_for_registered_items(tmp_path):
     (tmp_path / "img").mkdir()
     for k in range(len(items)):
         Image.new("RGB", (8, 8), (k, 0, 0)).save(tmp_path / "img" / f"{k}.png")
-    items = [{"id": f"im{k}", "image": f"img/{k}.png"} for k in range(len(items))]
-    (tmp_path / "secret.txt").write_text("secret")
+    # image ids are often relative paths: "/", " ", "#" and "?" must survive the URL
+    ids = [f"train/im {k}#?.png" for k in range(len(items))]
+    items = [{"id": ids[k], "image": f"img/{k}.png"} for k in range(len(items))]
+    (tmp_path / "secret.txt").write_text("do-not-serve")
     emb, items_path = write_inputs(tmp_path, items, X)
     from datascout.campaign import Campaign
 
@@ -98,14 +101,25 @@ def test_images_only_for_registered_items(tmp_path):
     srv = Server(tmp_path / "camp")
     try:
         with httpx.Client(base_url=srv.url, timeout=30) as c:
-            r = c.get("/api/items/im3/image")
+            r = c.get(f"/api/items/{quote(ids[3], safe='')}/image")  # as the page's encodeURIComponent
             assert r.status_code == 200 and r.headers["content-type"] == "image/png"
             assert r.content == (tmp_path / "img" / "3.png").read_bytes()
             for bad in ("../secret.txt", "..%2Fsecret.txt", "nope", "%2Fetc%2Fpasswd"):
                 r = c.get(f"/api/items/{bad}/image")
-                assert r.status_code == 404 and b"secret" not in r.content
+                assert r.status_code == 404 and b"do-not-serve" not in r.content
             b = c.get("/api/batch", params={"annotator": "a", "n": 2}).json()["items"]
             assert b[0]["kind"] == "image" and "text" not in b[0] and "image" not in b[0]
+            # every image URL of the Label Studio export serves its item's image
+            tasks = c.get("/api/export", params={"format": "label-studio"}).json()
+            assert len(tasks) >= 4
+            for t in tasks:
+                r = c.get(t["data"]["image"])
+                k = ids.index(t["data"]["item_id"])
+                assert r.status_code == 200 and r.content == (tmp_path / "img" / f"{k}.png").read_bytes()
+            # a file deleted after init: a 404 that names the item, not a 500
+            (tmp_path / "img" / "5.png").unlink()
+            r = c.get(f"/api/items/{quote(ids[5], safe='')}/image")
+            assert r.status_code == 404 and ids[5] in r.json()["error"] and str(tmp_path) not in r.text
     finally:
         srv.stop()
 

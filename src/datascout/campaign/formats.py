@@ -7,6 +7,7 @@ import csv
 import io
 import json
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
@@ -123,7 +124,7 @@ def _label_studio(camp, resolved: dict, answers: dict) -> list:
     for i, (p, item_id, kind, payload) in enumerate(rows):
         to_name = "text" if kind == "text" else "image"
         data = {"item_id": item_id}
-        data[to_name] = payload if kind == "text" else f"/api/items/{item_id}/image"
+        data[to_name] = payload if kind == "text" else f"/api/items/{quote(item_id, safe='')}/image"
 
         def choice(label):
             return [{"from_name": "label", "to_name": to_name, "type": "choices", "value": {"choices": [label]}}]

@@ -136,7 +136,9 @@ def create_app(directory, *, token: str | None = None, select_in: str = "process
         return Response(text, media_type=media,
                         headers={"Content-Disposition": f'attachment; filename="labels.{ext}"'})
 
-    @app.get("/api/items/{item_id}/image", summary="The image of an image item registered in the campaign")
+    # ``:path`` so that ids holding "/" (``train/cat/001.png``, common for images) route too;
+    # the id only selects a row, the file served is the path registered for it at init
+    @app.get("/api/items/{item_id:path}/image", summary="The image of an image item registered in the campaign")
     def image(item_id: str):
         row = campaign.con.execute("SELECT kind, payload FROM items WHERE id = ?", (item_id,)).fetchone()
         if row is None or row[0] != "image":
@@ -144,6 +146,8 @@ def create_app(directory, *, token: str | None = None, select_in: str = "process
         media = mimetypes.guess_type(row[1])[0] or "application/octet-stream"
         if not media.startswith("image/"):
             raise NotFoundError(f"item {item_id!r} is not an image file")
+        if not Path(row[1]).is_file():
+            raise NotFoundError(f"the image file of item {item_id!r} is missing on the server")
         return FileResponse(row[1], media_type=media)
 
     return app
