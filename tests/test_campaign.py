@@ -187,6 +187,33 @@ def test_export_import_round_trip_all_formats(tmp_path):
         assert not set(ids) & {it["id"] for it in fresh.lease_batch("x", 100)["items"]}
 
 
+def test_label_files_as_other_tools_write_them(tmp_path):
+    from datascout.campaign.formats import read_label_file
+    from datascout.exceptions import ValidationError
+
+    # Excel's "CSV UTF-8" (a byte-order mark) and a space after each comma read as the plain file
+    (tmp_path / "bom.csv").write_text("id,label,annotator\na,cat,bo\nb,,bo\n", encoding="utf-8-sig")
+    (tmp_path / "spaced.csv").write_text("id, label\na, cat\n")
+    assert read_label_file(tmp_path / "bom.csv") == [("a", "cat", "bo"), ("b", None, "bo")]
+    assert read_label_file(tmp_path / "spaced.csv") == [("a", "cat", None)]
+    (tmp_path / "latin1.csv").write_bytes("id,label\na,caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ValidationError, match="latin1.csv must be UTF-8 text"):
+        read_label_file(tmp_path / "latin1.csv")
+    # Label Studio: results other than choices are skipped; malformed tasks are one-line errors
+    ok = [{"data": {"item_id": "a"}, "annotations": [{"completed_by": {"email": "x@y"}, "result": [
+        {"type": "rectanglelabels", "value": {"x": 1}}, {"type": "choices", "value": {"choices": ["dog"]}}]}]},
+        {"data": {"item_id": "b"}, "annotations": None}]
+    (tmp_path / "ok.json").write_text(json.dumps(ok))
+    assert read_label_file(tmp_path / "ok.json") == [("a", "dog", "x@y")]
+    for bad, message in (([{"data": "x"}], "task 1 has no data.item_id"),
+                         ([{"data": {"item_id": "a"}, "annotations": "yes"}], "task 1's annotations must be"),
+                         ([{"data": {"item_id": "a"}, "annotations": [{"result": [{"type": "choices", "value": "a"}]}]}],
+                          "holds no labels")):
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        with pytest.raises(ValidationError, match=message):
+            read_label_file(tmp_path / "bad.json")
+
+
 def test_positive_class_campaign_starts_from_a_like_query(tmp_path):
     items, X, y, classes = fortunes_items()
     emb, items_path = write_inputs(tmp_path, items, X)

@@ -187,6 +187,27 @@ def test_labels_csv_names_and_ids(tmp_path):
         load_labels(tmp_path / "empty.csv")
 
 
+def test_labels_csv_as_spreadsheets_write_it(tmp_path):
+    """Excel's "CSV UTF-8" starts with a byte-order mark, and hand-written files put a space after
+    the comma: both read as the plain file does. Not UTF-8, or no label column: one-line errors."""
+    ids = np.array([10, 11, 12])
+    plain = "id,label\n12,dog\n10,cat\n11,cat\n"
+    (tmp_path / "plain.csv").write_text(plain, encoding="utf-8")
+    (tmp_path / "bom.csv").write_text(plain, encoding="utf-8-sig")
+    (tmp_path / "spaced.csv").write_text("id, label\n12, dog\n10, cat\n11, cat\n", encoding="utf-8")
+    assert (tmp_path / "bom.csv").read_bytes().startswith(b"\xef\xbb\xbf")
+    for name in ("plain.csv", "bom.csv", "spaced.csv"):
+        y, classes = load_labels(tmp_path / name, ids=ids)
+        assert classes == ["cat", "dog"], name
+        np.testing.assert_array_equal(y, [0, 0, 1], err_msg=name)
+    (tmp_path / "latin1.csv").write_bytes("id,label\n10,caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ValidationError, match="latin1.csv must be UTF-8 text"):
+        load_labels(tmp_path / "latin1.csv", ids=ids)
+    (tmp_path / "nolabel.csv").write_text("id,klass\n10,cat\n11,dog\n12,cat\n")
+    with pytest.raises(ValidationError, match=r"has columns \['id', 'klass'\]: expected a 'label' column"):
+        load_labels(tmp_path / "nolabel.csv", ids=ids)
+
+
 def test_atomic_write_leaves_no_temporary(tmp_path):
     target = tmp_path / "sub" / "out.txt"
     atomic_write_text(target, "hello")

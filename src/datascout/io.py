@@ -135,11 +135,11 @@ def load_labels(path, *, ids=None, id_column: str = "id", label_column: str = "l
             raise ValidationError(f"labels in {str(path)!r} must be integers but have dtype {labels.dtype}")
         return labels.astype(np.int64), (list(classes) if classes is not None else None)
     if suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.reader(fh))
+        with open_text(path) as fh:
+            rows = list(csv.reader(fh, skipinitialspace=True))  # "id, label" reads as "id,label"
         if not rows:
             raise ValidationError(f"{str(path)!r} is empty: expected a header and label rows")
-        header, body = rows[0], rows[1:]
+        header, body = [h.strip() for h in rows[0]], rows[1:]
         if label_column in header and id_column in header:
             li, ii = header.index(label_column), header.index(id_column)
             if ids is None:
@@ -161,6 +161,9 @@ def load_labels(path, *, ids=None, id_column: str = "id", label_column: str = "l
                 names[pos] = r[li]
             raw = names.astype(str)
         else:
+            if label_column not in header and len(header) > 1:
+                raise ValidationError(f"{str(path)!r} has columns {header}: expected a {label_column!r} "
+                                      f"column (with {id_column!r} to match rows to items by id)")
             col = header.index(label_column) if label_column in header else 0
             raw = np.asarray([r[col] if len(r) > col else "" for r in body], dtype=str)  # blank = unlabeled
         return _names_to_ids(raw, classes)
@@ -206,13 +209,29 @@ def atomic_write_text(path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+@contextlib.contextmanager
+def open_text(path):
+    """A user's text file, opened for reading as UTF-8 (``newline=""``, as :mod:`csv` wants).
+
+    A byte-order mark, which Excel writes at the start of "CSV UTF-8", is dropped rather than
+    glued to the first column's name; a file that is not UTF-8 is a one-line error.
+    """
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            yield fh
+    except UnicodeDecodeError:
+        raise ValidationError(f"{path.name} must be UTF-8 text but holds bytes that are not UTF-8: "
+                              "save it as UTF-8") from None
+
+
 def iter_jsonl(path):
     """Yield ``(line_number, object)`` for each non-blank line of a JSON Lines file; a line that is
     not valid JSON raises a one-line :class:`ValidationError` naming the file and line."""
     import json
 
     path = Path(path)
-    with open(path, encoding="utf-8") as fh:
+    with open_text(path) as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue

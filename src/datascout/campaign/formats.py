@@ -12,7 +12,7 @@ from urllib.parse import quote
 import numpy as np
 
 from datascout.exceptions import ValidationError
-from datascout.io import iter_jsonl
+from datascout.io import iter_jsonl, open_text
 
 EXPORT_FORMATS = ("csv", "jsonl", "label-studio")
 
@@ -34,8 +34,8 @@ def read_label_file(path) -> list[tuple]:
     suffix = path.suffix.lower()
     rows = []
     if suffix == ".csv":
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
+        with open_text(path) as fh:
+            reader = csv.DictReader(fh, skipinitialspace=True)
             if reader.fieldnames is None or not {"id", "label"} <= set(reader.fieldnames):
                 raise ValidationError(f"{path.name} must have columns id and label but has {reader.fieldnames}")
             for r in reader:
@@ -48,19 +48,24 @@ def read_label_file(path) -> list[tuple]:
             rows.append((str(obj["id"]), obj["label"], obj.get("annotator")))
     elif suffix == ".json":
         try:
-            tasks = json.loads(path.read_text(encoding="utf-8"))
+            with open_text(path) as fh:
+                tasks = json.load(fh)
         except json.JSONDecodeError as exc:
             raise ValidationError(f"{path.name}: expected Label Studio task JSON: {exc.msg}") from None
         if not isinstance(tasks, list):
             raise ValidationError(f"{path.name}: expected a list of Label Studio tasks but got {type(tasks).__name__}")
-        for t in tasks:
-            data = t.get("data", {}) if isinstance(t, dict) else {}
-            item_id = data.get("item_id", data.get("id"))
+        for n, t in enumerate(tasks, 1):
+            data = t.get("data") if isinstance(t, dict) else None
+            item_id = data.get("item_id", data.get("id")) if isinstance(data, dict) else None
             if item_id is None:
-                raise ValidationError(f"{path.name}: a task has no data.item_id")
-            for ann in t.get("annotations", []):
-                choices = [r["value"]["choices"][0] for r in ann.get("result", [])
-                           if r.get("type") == "choices" and r.get("value", {}).get("choices")]
+                raise ValidationError(f"{path.name}: task {n} has no data.item_id")
+            annotations = t.get("annotations") or []
+            if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
+                raise ValidationError(f"{path.name}: task {n}'s annotations must be a list of objects "
+                                      f"but is {annotations!r:.60}")
+            for ann in annotations:
+                choices = [_ls_choice(r) for r in (ann.get("result") or [])]
+                choices = [c for c in choices if c is not None]
                 if not choices:
                     continue
                 who = ann.get("completed_by")
@@ -74,6 +79,14 @@ def read_label_file(path) -> list[tuple]:
     if not rows:
         raise ValidationError(f"{path.name} holds no labels")
     return rows
+
+
+def _ls_choice(result):
+    """The class a Label Studio ``choices`` result names, or ``None`` for any other result."""
+    if not isinstance(result, dict) or result.get("type") != "choices":
+        return None
+    choices = result.get("value", {}).get("choices") if isinstance(result.get("value"), dict) else None
+    return choices[0] if isinstance(choices, list) and choices else None
 
 
 def export(camp, fmt: str) -> str:

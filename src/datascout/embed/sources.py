@@ -26,6 +26,7 @@ import numpy as np
 
 from datascout.datasets import file_sha256
 from datascout.exceptions import MissingDependencyError, ValidationError
+from datascout.io import open_text
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
@@ -134,7 +135,7 @@ class TextSource:
         return reader, header.index(self.id_column), header.index(self.text_column)
 
     def _ids_csv(self):
-        with open(self.path_, newline="", encoding="utf-8") as fh:
+        with open_text(self.path_) as fh:
             reader, ii, _ = self._csv_reader(fh)
             ids = []
             for row in reader:
@@ -206,7 +207,7 @@ class TextSource:
                 for line in fh:
                     yield line.rstrip("\r\n")
         elif self.format_ == "csv":
-            with open(self.path_, newline="", encoding="utf-8") as fh:
+            with open_text(self.path_) as fh:
                 reader, _, ti = self._csv_reader(fh)
                 for row in reader:
                     yield row[ti] if ti < len(row) else None
