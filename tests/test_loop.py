@@ -6,6 +6,7 @@ import copy
 
 import numpy as np
 import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 from datascout.exceptions import DatascoutError, LabelingError, ValidationError
 from datascout.loop import ActiveLearner
@@ -124,6 +125,54 @@ def test_pool_labels_are_taught_at_start(blobs):
     L = ActiveLearner(Pool(X, labels=labels), 3, "entropy", random_state=0)
     assert L.n_labeled_ == 3
     assert not np.isin(L.query(10), [1, 21, 41]).any()
+
+
+def test_pool_labels_on_held_out_items_are_not_taught(blobs):
+    X, _ = blobs
+    labels = np.full(60, -1)
+    labels[[0, 1, 2, 30]] = [0, 1, 0, 2]
+    L = ActiveLearner(Pool(X, labels=labels), 3, "entropy", holdout=[0, 30], random_state=0)
+    assert L.n_labeled_ == 2 and L.n_holdout_ == 2 and L.n_unlabeled == 56
+    np.testing.assert_array_equal(np.sort(L.labeled_positions), [1, 2])
+    assert L.labels_[0] == L.labels_[30] != 0  # still held out
+    picked = L.query(56)  # every item that is neither labeled nor held out
+    np.testing.assert_array_equal(np.sort(picked), np.setdiff1d(np.arange(60), [0, 1, 2, 30]))
+
+
+class _NaNWhereFirstFeaturePositive(BaseEstimator, ClassifierMixin):
+    """A model whose probabilities are NaN on half of the pool (a degenerate fit)."""
+
+    def fit(self, X, y):
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict_proba(self, X):
+        X = np.asarray(X)
+        p = np.full((len(X), len(self.classes_)), 1.0 / len(self.classes_))
+        p[X[:, 0] > np.median(X[:, 0])] = np.nan
+        return p
+
+
+def test_nan_scores_never_return_labeled_items(blobs):
+    X, y = blobs
+    L = ActiveLearner(X, 3, "entropy", model=_NaNWhereFirstFeaturePositive(), random_state=0)
+    L.teach(np.arange(40), y[:40])
+    nan_rows = X[40:, 0] > np.median(X[:, 0])
+    assert 5 < nan_rows.sum() < 20  # fewer than 15 finite scores: a batch of 15 takes NaN-scored items
+    for seed in range(5):
+        L.rng = np.random.default_rng(seed)
+        picked = L.query(15)
+        assert set(picked.tolist()) <= set(range(40, 60)) and len(set(picked.tolist())) == 15
+        assert nan_rows[picked[-1] - 40]  # NaN-scored items come last
+    assert set(L.query(20).tolist()) == set(range(40, 60))
+
+
+def test_top_b_puts_nan_between_numbers_and_minus_infinity():
+    from datascout.strategies import top_b
+
+    s = np.array([-np.inf, np.nan, 0.5, -np.inf, -1e300])
+    for seed in range(10):
+        np.testing.assert_array_equal(top_b(s, 3, np.random.default_rng(seed)), [2, 4, 1])
 
 
 def test_constructor_validation(blobs):

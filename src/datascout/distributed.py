@@ -355,8 +355,10 @@ class ShardScorer:
 def shard_candidates(scores: np.ndarray, offset: int, b: int, exclude=None):
     """The items of one shard that can be in the global top ``b``: every score >= the shard's
     b-th best (ties included). Returns ``(global positions ascending, scores)``; NaN and
-    excluded positions count as -inf, as in :func:`~datascout.strategies.top_b`."""
-    s = np.where(np.isnan(scores), -np.inf, np.asarray(scores, dtype=np.float64))
+    excluded positions rank as in :func:`~datascout.strategies.top_b` (excluded: -inf)."""
+    from datascout.strategies import rank_values
+
+    s = rank_values(scores)
     if exclude is not None and len(exclude):
         local = np.asarray(exclude, dtype=np.int64) - offset
         local = local[(local >= 0) & (local < len(s))]

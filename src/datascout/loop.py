@@ -101,7 +101,9 @@ class ActiveLearner:
             self._add_unit_sum(holdout)
             if candidates is not None:
                 candidates.block(holdout)
-        labeled = np.flatnonzero(self.pool.labels != UNLABELED)
+        # the pool's own labels are taught, except on held-out items: those stay out of training
+        # (a pool loaded with ground truth for every item, test split included, is common)
+        labeled = np.flatnonzero((self.pool.labels != UNLABELED) & (self.labels_ != HELD_OUT))
         if len(labeled):
             self._teach_positions(labeled, self.pool.labels[labeled])
 

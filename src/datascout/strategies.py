@@ -111,17 +111,31 @@ def vote_entropy(member_probs: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- selection
 
 
+NAN_RANK = np.finfo(np.float64).min  # where a NaN score ranks: below every real score, above -inf
+
+
+def rank_values(scores) -> np.ndarray:
+    """``scores`` as float64 with NaN moved to :data:`NAN_RANK`.
+
+    Callers mark items that must never be chosen (labeled, held out) with ``-inf``; a NaN score
+    (a model's degenerate probabilities) ranks last among the items that may be chosen but never
+    ties with those, so a batch cannot contain an excluded item.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    return np.where(np.isnan(scores), NAN_RANK, scores)
+
+
 def top_b(scores: np.ndarray, b: int, rng: np.random.Generator) -> np.ndarray:
     """Indices of the ``b`` highest scores, best first; ties broken uniformly at random.
 
     Uses ``np.partition`` (O(n)) to find the b-th best value, then draws random keys only for the
-    items tied with it. NaN scores rank below every number.
+    items tied with it. NaN scores rank below every number and above ``-inf`` (see
+    :func:`rank_values`).
     """
-    scores = np.asarray(scores, dtype=np.float64)
-    n = scores.shape[0]
+    s = rank_values(scores)
+    n = s.shape[0]
     if not 0 < b <= n:
         raise ValidationError(f"batch size must be in 1..{n} but is {b}")
-    s = np.where(np.isnan(scores), -np.inf, scores)
     threshold = np.partition(s, n - b)[n - b]
     strict = np.flatnonzero(s > threshold)
     tied = np.flatnonzero(s == threshold)
