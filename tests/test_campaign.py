@@ -128,6 +128,30 @@ def test_rounds_retrain_in_background_select_seals_candidates_never_twice(tmp_pa
     assert s["model"]["accuracy"] > 0.8  # well-separated classes
 
 
+def test_a_saved_graph_with_more_neighbours_does_not_widen_the_campaigns_k(tmp_path):
+    from datascout.campaign import Campaign
+    from datascout.seals import build_or_load_graph
+    from test_campaign_support import fortunes_items, write_inputs
+
+    items, X, y, classes = fortunes_items()
+    emb, items_path = write_inputs(tmp_path / "inputs", items, X)
+    build_or_load_graph(X, emb, "Flat", 40)  # an earlier, wider graph beside the embeddings
+    camp = Campaign.create(tmp_path / "camp", embeddings=emb, items=items_path, classes=classes,
+                           batch_size=10, k=5, index="Flat")
+    truth = {it["id"]: classes[c] for it, c in zip(items, y)}
+    ids = [it["id"] for it in camp.lease_batch("a", 100)["items"]]
+    camp.submit("a", [(i, truth[i]) for i in ids])
+    camp.wait_idle(60)
+    assert camp.last_error_ is None and camp.current_round() == 1
+    labeled = [p for (p,) in camp.con.execute("SELECT DISTINCT pos FROM labels")]
+    graph = build_or_load_graph(X, emb, "Flat", 40)
+    near5 = set(np.asarray(graph.neighbors[labeled][:, :5]).ravel().tolist()) - set(labeled)
+    near40 = set(np.asarray(graph.neighbors[labeled]).ravel().tolist()) - set(labeled)
+    assert len(near5) < len(near40)
+    r1 = [p for (p,) in camp.con.execute("SELECT pos FROM selections WHERE round = 1")]
+    assert len(r1) == 10 and set(r1) <= near5  # within the 5 nearest, not the 40
+
+
 def test_rounds_selected_in_a_separate_process_and_its_errors_reported(tmp_path):
     camp, truth = make_campaign(tmp_path)
     camp.close()

@@ -123,6 +123,15 @@ def test_bad_inputs():
         SimilarityIndex("Flat").search(np.zeros((1, 4), np.float32), 1)
     with pytest.raises(ValidationError, match="needs at least 64 training rows but the pool has 10"):
         SimilarityIndex("IVF64,Flat").build(np.random.default_rng(0).normal(size=(10, 8)).astype(np.float32))
+    small = np.random.default_rng(0).normal(size=(100, 64)).astype(np.float32)
+    for factory, message in (("PQ8", "'PQ8' cannot be trained on 100 rows: Number of training points"),
+                             ("IVF16,PQ7", "cannot index 64-dimensional vectors: .* multiple of"),
+                             ("IVF0,Flat", "IVF0 must have IVF >= 1"), ("HNSW1", "HNSW1 must have HNSW >= 2")):
+        with pytest.raises(ValidationError, match=message):
+            SimilarityIndex(factory).build(small)
+    for bad in ({"nprobe": 0}, {"ef_search": -5}, {"ef_construction": 0}, {"refine": 0}):
+        with pytest.raises(ValidationError, match=f"{next(iter(bad))} must be an integer >= 1"):
+            SimilarityIndex("HNSW32", **bad)
     idx = SimilarityIndex("Flat").build(np.eye(3, dtype=np.float32))
     with pytest.raises(ValidationError, match="k must be >= 1"):
         idx.search(np.eye(3, dtype=np.float32), 0)

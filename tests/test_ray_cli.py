@@ -34,10 +34,27 @@ def test_ray_flags_without_ray_or_with_bad_values_exit_2(emb, capsys, monkeypatc
     assert "--num-shards needs --ray" in capsys.readouterr().err
     assert main(["index", "build", "--embeddings", str(path), "--ray", "--num-shards", "0"]) == 2
     assert "--num-shards must be >= 1 but is 0" in capsys.readouterr().err
+    assert main(["index", "build", "--embeddings", str(path), "--ray", "--num-shards", "2",
+                 "--batch-rows", "0"]) == 2
+    assert "--batch-rows must be >= 1 but is 0" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "ray", None)
     assert main(["index", "build", "--embeddings", str(path), "--ray", "--num-shards", "2"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install 'datascout[ray]'" in err
+
+
+def test_shards_are_rewritten_when_the_embeddings_change(emb):
+    from datascout.shards import ShardedArray
+
+    path, X = emb
+    out = dist.shards_for(path, 2)
+    np.testing.assert_array_equal(ShardedArray(out)[0:900], X)
+    stamp = (out / "manifest.json").stat().st_mtime_ns
+    assert dist.shards_for(path, 2) == out and (out / "manifest.json").stat().st_mtime_ns == stamp
+    Y = X.copy()
+    Y[5] += 1.0  # same shape and dtype, other content
+    np.save(path, Y)
+    np.testing.assert_array_equal(ShardedArray(dist.shards_for(path, 2))[0:900], Y)
 
 
 def test_single_file_needs_num_shards(ray_session, emb, capsys):

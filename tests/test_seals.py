@@ -10,7 +10,7 @@ from datascout.cli import main
 from datascout.exceptions import IndexMismatchError, ValidationError
 from datascout.index import SimilarityIndex, normalize_rows
 from datascout.loop import ActiveLearner
-from datascout.seals import CandidatePool, KNNGraph, build_or_load_graph, graph_dir
+from datascout.seals import CandidatePool, KNNGraph, build_or_load_graph, find_graph, graph_dir
 from datascout.simulate import SimulationConfig, simulate
 
 
@@ -106,6 +106,29 @@ def test_graph_save_load_memory_mapped_and_reused(tmp_path, pool):
         KNNGraph.load(d, expect_n=10)
     with pytest.raises(ValidationError, match="expected a kNN graph"):
         KNNGraph.load(tmp_path / "nothing")
+
+
+def test_a_saved_graph_is_reused_only_for_the_very_same_embeddings(tmp_path, pool):
+    X, _, _ = pool
+    path = tmp_path / "emb[v2].npy"  # glob characters in the name must not hide the graph
+    np.save(path, X)
+    g1 = build_or_load_graph(X, path, "Flat", 10)
+    d = graph_dir(path, "Flat", 10)
+    assert find_graph(X, path, "Flat", 10) == d
+    # one row changed, anywhere (the old fingerprint sampled 64 rows and missed most edits)
+    Y = X.copy()
+    Y[777] = X[3]
+    np.save(path, Y)
+    assert find_graph(Y, path, "Flat", 10) is None
+    g2 = build_or_load_graph(Y, path, "Flat", 10)
+    assert 3 in np.asarray(g2.neighbors[777]) and 3 not in np.asarray(g1.neighbors[777])
+    # a folder that lost a file is not a graph: it is built anew, not loaded and crashed on
+    (d / "similarities.npy").unlink()
+    assert find_graph(Y, path, "Flat", 10) is None
+    with pytest.raises(ValidationError, match="lacks similarities.npy"):
+        KNNGraph.load(d)
+    g3 = build_or_load_graph(Y, path, "Flat", 10)
+    np.testing.assert_array_equal(np.asarray(g3.neighbors), np.asarray(g2.neighbors))
 
 
 def reference_candidates(nb, labeled, blocked=()):

@@ -3,7 +3,9 @@
 Backends are named by faiss factory strings: ``"Flat"`` (exact), ``"HNSW32"`` (any M),
 ``"IVF1024,Flat"``, ``"IVF1024,PQ32"`` (compressed, for pools that do not fit in memory as
 float32), ``"IVF65536_HNSW32,PQ32"`` (an HNSW coarse quantizer: a large nlist stays cheap to
-assign), ``"LSH"`` / ``"LSHrt"`` (random-hyperplane LSH, as SEALS was first described).
+assign), ``"LSHrt"`` / ``"LSH"`` (sign-bit hashing, as SEALS was first described: ``rt`` adds
+a random rotation and per-bit thresholds trained on the data, which plain ``LSH`` lacks; on
+vectors that are not centred, such as non-negative features, plain ``LSH`` recalls far less).
 
 Similarity is cosine: vectors are L2-normalised (in chunks, never the whole pool at once) before
 they reach faiss. Whatever the backend returns is re-scored with the exact cosine of the
@@ -50,7 +52,23 @@ def check_factory(factory: str) -> str:
             f"unsupported index {factory!r}: expected a faiss factory string such as 'Flat', "
             "'HNSW32', 'IVF1024,Flat', 'IVF1024,PQ32', 'IVF65536_HNSW32,PQ32' or 'LSH'"
         )
+    for name, value in re.findall(r"(HNSW|IVF|PQ|x)(\d+)", factory):
+        least = 2 if name == "HNSW" else 1  # an HNSW graph with M < 2 links nothing
+        if int(value) < least:
+            raise ValidationError(f"index {factory!r}: {name}{value} must have {name} >= {least}")
     return factory
+
+
+def _faiss_message(exc: Exception) -> str:
+    """faiss's own reason, on one line, without its C++ source location."""
+    text = " ".join(str(exc).split())
+    return text.split("failed: ", 1)[-1] if "failed: " in text else text.split("Error: ", 1)[-1]
+
+
+def _check_positive(**values) -> None:
+    for name, value in values.items():
+        if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
+            raise ValidationError(f"{name} must be an integer >= 1 but is {value!r}")
 
 
 class SimilarityIndex:
@@ -77,6 +95,8 @@ class SimilarityIndex:
     def __init__(self, factory: str = "HNSW32", *, ef_search: int | None = None,
                  ef_construction: int = 80, nprobe: int = 16, train_size: int = 100_000,
                  refine: int = 4, random_state=0):
+        _check_positive(ef_search=ef_search, ef_construction=ef_construction, nprobe=nprobe,
+                        train_size=train_size, refine=refine)
         self.factory = factory
         self.ef_search = ef_search
         self.ef_construction = ef_construction
@@ -94,7 +114,11 @@ class SimilarityIndex:
         faiss = _faiss()
         n, d = X.shape
         metric = faiss.METRIC_L2 if self.factory.startswith("LSH") else faiss.METRIC_INNER_PRODUCT
-        index = faiss.index_factory(d, self.factory, metric)
+        try:
+            index = faiss.index_factory(d, self.factory, metric)
+        except RuntimeError as exc:  # e.g. PQ7 on 64 dimensions
+            raise ValidationError(f"index {self.factory!r} cannot index {d}-dimensional vectors: "
+                                  f"{_faiss_message(exc)}") from None
         if hasattr(index, "hnsw"):
             index.hnsw.efConstruction = self.ef_construction
         if hasattr(index, "do_polysemous_training"):
@@ -108,7 +132,11 @@ class SimilarityIndex:
                 raise ValidationError(
                     f"index {self.factory!r} needs at least {nlist} training rows but the pool has {n}"
                 )
-            index.train(normalize_rows(X[sample]))
+            try:
+                index.train(normalize_rows(X[sample]))
+            except RuntimeError as exc:  # e.g. PQ's 256 centroids per sub-space need 256 rows
+                raise ValidationError(f"index {self.factory!r} cannot be trained on {m} rows: "
+                                      f"{_faiss_message(exc)}") from None
         self.index_ = index
         self.dim_ = d
         self.ntotal_ = 0

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import time
 from pathlib import Path
@@ -21,6 +22,8 @@ from datascout.exceptions import IndexMismatchError, ValidationError
 from datascout.index import SimilarityIndex, check_factory, exact_cosine, normalize_rows
 from datascout.io import staged_dir
 from datascout.pool import check_embeddings, iter_row_chunks
+
+GRAPH_FILES = ("neighbors.npy", "similarities.npy", "graph.json")  # a graph folder holds all three
 
 
 def graph_dir(embeddings_path, factory: str, k: int) -> Path:
@@ -123,8 +126,9 @@ class KNNGraph:
     @classmethod
     def load(cls, directory, *, mmap: bool = True, expect_n: int | None = None) -> "KNNGraph":
         directory = Path(directory)
-        if not (directory / "neighbors.npy").is_file() or not (directory / "graph.json").is_file():
-            raise ValidationError(f"expected a kNN graph in {str(directory)!r} but none exists")
+        missing = [f for f in GRAPH_FILES if not (directory / f).is_file()]
+        if missing:
+            raise ValidationError(f"expected a kNN graph in {str(directory)!r} but it lacks {', '.join(missing)}")
         mode = "r" if mmap else None
         g = cls(np.load(directory / "neighbors.npy", mmap_mode=mode),
                 np.load(directory / "similarities.npy", mmap_mode=mode),
@@ -134,15 +138,16 @@ class KNNGraph:
         return g
 
 
-def fingerprint(X, n_rows: int = 64) -> str:
-    """A cheap content hash of an (N, d) array: its shape, dtype and 64 evenly spread rows, so a
-    graph saved for other embeddings of the same shape is not reused by mistake."""
+def fingerprint(X, chunk_rows: int = 65536) -> str:
+    """A content hash of an (N, d) array: its shape, dtype and every byte, read in row chunks (a
+    memory map or a shard view is never copied whole). A graph is reused only for the very
+    embeddings it was built on; any edit, of any row, makes a new one. About 0.75 s per GiB
+    (sha256), far below the cost of the graph it guards."""
     import hashlib
 
-    n = X.shape[0]
-    rows = np.unique(np.linspace(0, n - 1, num=min(n, n_rows)).astype(np.int64))
-    h = hashlib.sha256(f"{X.shape}|{np.dtype(X.dtype).str}".encode())
-    h.update(np.ascontiguousarray(np.asarray(X[rows])).tobytes())
+    h = hashlib.sha256(f"{tuple(X.shape)}|{np.dtype(X.dtype).str}".encode())
+    for rows in iter_row_chunks(X.shape[0], chunk_rows):
+        h.update(np.ascontiguousarray(np.asarray(X[rows])).tobytes())
     return h.hexdigest()[:16]
 
 
@@ -432,9 +437,9 @@ def find_graph(embeddings, embeddings_path, factory: str, k: int) -> Path | None
     slug = factory.replace(",", "-")
     found = []
     fp = None
-    for d in parent.glob(f"{stem}.knn-{slug}-k*"):
-        if not (d.is_dir() and (d / "graph.json").is_file() and (d / "neighbors.npy").is_file()):
-            continue
+    for d in parent.glob(f"{glob.escape(stem)}.knn-{glob.escape(slug)}-k*"):
+        if not (d.is_dir() and all((d / f).is_file() for f in GRAPH_FILES)):
+            continue  # an incomplete folder is not a graph: build anew
         try:
             meta = json.loads((d / "graph.json").read_text())
         except (OSError, ValueError):

@@ -337,8 +337,8 @@ class Campaign:
             n_seen = len(np.unique(y))
             if len(pos) == 0:
                 strategy = "random"
-            graph = self.graph()
-            cand = CandidatePool(X, graph=graph, k=graph.k)
+            graph = self.graph()  # may be a saved graph with more neighbours: use the campaign's k
+            cand = CandidatePool(X, graph=graph, k=min(self.config["k"], graph.k))
             learner = ActiveLearner(Pool(X), len(self.classes), strategy, candidates=cand,
                                     holdout=blocked if len(blocked) else None,
                                     random_state=cfg["random_state"] + rnd)

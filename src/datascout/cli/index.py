@@ -48,8 +48,6 @@ def _usage(parser) -> int:
 
 
 def run_build(args) -> int:
-    if check_ray_arguments(args):
-        return run_index_build(args)
     factory = check_factory(args.index)
     if args.k < 1:
         raise ValidationError(f"--k must be >= 1 but is {args.k}")
@@ -57,6 +55,8 @@ def run_build(args) -> int:
         raise ValidationError(f"--batch-rows must be >= 1 but is {args.batch_rows}")
     if args.recall_sample < 0:
         raise ValidationError(f"--recall-sample must be >= 0 but is {args.recall_sample}")
+    if check_ray_arguments(args):  # the same checks hold on Ray
+        return run_index_build(args)
     if Path(args.embeddings).suffix.lower() != ".npy":
         raise ValidationError(f"--embeddings must be a .npy file (the graph is saved beside it) but is {args.embeddings!r}")
     X, _ = load_embeddings(args.embeddings)
