@@ -151,6 +151,11 @@ BAD = [
     ("missing labels file", dict(y="missing"), [], "expected a file at"),
     ("explore without seals", {}, ["--explore", "50"], "--explore adds random items to the SEALS candidate set"),
     ("explore negative", {}, ["--seals", "--index", "Flat", "--explore", "-1"], "--explore must be >= 0 but is -1"),
+    ("test split below the classes", {}, ["--test-size", "0.005"],
+     "splits 200 items into 199 for the pool and 1 for the test, but a stratified split needs at least 3"),
+    ("pool below the classes", {}, ["--test-size", "0.995"], "199 for the test, but a stratified split"),
+    ("seed negative", {}, ["--seed", "-1"], "--seed must be in 0..4294967295 but is -1"),
+    ("seed too large", {}, ["--seed", "5000000000"], "--seed must be in 0..4294967295 but is 5000000000"),
 ]
 
 
@@ -273,3 +278,13 @@ def test_the_convergence_note_lets_other_warnings_through():
     with convergence_note(stream=quiet):
         LogisticRegression(max_iter=1000).fit(X[:100] / 16, y[:100])
     assert quiet.getvalue() == ""
+
+
+def test_out_naming_a_folder_fails_before_the_run(tmp_path, digits_files, capsys):
+    e, y = digits_files
+    out_dir = tmp_path / "out"
+    (out_dir / "run.csv").mkdir(parents=True)  # where run.csv would go
+    code = main(args_for(e, y, out_dir / "run.json", "--initial", "20", "--batch-size", "10", "--rounds", "1"))
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "run.csv' but that is a folder" in err
+    assert sorted(p.name for p in out_dir.iterdir()) == ["run.csv"]  # nothing else written

@@ -223,3 +223,13 @@ def test_write_result_leaves_nothing_when_rendering_fails(tmp_path, digits, monk
     with pytest.raises(RuntimeError):
         write_result(res, tmp_path / "run.json")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_macro_f1_ignores_class_ids_that_never_occur(digits):
+    """Labels 1..10 instead of 0..9: id 0 is no class, so accuracy and macro-F1 are the same."""
+    X, y = digits
+    cfg = SimulationConfig(strategy="margin", initial=50, batch_size=20, rounds=2, seed=0)
+    a, b = simulate(X, y, cfg), simulate(X, y + 1, cfg)
+    for ra, rb in zip(a["rounds"], b["rounds"]):
+        assert ra["accuracy"] == rb["accuracy"]
+        assert ra["macro_f1"] == pytest.approx(rb["macro_f1"], abs=1e-12)

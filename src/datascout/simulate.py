@@ -87,9 +87,18 @@ def validate_config(cfg: SimulationConfig, n_items: int, labels: np.ndarray) -> 
         raise ValidationError("give either --initial or --initial-positives/--initial-negatives, not both")
     if cfg.initial_positives is not None and cfg.positive_class is None:
         raise ValidationError("--initial-positives/--initial-negatives need --positive-class")
+    if not 0 <= cfg.seed < 2**32:
+        raise ValidationError(f"--seed must be in 0..{2**32 - 1} but is {cfg.seed}")
     if n_items == 0:
         raise ValidationError("the labels hold no labeled item: expected class ids >= 0, got only -1")
-    n_pool = n_items - int(np.ceil(n_items * cfg.test_size))  # as train_test_split rounds
+    n_test = int(np.ceil(n_items * cfg.test_size))  # as train_test_split rounds
+    n_pool = n_items - n_test
+    task = labels == cfg.positive_class if cfg.positive_class is not None else labels
+    counts = np.unique(task, return_counts=True)[1]
+    if counts.min() >= 2 and min(n_test, n_pool) < len(counts):  # simulate's split is stratified then
+        raise ValidationError(
+            f"--test-size {cfg.test_size} splits {n_items} items into {n_pool} for the pool and {n_test} "
+            f"for the test, but a stratified split needs at least {len(counts)} (one per class) in each")
     seed_size = cfg.initial if cfg.initial is not None else (
         (cfg.initial_positives or 0) + (cfg.initial_negatives or 0) or 100)
     if seed_size <= 0:
@@ -125,6 +134,7 @@ def simulate(embeddings, labels, config: SimulationConfig, *, embeddings_path=No
     binary = cfg.positive_class is not None
     y_task = (y_all == cfg.positive_class).astype(np.int64) if binary else y_all.astype(np.int64)
     n_classes = 2 if binary else int(y_all[valid].max()) + 1
+    task_classes = np.unique(y_task[valid])  # macro-F1 averages these: an unused class id is no class
     if n_classes < 2:
         raise ValidationError("the labels hold a single class: active learning needs at least 2")
 
@@ -194,7 +204,7 @@ def simulate(embeddings, labels, config: SimulationConfig, *, embeddings_path=No
             "select_seconds": None if sel_s is None else round(sel_s, 6),
             "fit_seconds": round(fit_s, 6),
             "accuracy": float(accuracy_score(y_test, pred)),
-            "macro_f1": float(f1_score(y_test, pred, average="macro", labels=np.arange(n_classes), zero_division=0)),
+            "macro_f1": float(f1_score(y_test, pred, average="macro", labels=task_classes, zero_division=0)),
             "average_precision": float(average_precision_score(y_test, probs[:, 1])) if binary else None,
         }
         rounds.append(rec)
@@ -270,6 +280,17 @@ def learning_curves_png(runs: dict[str, list[dict]], *, title: str = "") -> byte
     return buf.getvalue()
 
 
+def check_result_paths(out_json, *, plot: bool = True) -> None:
+    """Refuse, before any work, an ``out_json`` whose files could not be written: a folder of
+    the same name as one of them (nothing is written then)."""
+    from pathlib import Path
+
+    out_json = Path(out_json)
+    for path in (out_json, out_json.with_suffix(".csv"), *([out_json.with_suffix(".png")] if plot else [])):
+        if path.is_dir():
+            raise ValidationError(f"the results would be written to {str(path)!r} but that is a folder")
+
+
 def write_result(result: dict, out_json, *, plot: bool = True) -> list:
     """Write ``run.json`` and, beside it, ``run.csv`` and ``run.png``. Returns the paths.
 
@@ -278,6 +299,7 @@ def write_result(result: dict, out_json, *, plot: bool = True) -> list:
     from pathlib import Path
 
     out_json = Path(out_json)
+    check_result_paths(out_json, plot=plot)
     files = {out_json.with_suffix(".csv"): rounds_csv(result).encode("utf-8")}
     if plot:
         label = result["config"]["strategy"] + (" (SEALS)" if result["config"]["seals"] else "")

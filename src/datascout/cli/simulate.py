@@ -11,7 +11,7 @@ from datascout.exceptions import ValidationError
 from datascout.io import load_embeddings, load_labels
 from datascout.models import MODEL_NAMES
 from datascout.pool import check_embeddings, check_ids
-from datascout.simulate import SimulationConfig, simulate, write_result
+from datascout.simulate import SimulationConfig, check_result_paths, simulate, write_result
 from datascout.strategies import STRATEGY_NAMES
 
 EXAMPLE = ("datascout simulate --embeddings E.npy --labels Y.npy --positive-class 3 "
@@ -59,6 +59,7 @@ def run(args) -> int:
         raise ValidationError(f"--out must name a .json file but is {args.out!r}")
     if not out.parent.exists():
         raise ValidationError(f"the folder of --out does not exist: {str(out.parent)!r}")
+    check_result_paths(out, plot=not args.no_plot)
     X, ids = load_embeddings(args.embeddings)
     X = check_embeddings(X)
     ids = check_ids(ids, X.shape[0])  # an .npz / Parquet id column: one unique id per row
