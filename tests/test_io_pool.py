@@ -126,6 +126,12 @@ def test_parquet(tmp_path):
     assert e.dtype == np.float32 and e.shape == (5, 4)
     np.testing.assert_allclose(e, X.astype(np.float32))
     np.testing.assert_array_equal(ids, ["a", "b", "c", "d", "e"])
+    # fixed_size_list<float>[4], as many tools store embeddings
+    fixed = pa.FixedSizeListArray.from_arrays(pa.array(X.astype(np.float32).ravel()), 4)
+    pq.write_table(pa.table({"id": np.arange(5), "embedding": fixed}), tmp_path / "f.parquet")
+    e, ids = load_embeddings(tmp_path / "f.parquet")
+    np.testing.assert_array_equal(e, X.astype(np.float32))
+    np.testing.assert_array_equal(ids, np.arange(5))
     ragged = pa.table({"id": [1, 2], "embedding": [[1.0, 2.0], [3.0]]})
     pq.write_table(ragged, tmp_path / "r.parquet")
     with pytest.raises(ValidationError, match="vectors of one length but has lengths 1 to 2"):

@@ -86,7 +86,10 @@ def load_embeddings(path, *, mmap: bool = True, id_column: str = "id",
         col = table.column(vector_column).combine_chunks()
         try:
             flat = np.asarray(col.flatten().to_numpy(zero_copy_only=False))
-            lengths = np.diff(np.asarray(col.offsets))
+            if hasattr(col.type, "list_size"):  # fixed_size_list<float>[d]: one length by its type
+                lengths = np.full(len(col), col.type.list_size, dtype=np.int64)
+            else:
+                lengths = np.diff(np.asarray(col.offsets))
         except Exception as exc:
             raise ValidationError(
                 f"column {vector_column!r} of {str(path)!r} must hold lists of floats: {exc}"
