@@ -27,6 +27,7 @@ from datascout.strategies import (
     least_confidence,
     make_strategy,
     margin,
+    min_sq_distances,
     most_likely_positive,
     top_b,
     vote_entropy,
@@ -434,3 +435,21 @@ def test_top_b_equals_a_full_sort_without_ties(values, b, seed):
     s = np.asarray(values)
     b = min(b, len(s))
     np.testing.assert_array_equal(top_b(s, b, np.random.default_rng(seed)), np.argsort(-s)[:b])
+
+
+def test_kcenter_is_exact_on_rows_far_from_the_origin():
+    """Raw features around 3000 with a spread of a few units: float32 |x|^2 - 2x.c + |c|^2 would
+    lose the distances in cancellation; the picks must equal a float64 greedy by hand."""
+    rng = np.random.default_rng(0)
+    X = (3000 + rng.normal(size=(1000, 16))).astype(np.float32)
+    X64 = X.astype(np.float64)
+    exact = ((X64 - X64[0]) ** 2).sum(axis=1)
+    np.testing.assert_allclose(min_sq_distances(X, X[:1]), exact, atol=1e-3)
+    dist, expected = exact.copy(), []
+    dist[0] = -1.0
+    for _ in range(10):
+        j = int(np.argmax(dist))
+        expected.append(j)
+        dist = np.minimum(dist, ((X64 - X64[j]) ** 2).sum(axis=1))
+        dist[j] = -1.0
+    assert kcenter_greedy(X, X[:1], 10, np.random.default_rng(0)).tolist() == expected
