@@ -129,9 +129,7 @@ def test_rounds_retrain_in_background_select_seals_candidates_never_twice(tmp_pa
 
 
 def test_a_saved_graph_with_more_neighbours_does_not_widen_the_campaigns_k(tmp_path):
-    from datascout.campaign import Campaign
     from datascout.seals import build_or_load_graph
-    from test_campaign_support import fortunes_items, write_inputs
 
     items, X, y, classes = fortunes_items()
     emb, items_path = write_inputs(tmp_path / "inputs", items, X)
@@ -213,7 +211,6 @@ def test_export_import_round_trip_all_formats(tmp_path):
 
 def test_label_files_as_other_tools_write_them(tmp_path):
     from datascout.campaign.formats import read_label_file
-    from datascout.exceptions import ValidationError
 
     # Excel's "CSV UTF-8" (a byte-order mark) and a space after each comma read as the plain file
     (tmp_path / "bom.csv").write_text("id,label,annotator\na,cat,bo\nb,,bo\n", encoding="utf-8-sig")
@@ -236,6 +233,32 @@ def test_label_files_as_other_tools_write_them(tmp_path):
         (tmp_path / "bad.json").write_text(json.dumps(bad))
         with pytest.raises(ValidationError, match=message):
             read_label_file(tmp_path / "bad.json")
+
+
+def test_a_create_killed_before_round_0_leaves_no_campaign(tmp_path):
+    """A kill -9 (or an out-of-memory kill) while the graph is built or round 0 selected must not
+    leave a campaign that has no round and cannot advance: init again simply works."""
+    import subprocess
+    import sys
+
+    items, X, y, classes = fortunes_items()
+    emb, items_path = write_inputs(tmp_path / "inputs", items, X)
+    script = (
+        "import os, sys\n"
+        "from datascout.campaign import Campaign\n"
+        "Campaign.select_round = lambda self, **kw: os._exit(137)\n"
+        f"Campaign.create({str(tmp_path / 'camp')!r}, embeddings={str(emb)!r}, items={str(items_path)!r}, "
+        f"classes={classes!r}, batch_size=5, k=5, index='Flat')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parent, capture_output=True)
+    assert done.returncode == 137, done.stderr.decode()
+    assert not (tmp_path / "camp" / "campaign.db").exists()
+    camp = Campaign.create(tmp_path / "camp", embeddings=emb, items=items_path, classes=classes,
+                           batch_size=5, k=5, index="Flat")
+    assert camp.current_round() == 0 and len(camp.lease_batch("a", 10)["items"]) == 5
+    with pytest.raises(ValidationError, match="lease_seconds must be a finite number > 0 but is nan"):
+        Campaign.create(tmp_path / "other", embeddings=emb, items=items_path, classes=classes,
+                        lease_seconds=float("nan"))
 
 
 def test_positive_class_campaign_starts_from_a_like_query(tmp_path):

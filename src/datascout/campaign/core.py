@@ -72,10 +72,11 @@ def read_items(path) -> list[dict]:
 class Campaign:
     """A campaign directory. ``Campaign.create(...)`` makes one; ``Campaign(dir)`` opens it."""
 
-    def __init__(self, directory, *, select_in: str = "thread"):
+    def __init__(self, directory, *, select_in: str = "thread", _db_file=None):
         if select_in not in ("thread", "process"):
             raise ValidationError(f"select_in must be 'thread' or 'process' but is {select_in!r}")
         self.directory = Path(directory)
+        self._db_file = None if _db_file is None else Path(_db_file)  # create(): the staged database
         self.select_in = select_in
         self._selector: _SelectWorker | None = None
         self._local = threading.local()
@@ -89,7 +90,7 @@ class Campaign:
 
     @property
     def db_path(self) -> Path:
-        return self.directory / DB_NAME
+        return self._db_file or self.directory / DB_NAME
 
     @property
     def con(self):
@@ -165,8 +166,8 @@ class Campaign:
         for name, v, lo in (("batch_size", batch_size, 1), ("k", k, 1), ("labels_per_item", labels_per_item, 1)):
             if int(v) < lo:
                 raise ValidationError(f"{name} must be >= {lo} but is {v}")
-        if float(lease_seconds) <= 0:
-            raise ValidationError(f"lease_seconds must be > 0 but is {lease_seconds}")
+        if not float(lease_seconds) > 0 or not np.isfinite(float(lease_seconds)):  # NaN fails both
+            raise ValidationError(f"lease_seconds must be a finite number > 0 but is {lease_seconds}")
         emb_path = Path(embeddings).resolve()
         X, _ = load_embeddings(emb_path)
         if isinstance(items, (str, Path)):
@@ -192,10 +193,9 @@ class Campaign:
             con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             con.close()
-        tmp.replace(directory / DB_NAME)
-        for p in (Path(str(tmp) + "-wal"), Path(str(tmp) + "-shm")):
-            p.unlink(missing_ok=True)
-        camp = cls(directory)
+        # the graph, the seed labels and round 0 go into the staged database too: only a
+        # campaign that can be labeled appears as campaign.db (a kill before leaves none)
+        camp = cls(directory, _db_file=tmp)
         try:
             camp.graph()  # build (or reuse) the kNN graph now, not in the first round
             if seed_labels is not None:
@@ -210,12 +210,21 @@ class Campaign:
                     raise ValidationError(f"the query embedding has {query.shape[0]} dimensions but the "
                                           f"embeddings have {X.shape[1]}")
             camp.select_round(query=query, query_note=query_note)
+            camp.close()
+            con = connect(tmp)
+            try:
+                con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything into the one file
+            finally:
+                con.close()
+            tmp.replace(directory / DB_NAME)
         except BaseException:
             camp.close()
             for p in directory.glob(DB_NAME + "*"):
                 p.unlink()
             raise
-        return camp
+        for p in (Path(str(tmp) + "-wal"), Path(str(tmp) + "-shm")):
+            p.unlink(missing_ok=True)
+        return cls(directory)
 
     def close(self) -> None:
         con = getattr(self._local, "con", None)
