@@ -194,6 +194,10 @@ def test_keep_top_breaks_ties_at_random_reproducibly():
 
 def test_class_quotas_by_hand():
     np.testing.assert_array_equal(class_quotas([5, 3, 2], 5, "proportional"), [3, 1, 1])
+    # a class whose share rounds to 0 keeps 1, taken from the largest quota
+    np.testing.assert_array_equal(class_quotas([99, 1], 10, "proportional"), [9, 1])
+    np.testing.assert_array_equal(class_quotas([50, 45, 3, 2], 10, "proportional"), [4, 4, 1, 1])
+    np.testing.assert_array_equal(class_quotas([99, 1, 0], 1, "proportional"), [1, 0, 0])  # too few to cover
     np.testing.assert_array_equal(class_quotas([10, 2, 6], 9, "equal"), [4, 2, 3])
     np.testing.assert_array_equal(class_quotas([4, 4, 4], 6, "equal"), [2, 2, 2])
     np.testing.assert_array_equal(class_quotas([1, 1, 10], 6, "equal"), [1, 1, 4])
@@ -331,6 +335,7 @@ def test_cli_writes_table_summary_and_plot(files, capsys):
     (["--fraction", "0.5", "--method", "prototypes", "--clusters", "500"], "400 items but 500 clusters"),
     (["--fraction", "0.5", "--bad-labels"], "labels are missing for 1 of 400"),
     (["--fraction", "0.5", "--no-labels"], "labels are missing: method 'el2n'"),
+    (["--fraction", "0.5", "--test-size", "0.999"], "splits 400 items into 0 to train the plot's models"),
 ])
 def test_cli_bad_input_one_line_exit_2(files, capsys, extra, message):
     labels = ["--labels", str(files / "Y.npy")]
@@ -344,3 +349,17 @@ def test_cli_bad_input_one_line_exit_2(files, capsys, extra, message):
     assert rc == 2
     assert err.count("\n") == 1 and message in err
     assert not out.exists() and not (files / "k.csv.summary.json").exists()
+
+
+def test_cli_plot_with_more_classes_than_a_stratified_split_allows(tmp_path, digits, capsys):
+    """40 items in 10 classes: a 20% test split (8 items) cannot hold every class; the plot uses a
+    plain random split instead of failing."""
+    X, y = digits
+    rows = np.concatenate([np.flatnonzero(y == c)[:4] for c in range(10)])
+    np.save(tmp_path / "E.npy", X[rows])
+    np.save(tmp_path / "Y.npy", y[rows])
+    rc = cli_main(["prune", "--embeddings", str(tmp_path / "E.npy"), "--labels", str(tmp_path / "Y.npy"),
+                   "--method", "prototypes", "--clusters", "5", "--fraction", "0.5",
+                   "--out", str(tmp_path / "k.csv")])
+    assert rc == 0, capsys.readouterr().err
+    assert (tmp_path / "k.png").is_file() and sum(1 for _ in open(tmp_path / "k.csv")) == 41

@@ -375,6 +375,8 @@ def class_quotas(counts, n_keep: int, balance: str = "proportional") -> np.ndarr
 
     * ``"proportional"``: each class keeps its share ``n_keep * n_c / N``; the rounding is
       settled by largest remainder (ties to the lower class id), so the quotas sum to ``n_keep``.
+      A class whose share rounds to 0 still keeps 1 item, taken from the largest quota, as long
+      as ``n_keep`` covers one item per class.
     * ``"equal"``: the same number per class (water-filling): a class smaller than its share
       keeps all its items and the rest is spread over the others; leftover units go to the
       largest classes first.
@@ -387,6 +389,11 @@ def class_quotas(counts, n_keep: int, balance: str = "proportional") -> np.ndarr
         rest = n_keep - int(q.sum())
         if rest:
             q[np.lexsort((np.arange(len(counts)), -(exact - q)))[:rest]] += 1
+        if n_keep >= int((counts > 0).sum()):
+            for c in np.flatnonzero((counts > 0) & (q == 0)):  # a rare class is not pruned away
+                donor = int(np.lexsort((np.arange(len(q)), -(q - exact), -q))[0])
+                q[donor] -= 1
+                q[c] = 1
         return q
     if balance == "equal":
         q = np.zeros(len(counts), dtype=np.int64)

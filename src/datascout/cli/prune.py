@@ -94,8 +94,15 @@ def _curve(X, y, cfg: PruneConfig, test_size: float, seed: int) -> list[dict]:
     """Accuracy of logistic regression on the kept part of a training split, method vs random."""
     from sklearn.model_selection import train_test_split
 
+    n_test = int(np.ceil(len(y) * test_size))  # as train_test_split rounds
+    n_train = len(y) - n_test
+    if n_train < 2 or n_test < 1:
+        raise ValidationError(f"--test-size {test_size} splits {len(y)} items into {n_train} to train the plot's "
+                              f"models and {n_test} to test them: expected at least 2 and 1 (or pass --no-plot)")
     counts = np.bincount(y)
-    strat = y if counts[counts > 0].min() >= 2 else None
+    n_classes = int((counts > 0).sum())
+    # stratify where every class can have a row on both sides; else a plain random split
+    strat = y if counts[counts > 0].min() >= 2 and min(n_train, n_test) >= n_classes else None
     tr, te = train_test_split(np.arange(len(y)), test_size=test_size, random_state=seed, stratify=strat)
     configs = {cfg.method: PruneConfig(**{**cfg.__dict__, "fraction": 1.0})}
     if cfg.method != "random":
