@@ -179,6 +179,42 @@ def test_resume_after_a_kill_gives_the_same_files(tmp_path):
         assert (clean / name).read_bytes() == (resumed / name).read_bytes(), name
 
 
+def test_resume_after_a_kill_while_finishing(tmp_path, monkeypatch):
+    """Interrupted after the embeddings file was moved into place but before the manifest: the
+    same command finishes the pool, byte for byte as an uninterrupted run."""
+    from datascout.embed import pipeline
+
+    X = _vectors(n=30, d=4, seed=2)
+    np.save(tmp_path / "x.npy", X)
+    clean = embed_to_dir(VectorSource(tmp_path / "x.npy"), None, tmp_path / "clean", chunk_size=8, progress=False)
+    real = pipeline._save_npy
+
+    def interrupted(path, arr):
+        raise KeyboardInterrupt("killed while finishing")
+
+    monkeypatch.setattr(pipeline, "_save_npy", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        embed_to_dir(VectorSource(tmp_path / "x.npy"), None, tmp_path / "p", chunk_size=8, progress=False)
+    assert (tmp_path / "p" / "embeddings.npy").is_file() and not (tmp_path / "p" / "manifest.json").exists()
+    monkeypatch.setattr(pipeline, "_save_npy", real)
+    done = embed_to_dir(VectorSource(tmp_path / "x.npy"), None, tmp_path / "p", chunk_size=8, progress=False)
+    for name in ("embeddings.npy", "ids.npy", "skipped.jsonl", "manifest.json"):
+        assert (clean / name).read_bytes() == (done / name).read_bytes(), name
+
+
+def test_vectors_beyond_float16_are_skipped_not_stored_as_inf(tmp_path):
+    X = _vectors(n=6, d=3)
+    X[2] *= 1e6  # |values| far beyond float16's 65504
+    np.save(tmp_path / "x.npy", X)
+    out = embed_to_dir(VectorSource(tmp_path / "x.npy"), None, tmp_path / "p", dtype="float16",
+                       normalize=False, chunk_size=4, progress=False)
+    emb, ids, _, manifest = load_pool_dir(out)
+    assert np.isfinite(emb).all() and ids.tolist() == [0, 1, 3, 4, 5] and manifest["skipped"] == 1
+    np.testing.assert_allclose(emb.astype(np.float32), X[[0, 1, 3, 4, 5]], rtol=1e-3)
+    rec = json.loads((out / "skipped.jsonl").read_text())
+    assert rec["position"] == 2 and "does not fit float16" in rec["reason"]
+
+
 def test_existing_pool_with_other_settings_is_refused(tmp_path):
     np.save(tmp_path / "x.npy", _vectors())
     out = tmp_path / "p"

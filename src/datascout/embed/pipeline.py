@@ -133,12 +133,20 @@ def _encode_chunk(embedder, items, reasons, dim):
         else:
             vecs = embedder.encode(np.stack([items[i] for i in keep]))
         out[keep] = vecs
-    bad = ~np.isfinite(out).all(axis=1)
-    for i in np.flatnonzero(bad):
-        if int(i) not in reasons:
-            reasons[int(i)] = "model output is not finite"
-            out[i] = 0
     return out
+
+
+def _stored_rows(vecs, reasons, dtype) -> np.ndarray:
+    """``vecs`` in the output dtype, with every row that is not finite there zeroed and skipped:
+    a model's NaN / inf, and values a float16 file cannot hold (beyond +-65504)."""
+    with np.errstate(over="ignore"):  # an overflowing row is caught below, by name
+        stored = vecs.astype(dtype)
+    for i in np.flatnonzero(~np.isfinite(stored).all(axis=1)).tolist():
+        if i not in reasons:
+            reasons[i] = ("the vector is not finite" if not np.isfinite(vecs[i]).all()
+                          else f"the vector does not fit {dtype} (values beyond its range)")
+        stored[i] = 0
+    return stored
 
 
 def embed_to_dir(source, embedder, out, *, dtype: str = "float32", normalize: bool = True,
@@ -190,6 +198,8 @@ def embed_to_dir(source, embedder, out, *, dtype: str = "float32", normalize: bo
         state = json.loads(state_path.read_text())
         if state.get("fingerprint") == fp:
             done = int(state["done"])
+        if done == n and not ((partial / "embeddings.npy").is_file() or (out / "embeddings.npy").is_file()):
+            done = 0  # nothing left to finish from: embed again
     if done == 0:
         if partial.exists():
             shutil.rmtree(partial)
@@ -198,7 +208,8 @@ def embed_to_dir(source, embedder, out, *, dtype: str = "float32", normalize: bo
         (partial / "skipped.jsonl").write_text("")
         atomic_write_text(state_path, json.dumps({"fingerprint": fp, "done": 0}))
     else:
-        buf = np.lib.format.open_memmap(partial / "embeddings.npy", mode="r+")
+        # done == n: a finalize that was interrupted may already have moved the file out
+        buf = np.lib.format.open_memmap(partial / "embeddings.npy", mode="r+") if done < n else None
         # drop skipped records written after the last finished chunk (a kill between the two)
         lines = (partial / "skipped.jsonl").read_text().splitlines()
         kept = [ln for ln in lines if ln and json.loads(ln)["position"] < done]
@@ -219,7 +230,7 @@ def embed_to_dir(source, embedder, out, *, dtype: str = "float32", normalize: bo
             vecs = _encode_chunk(embedder, items, reasons, dim)
             if normalize:
                 vecs = l2_normalize(vecs)
-            buf[pos:pos + m] = vecs.astype(dtype)
+            buf[pos:pos + m] = _stored_rows(vecs, reasons, dtype)
             buf.flush()
             for i in sorted(reasons):
                 skipped_fh.write(json.dumps({"id": ids[pos + i].item(), "position": pos + i,
@@ -248,11 +259,12 @@ def _finalize(out, partial, source, settings, fp, model_name, dim, dtype, normal
     atomic_write_text(out / "skipped.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     if len(keep) == 0:
         raise ValidationError(f"every one of the {n} items was skipped: see {str(out / 'skipped.jsonl')!r}")
-    src = np.load(partial / "embeddings.npy", mmap_mode="r")
+    staged = partial / "embeddings.npy"
     if len(keep) == n:
-        del src
-        (partial / "embeddings.npy").replace(out / "embeddings.npy")
+        if staged.is_file():  # else an interrupted finalize moved it out already
+            staged.replace(out / "embeddings.npy")
     else:
+        src = np.load(staged, mmap_mode="r")
         tmp = out / ".embeddings.tmp.npy"
         dst = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(len(keep), dim))
         for rows in iter_row_chunks(len(keep)):
