@@ -46,6 +46,16 @@ def test_text_sources_ids_and_empty_texts(tmp_path):
     assert next(s.chunks(0, 5)) == (["first", None, "third"], {1: "empty text"})
 
 
+def test_ids_beyond_int64_stay_text():
+    from datascout.embed.sources import _id_array
+
+    assert _id_array(["1", "22", "-3"], "x").tolist() == [1, 22, -3]
+    assert _id_array(["007", "8"], "x").tolist() == ["007", "8"]  # not canonical integers
+    big = _id_array(["12345678901234567890", "5"], "x")
+    assert big.dtype.kind == "U" and big.tolist() == ["12345678901234567890", "5"]
+    assert _id_array([2**63, 1], "x").tolist() == [str(2**63), "1"]
+
+
 def test_parquet_text_source(tmp_path):
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq

@@ -118,6 +118,14 @@ def test_integer_ids_that_are_not_positions(blobs):
         L.teach([5], [0])
 
 
+def test_integer_ids_in_an_object_array_stay_integers(blobs):
+    X, y = blobs
+    ids = np.array([100 + 7 * i for i in range(60)], dtype=object)  # as pandas often hands them over
+    pool = Pool(X, ids=ids)
+    assert pool.ids.dtype == np.int64
+    assert pool.positions([100, 107]).tolist() == [0, 1]
+
+
 def test_pool_labels_are_taught_at_start(blobs):
     X, y = blobs
     labels = np.full(60, -1)

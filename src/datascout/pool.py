@@ -86,8 +86,10 @@ def check_ids(ids, n: int) -> np.ndarray | None:
         raise ValidationError(f"ids has {len(ids)} entries but embeddings has {n} rows")
     if ids.dtype.kind not in "iuUO":
         raise ValidationError(f"ids must be integers or strings but have dtype {ids.dtype}")
-    if ids.dtype.kind == "O":
-        ids = ids.astype(str)
+    if ids.dtype.kind == "O":  # Python ints stay integers (a 100 is looked up as 100), else text
+        ints = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and -2**63 <= v < 2**63
+                   for v in ids.tolist())
+        ids = ids.astype(np.int64) if ints and len(ids) else ids.astype(str)
     uniq = np.unique(ids)
     if len(uniq) != n:
         counts = np.unique(ids, return_counts=True)

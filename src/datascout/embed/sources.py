@@ -41,10 +41,16 @@ def _require_file(path) -> Path:
 def _id_array(values: list, what: str) -> np.ndarray:
     """ids as int64 when every id is an integer (or its canonical decimal string), else str;
     duplicates raise."""
-    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
-        ids = np.asarray(values, dtype=np.int64)
-    elif all(isinstance(v, str) and v.lstrip("-").isdigit() and str(int(v)) == v for v in values):
-        ids = np.asarray([int(v) for v in values], dtype=np.int64)
+    def int64(v):  # the id as an int64-sized int, or None
+        if isinstance(v, str) and v.lstrip("-").isdigit() and str(int(v)) == v:
+            v = int(v)
+        if isinstance(v, (int, np.integer)) and not isinstance(v, bool) and -2**63 <= int(v) < 2**63:
+            return int(v)
+        return None
+
+    as_ints = [int64(v) for v in values]
+    if all(v is not None for v in as_ints):  # beyond int64 (e.g. 20-digit ids): kept as strings
+        ids = np.asarray(as_ints, dtype=np.int64)
     else:
         ids = np.asarray([str(v) for v in values], dtype=str)
     if len(ids) == 0:
