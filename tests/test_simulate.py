@@ -233,3 +233,13 @@ def test_macro_f1_ignores_class_ids_that_never_occur(digits):
     for ra, rb in zip(a["rounds"], b["rounds"]):
         assert ra["accuracy"] == rb["accuracy"]
         assert ra["macro_f1"] == pytest.approx(rb["macro_f1"], abs=1e-12)
+
+
+def test_zero_rounds_with_a_seed_of_almost_the_whole_pool(digits):
+    """No batch is drawn with 0 rounds, so the batch size cannot be too large for what is left."""
+    X, y = digits
+    cfg = SimulationConfig(strategy="margin", initial=1400, batch_size=100, rounds=0, seed=0)
+    res = simulate(X, y, cfg)  # 1,437 pool items: 37 left, fewer than one batch
+    assert [r["labeled"] for r in res["rounds"]] == [1400]
+    with pytest.raises(ValidationError, match="larger than the 37 unlabeled pool items"):
+        simulate(X, y, SimulationConfig(strategy="margin", initial=1400, batch_size=100, rounds=1))

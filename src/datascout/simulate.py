@@ -103,7 +103,7 @@ def validate_config(cfg: SimulationConfig, n_items: int, labels: np.ndarray) -> 
         (cfg.initial_positives or 0) + (cfg.initial_negatives or 0) or 100)
     if seed_size <= 0:
         raise ValidationError(f"the seed set must hold at least 1 item but holds {seed_size}")
-    if cfg.batch_size > n_pool - seed_size:
+    if cfg.rounds > 0 and cfg.batch_size > n_pool - seed_size:  # with 0 rounds no batch is drawn
         raise ValidationError(
             f"--batch-size {cfg.batch_size} is larger than the {n_pool - seed_size} unlabeled pool items "
             f"left after the seed set of {seed_size}"
