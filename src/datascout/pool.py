@@ -75,6 +75,19 @@ def check_embeddings(embeddings, name: str = "embeddings") -> np.ndarray:
     return embeddings
 
 
+def int64_ids(values, *, digit_strings: bool = False) -> np.ndarray | None:
+    """``values`` as int64 when every one is an integer that fits int64 (with ``digit_strings``,
+    also its canonical decimal string: "42", not "042"); else ``None`` (keep them as text)."""
+    out = []
+    for v in values:
+        if digit_strings and isinstance(v, str) and v.lstrip("-").isdigit() and str(int(v)) == v:
+            v = int(v)
+        if not (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and -2**63 <= int(v) < 2**63):
+            return None
+        out.append(int(v))
+    return np.asarray(out, dtype=np.int64)
+
+
 def check_ids(ids, n: int) -> np.ndarray | None:
     """Validate item ids (ints or strings, unique, one per row); ``None`` means ids = positions."""
     if ids is None:
@@ -87,9 +100,8 @@ def check_ids(ids, n: int) -> np.ndarray | None:
     if ids.dtype.kind not in "iuUO":
         raise ValidationError(f"ids must be integers or strings but have dtype {ids.dtype}")
     if ids.dtype.kind == "O":  # Python ints stay integers (a 100 is looked up as 100), else text
-        ints = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and -2**63 <= v < 2**63
-                   for v in ids.tolist())
-        ids = ids.astype(np.int64) if ints and len(ids) else ids.astype(str)
+        ints = int64_ids(ids.tolist()) if len(ids) else None
+        ids = ids.astype(str) if ints is None else ints
     uniq = np.unique(ids)
     if len(uniq) != n:
         counts = np.unique(ids, return_counts=True)

@@ -27,6 +27,7 @@ import numpy as np
 from datascout.datasets import file_sha256
 from datascout.exceptions import MissingDependencyError, ValidationError
 from datascout.io import open_text
+from datascout.pool import int64_ids
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
@@ -41,17 +42,8 @@ def _require_file(path) -> Path:
 def _id_array(values: list, what: str) -> np.ndarray:
     """ids as int64 when every id is an integer (or its canonical decimal string), else str;
     duplicates raise."""
-    def int64(v):  # the id as an int64-sized int, or None
-        if isinstance(v, str) and v.lstrip("-").isdigit() and str(int(v)) == v:
-            v = int(v)
-        if isinstance(v, (int, np.integer)) and not isinstance(v, bool) and -2**63 <= int(v) < 2**63:
-            return int(v)
-        return None
-
-    as_ints = [int64(v) for v in values]
-    if all(v is not None for v in as_ints):  # beyond int64 (e.g. 20-digit ids): kept as strings
-        ids = np.asarray(as_ints, dtype=np.int64)
-    else:
+    ids = int64_ids(values, digit_strings=True)  # beyond int64 (e.g. 20-digit ids): kept as text
+    if ids is None:
         ids = np.asarray([str(v) for v in values], dtype=str)
     if len(ids) == 0:
         raise ValidationError(f"{what} holds no items: expected at least 1")
