@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import glob
 import os
 import shutil
+import threading
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -244,21 +247,58 @@ def iter_jsonl(path):
                 raise ValidationError(f"{path.name} line {lineno}: expected JSON: {exc.msg}") from None
 
 
+_held = threading.local()  # the folder locks this thread holds (dir_lock is re-entrant)
+
+
+@contextlib.contextmanager
+def dir_lock(final):
+    """Hold an exclusive lock on the folder ``final`` (flock on a hidden, empty ``.NAME.lock``
+    file beside it, which stays): one writer at a time across processes and threads. Re-entrant within a thread, so a caller
+    may take it to check-then-build while the builder takes it again."""
+    import fcntl
+
+    final = Path(final)
+    key = os.path.abspath(final)
+    held = getattr(_held, "paths", None)
+    if held is None:
+        held = _held.paths = set()
+    if key in held:
+        yield
+        return
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(final.with_name(f".{final.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        held.add(key)
+        try:
+            yield
+        finally:
+            held.discard(key)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def staged_dir(final, tmp=None):
-    """Build a folder beside ``final`` (in ``tmp``, default ``final.tmp``) and move it into place
-    only when the block succeeds: the folder appears whole or not at all, and a failed block
-    leaves ``final`` as it was and no ``tmp`` behind."""
+    """Build a folder beside ``final`` and move it into place only when the block succeeds: the
+    folder appears whole or not at all, and a failed block leaves ``final`` as it was and no
+    staging folder behind. Each writer stages in a folder of its own (``final.tmp-PID-RANDOM``,
+    or ``tmp``) under :func:`dir_lock`, so two writers of one folder never share files; staging
+    folders that killed writers left behind are removed."""
     final = Path(final)
-    tmp = final.with_name(final.name + ".tmp") if tmp is None else Path(tmp)
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+    with dir_lock(final):
+        for stale in final.parent.glob(glob.escape(final.name) + ".tmp*"):
+            shutil.rmtree(stale, ignore_errors=True)  # under the lock: no live writer owns them
+        tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}") if tmp is None else Path(tmp)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        try:
+            yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)

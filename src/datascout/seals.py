@@ -13,15 +13,25 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 
-from datascout.exceptions import IndexMismatchError, ValidationError
+from datascout.exceptions import DatascoutError, IndexMismatchError, ValidationError
 from datascout.index import SimilarityIndex, check_factory, exact_cosine, normalize_rows
-from datascout.io import staged_dir
+from datascout.io import dir_lock, staged_dir
 from datascout.pool import check_embeddings, iter_row_chunks
+
+log = logging.getLogger("datascout")
+
+
+class GraphCorruptError(ValidationError):
+    """A saved kNN graph folder whose files do not match its ``graph.json`` (truncated, a
+    partial write, another graph's arrays)."""
+
 
 GRAPH_FILES = ("neighbors.npy", "similarities.npy", "graph.json")  # a graph folder holds all three
 
@@ -125,14 +135,35 @@ class KNNGraph:
 
     @classmethod
     def load(cls, directory, *, mmap: bool = True, expect_n: int | None = None) -> "KNNGraph":
+        """Read a saved graph, checked against its ``graph.json``: both arrays must have the
+        recorded (n, k) shape and dtype and their files the size that implies. A truncated or
+        inconsistent folder raises :class:`GraphCorruptError`, never loads."""
         directory = Path(directory)
         missing = [f for f in GRAPH_FILES if not (directory / f).is_file()]
         if missing:
-            raise ValidationError(f"expected a kNN graph in {str(directory)!r} but it lacks {', '.join(missing)}")
+            raise GraphCorruptError(f"expected a kNN graph in {str(directory)!r} but it lacks {', '.join(missing)}")
+        try:
+            meta = json.loads((directory / "graph.json").read_text())
+            shape = (int(meta["n"]), int(meta["k"]))
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise GraphCorruptError(f"{str(directory / 'graph.json')!r} is not a kNN graph's record: "
+                                    f"{type(exc).__name__}: {exc}") from None
         mode = "r" if mmap else None
-        g = cls(np.load(directory / "neighbors.npy", mmap_mode=mode),
-                np.load(directory / "similarities.npy", mmap_mode=mode),
-                json.loads((directory / "graph.json").read_text()))
+        arrays = []
+        for name, kinds in (("neighbors.npy", "i"), ("similarities.npy", "f")):
+            path = directory / name
+            try:
+                arr = np.load(path, mmap_mode=mode, allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise GraphCorruptError(f"cannot read {str(path)!r}: {exc}") from None
+            if arr.shape != shape or arr.dtype.kind != kinds:
+                raise GraphCorruptError(f"{str(path)!r} holds a {arr.dtype} array of shape {arr.shape} but "
+                                        f"graph.json records {shape}")
+            if mmap and path.stat().st_size != arr.offset + arr.nbytes:
+                raise GraphCorruptError(f"{str(path)!r} has {path.stat().st_size} bytes but an array of shape "
+                                        f"{shape} needs {arr.offset + arr.nbytes}")
+            arrays.append(arr)
+        g = cls(arrays[0], arrays[1], meta)
         if expect_n is not None and len(g) != expect_n:
             raise IndexMismatchError(f"the kNN graph has {len(g)} rows but the pool has {expect_n} items")
         return g
@@ -426,30 +457,39 @@ class CandidatePool:
         return np.where(cnt > 0, (sims * ok).sum(axis=1) / np.maximum(cnt, 1), 0.0).astype(np.float32)
 
 
-def find_graph(embeddings, embeddings_path, factory: str, k: int) -> Path | None:
+def find_graph(embeddings, embeddings_path, factory: str, k: int, *, fingerprint_=None) -> Path | None:
     """A saved graph beside ``embeddings_path`` for ``factory`` with at least ``k`` neighbours
-    whose size, dimension and fingerprint match ``embeddings`` (the smallest such k)."""
+    whose size, dimension and fingerprint match ``embeddings`` (the smallest such k). A folder
+    that fails :meth:`KNNGraph.load`'s checks is passed over with a one-line note (it will be
+    rebuilt). ``fingerprint_``: the embeddings' fingerprint when the caller already knows it
+    (a campaign records it once), so the rows are not read again."""
     if embeddings_path is None:
         return None
     X = embeddings
-    parent = Path(embeddings_path).parent
-    stem = Path(embeddings_path).stem
-    slug = factory.replace(",", "-")
+    want = graph_dir(embeddings_path, factory, 0).name[:-1]  # "STEM.knn-SLUG-k"
     found = []
-    fp = None
-    for d in parent.glob(f"{glob.escape(stem)}.knn-{glob.escape(slug)}-k*"):
-        if not (d.is_dir() and all((d / f).is_file() for f in GRAPH_FILES)):
-            continue  # an incomplete folder is not a graph: build anew
+    fp = fingerprint_
+    for d in Path(embeddings_path).parent.glob(glob.escape(want) + "*"):
+        tail = d.name[len(want):]
+        if not (tail.isdigit() and d.is_dir()):
+            continue  # a staging folder, a lock file or another name: not a graph
         try:
             meta = json.loads((d / "graph.json").read_text())
         except (OSError, ValueError):
-            continue
-        if meta.get("index") != factory or meta.get("k", 0) < k:
+            meta = None
+        if not isinstance(meta, dict) or meta.get("index") != factory or meta.get("k", 0) < k:
+            if meta is None:
+                log.warning("datascout: note: %s is an incomplete kNN graph; building anew", d)
             continue
         if meta.get("n") != X.shape[0] or meta.get("dim") != X.shape[1]:
             continue
         fp = fp or fingerprint(X)
         if meta.get("fingerprint") != fp:
+            continue
+        try:
+            KNNGraph.load(d, expect_n=X.shape[0])
+        except DatascoutError as exc:
+            log.warning("datascout: note: ignoring a damaged kNN graph (%s); building anew", exc)
             continue
         found.append((meta["k"], d))
     return min(found)[1] if found else None
@@ -457,18 +497,30 @@ def find_graph(embeddings, embeddings_path, factory: str, k: int) -> Path | None
 
 def build_or_load_graph(embeddings, embeddings_path, factory: str, k: int, *,
                         progress: bool = False, save: bool = True,
-                        batch_rows: int = 4096) -> KNNGraph:
+                        batch_rows: int = 4096, fingerprint_: str | None = None) -> KNNGraph:
     """Load the graph saved next to ``embeddings_path`` for (factory, k), or build and save it
-    (memory-mapped while it is written). A saved graph with a larger k is reused."""
+    (memory-mapped while it is written). A saved graph with a larger k is reused. One writer at
+    a time builds a graph folder (a lock); a second one waits and then reuses its graph. Where
+    the embeddings' folder is read-only the graph is built in memory for this run (with a
+    note); any other failure to write it (a full disk) is an error, not a silent second build.
+    ``fingerprint_``: see :func:`find_graph` (the caller vouches for the rows' content)."""
     check_factory(factory)
-    X = check_embeddings(embeddings)
-    found = find_graph(X, embeddings_path, factory, k)
+    X = embeddings if fingerprint_ is not None else check_embeddings(embeddings)
+    found = find_graph(X, embeddings_path, factory, k, fingerprint_=fingerprint_)
     if found is not None:
         return KNNGraph.load(found, expect_n=X.shape[0])
-    if save and embeddings_path is not None:
-        target = graph_dir(embeddings_path, factory, k)
-        try:
+    if not save or embeddings_path is None:
+        return KNNGraph.build(X, k, factory, progress=progress, batch_rows=batch_rows)
+    target = graph_dir(embeddings_path, factory, k)
+    if not os.access(target.parent, os.W_OK):
+        log.warning("datascout: note: %s is not writable: the kNN graph is built in memory for this run only",
+                    target.parent)
+        return KNNGraph.build(X, k, factory, progress=progress, batch_rows=batch_rows)
+    try:
+        with dir_lock(target):
+            found = find_graph(X, embeddings_path, factory, k, fingerprint_=fingerprint_)  # built meanwhile?
+            if found is not None:
+                return KNNGraph.load(found, expect_n=X.shape[0])
             return KNNGraph.build(X, k, factory, progress=progress, batch_rows=batch_rows, out_dir=target)
-        except OSError:
-            pass  # a read-only location: build in memory, still used for this run
-    return KNNGraph.build(X, k, factory, progress=progress, batch_rows=batch_rows)
+    except OSError as exc:
+        raise ValidationError(f"cannot write the kNN graph to {str(target)!r}: {exc.strerror or exc}") from exc

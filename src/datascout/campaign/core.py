@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from datascout.campaign.schema import DB_NAME, connect
-from datascout.exceptions import LabelingError, ValidationError
+from datascout.exceptions import DatascoutError, LabelingError, ValidationError
 from datascout.io import iter_jsonl
 
 log = logging.getLogger("datascout.campaign")
@@ -42,31 +42,30 @@ def check_annotator(name) -> str:
     return name
 
 
-def read_items(path) -> list[dict]:
-    """Items from JSONL: one object per embeddings row, ``{"id", "text"}`` or ``{"id", "image"}``
-    (image paths relative to the file). Returns ``[{"id", "kind", "payload"}]``."""
+def _stat_signature(path) -> list:
+    """``[total size, latest mtime_ns]`` of an embeddings file (or of every file of a shard
+    directory): what tells, without reading the rows, that the content may have changed."""
     path = Path(path)
-    if not path.is_file():
-        raise ValidationError(f"expected an items file at {str(path)!r} but none exists")
-    out, seen = [], set()
-    for lineno, obj in iter_jsonl(path):
-        if not isinstance(obj, dict) or "id" not in obj or not (("text" in obj) ^ ("image" in obj)):
-            raise ValidationError(f"{path.name} line {lineno}: expected {{\"id\", \"text\"}} or "
-                                  f"{{\"id\", \"image\"}} but got keys {sorted(obj) if isinstance(obj, dict) else type(obj).__name__}")
-        item_id = str(obj["id"])
-        if item_id in seen:
-            raise ValidationError(f"{path.name} line {lineno}: id {item_id!r} occurs twice")
-        seen.add(item_id)
-        if "text" in obj:
-            out.append({"id": item_id, "kind": "text", "payload": str(obj["text"])})
-        else:
-            img = (path.parent / str(obj["image"])).resolve()
-            if not img.is_file():
-                raise ValidationError(f"{path.name} line {lineno}: image {str(obj['image'])!r} does not exist")
-            out.append({"id": item_id, "kind": "image", "payload": str(img)})
-    if not out:
-        raise ValidationError(f"{path.name} holds no items: expected one JSON object per line")
-    return out
+    if not path.exists():
+        raise ValidationError(f"expected the campaign's embeddings at {str(path)!r} but none exists "
+                              "(moved or deleted?)")
+    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+    stats = [p.stat() for p in files]
+    return [sum(st.st_size for st in stats), max((st.st_mtime_ns for st in stats), default=0)]
+
+
+def _check_label_rows(rows, pos_of, classes, name: str) -> None:
+    """Labels rows name known classes (and, with ``pos_of``, known items): else one line."""
+    for item_id, label, who in rows:
+        if label is not None and label not in classes:
+            raise LabelingError(f"{name}: unknown class {label!r} for item {item_id!r}: expected one of {classes}")
+        if who:
+            check_annotator(who)
+    if pos_of is not None:
+        unknown = [r[0] for r in rows if str(r[0]) not in pos_of]
+        if unknown:
+            raise NotFoundError(f"{name}: {len(unknown)} labels name items that are not in the campaign "
+                                f"(first: {', '.join(repr(str(i)) for i in unknown[:3])})")
 
 
 class Campaign:
@@ -129,24 +128,62 @@ class Campaign:
         return self.config["classes"]
 
     def embeddings(self):
+        """``(X, path)``: the campaign's embeddings, memory-mapped, checked against what was
+        recorded at creation: the shape always; the content (its fingerprint) again only when
+        the file's size or modification time differ from the recorded ones (then a changed
+        content is an error, an unchanged one renews the record)."""
         from datascout.io import load_embeddings
 
         path = Path(self.config["embeddings"])
         if not path.is_absolute():
             path = self.directory / path
+        stat = _stat_signature(path)
+        cached = getattr(self, "_embeddings_cache", None)
+        if cached is not None and cached[0] == stat:
+            return cached[1], path
         X, _ = load_embeddings(path)
+        want = (self.config["n_items"], self.config["dim"])
+        if X.ndim != 2 or tuple(X.shape) != want:
+            raise ValidationError(f"{str(path)!r} holds an array of shape {tuple(X.shape)} but the campaign was "
+                                  f"created on {want}: the embeddings file was replaced")
+        if self.config.get("embeddings_stat") != stat:
+            from datascout.seals import fingerprint
+
+            fp = fingerprint(X)
+            if self.config.get("embeddings_fingerprint", fp) != fp:
+                raise ValidationError(f"the content of {str(path)!r} changed since the campaign was created "
+                                      f"(fingerprint {fp}, recorded {self.config['embeddings_fingerprint']}): "
+                                      "labels would pair with other vectors; restore the file")
+            self._set_meta({"embeddings_stat": stat, "embeddings_fingerprint": fp})
+        self._embeddings_cache = (stat, X)
         return X, path
 
+    def _set_meta(self, values: dict) -> None:
+        with self._write() as con:
+            con.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                            [(k_, json.dumps(v)) for k_, v in values.items()])
+        self.config.update(values)
+
     @classmethod
-    def create(cls, directory, *, embeddings, items, classes=None, positive_class=None,
+    def create(cls, directory, *, embeddings=None, items=None, pool=None, classes=None, positive_class=None,
                strategy=None, batch_size: int = 20, k: int = 30, index: str = "HNSW32",
                lease_seconds: float = 600.0, labels_per_item: int = 1, random_state: int = 0,
-               seed_labels=None, like=None, query_embedding=None, query_note=None) -> "Campaign":
+               seed_labels=None, like=None, query_embedding=None, query_note=None,
+               id_column: str = "id", text_column: str = "text") -> "Campaign":
         """Create a campaign in ``directory`` (which must not hold one) and select round 0: the
         items most like ``like`` (an item id) or ``query_embedding`` (a vector in the pool's space,
         e.g. an embedded text or image; ``query_note`` describes it in the round's settings), else
-        by the strategy (random until there are labels)."""
-        from datascout.io import load_embeddings
+        by the strategy (random until there are labels).
+
+        ``embeddings``: a file (``.npy``, ``.npz``, Parquet), a shard directory or a pool folder of
+        ``datascout embed``; or ``pool``: such a folder. ``items``: a JSONL / CSV / Parquet file or
+        a list of ``{"id", "kind", "payload"}``; without it, a pool folder's own source. Items are
+        matched to embeddings rows by id wherever the embeddings carry ids (see
+        :mod:`datascout.campaign.items`). Everything is checked before anything is written: a
+        rejected call leaves no folder, no database and no graph behind."""
+        from datascout.campaign.formats import read_label_file
+        from datascout.campaign.items import items_from_pool, match_items, open_pool, read_items
+        from datascout.seals import fingerprint
         from datascout.strategies import make_strategy
 
         directory = Path(directory)
@@ -168,49 +205,79 @@ class Campaign:
                 raise ValidationError(f"{name} must be >= {lo} but is {v}")
         if not float(lease_seconds) > 0 or not np.isfinite(float(lease_seconds)):  # NaN fails both
             raise ValidationError(f"lease_seconds must be a finite number > 0 but is {lease_seconds}")
-        emb_path = Path(embeddings).resolve()
-        X, _ = load_embeddings(emb_path)
-        if isinstance(items, (str, Path)):
-            items = read_items(items)
-        if len(items) != X.shape[0]:
-            raise ValidationError(f"the items file has {len(items)} items but the embeddings have {X.shape[0]} rows")
+        inputs = open_pool(embeddings, pool)
+        X = inputs.embeddings
+        if items is None:
+            if inputs.pool_dir is None:
+                raise ValidationError("items are needed: pass an items file, or a pool folder written by "
+                                      "'datascout embed' (its source holds the items)")
+            items, what = items_from_pool(inputs.pool_dir), f"the source of {inputs.pool_dir.name}"
+        elif isinstance(items, (str, Path)):
+            items, what = read_items(items, id_column=id_column, text_column=text_column), Path(items).name
+        else:
+            what = "the items"
+        n_given = len(items)
+        items = match_items(items, inputs.ids if inputs.ids is not None else X.shape[0], inputs.skipped, what)
+        if len(items) < n_given:
+            log.warning("datascout: note: %d items of %s were skipped by the embedding run (skipped.jsonl): "
+                        "left out", n_given - len(items), what)
+        pos_of = {it["id"]: p for p, it in enumerate(items)}
+        seed_rows = None
+        if seed_labels is not None:  # checked now: ids and classes known
+            seed_rows = read_label_file(seed_labels)
+            _check_label_rows(seed_rows, pos_of, classes, Path(seed_labels).name)
+        query = None
+        if like is not None:
+            if str(like) not in pos_of:
+                raise NotFoundError(f"unknown item {str(like)!r} for the query: it is not in this campaign")
+            query = np.asarray(X[pos_of[str(like)]], dtype=np.float32)
+            query_note = query_note or f"like item {like}"
+        elif query_embedding is not None:
+            query = np.asarray(query_embedding, dtype=np.float32).reshape(-1)
+            if query.shape[0] != X.shape[1]:
+                raise ValidationError(f"the query embedding has {query.shape[0]} dimensions but the "
+                                      f"embeddings have {X.shape[1]}")
+        if query is not None:
+            if not np.isfinite(query).all():
+                raise ValidationError("the query vector must be finite but holds NaN or inf")
+            if not float(np.abs(query).max()) > 0:
+                raise ValidationError("the query vector is all zeros: it has no direction to search along")
+        emb_path = inputs.path
+        created_dir = not directory.exists()
         directory.mkdir(parents=True, exist_ok=True)
         tmp = directory / (DB_NAME + ".init")
-        for p in (tmp, Path(str(tmp) + "-wal"), Path(str(tmp) + "-shm")):
-            p.unlink(missing_ok=True)
-        con = connect(tmp, create=True)
         try:
-            cfg = {"classes": classes, "positive_class": positive_class, "strategy": strategy,
-                   "batch_size": int(batch_size), "k": int(k), "index": index,
-                   "lease_seconds": float(lease_seconds), "labels_per_item": int(labels_per_item),
-                   "random_state": int(random_state), "embeddings": str(emb_path),
-                   "n_items": int(X.shape[0]), "dim": int(X.shape[1]), "created": time.time()}
-            con.execute("BEGIN")
-            con.executemany("INSERT INTO meta VALUES (?, ?)", [(k_, json.dumps(v)) for k_, v in cfg.items()])
-            con.executemany("INSERT INTO items VALUES (?, ?, ?, ?)",
-                            [(i, it["id"], it["kind"], it["payload"]) for i, it in enumerate(items)])
-            con.execute("COMMIT")
-            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        finally:
-            con.close()
-        # the graph, the seed labels and round 0 go into the staged database too: only a
-        # campaign that can be labeled appears as campaign.db (a kill before leaves none)
-        camp = cls(directory, _db_file=tmp)
-        try:
-            camp.graph()  # build (or reuse) the kNN graph now, not in the first round
-            if seed_labels is not None:
-                camp.import_labels(seed_labels)
-            query = None
-            if like is not None:
-                query = np.asarray(X[camp.positions([like])[0]], dtype=np.float32)
-                query_note = query_note or f"like item {like}"
-            elif query_embedding is not None:
-                query = np.asarray(query_embedding, dtype=np.float32).reshape(-1)
-                if query.shape[0] != X.shape[1]:
-                    raise ValidationError(f"the query embedding has {query.shape[0]} dimensions but the "
-                                          f"embeddings have {X.shape[1]}")
-            camp.select_round(query=query, query_note=query_note)
-            camp.close()
+            for p in (tmp, Path(str(tmp) + "-wal"), Path(str(tmp) + "-shm")):
+                p.unlink(missing_ok=True)
+            stat = _stat_signature(emb_path)
+            fp = fingerprint(X)
+            con = connect(tmp, create=True)
+            try:
+                cfg = {"classes": classes, "positive_class": positive_class, "strategy": strategy,
+                       "batch_size": int(batch_size), "k": int(k), "index": index,
+                       "lease_seconds": float(lease_seconds), "labels_per_item": int(labels_per_item),
+                       "random_state": int(random_state), "embeddings": str(emb_path),
+                       "n_items": int(X.shape[0]), "dim": int(X.shape[1]), "created": time.time(),
+                       "embeddings_fingerprint": fp, "embeddings_stat": stat,
+                       "matched_by": "id" if inputs.ids is not None else "line order"}
+                con.execute("BEGIN")
+                con.executemany("INSERT INTO meta VALUES (?, ?)", [(k_, json.dumps(v)) for k_, v in cfg.items()])
+                con.executemany("INSERT INTO items VALUES (?, ?, ?, ?)",
+                                [(i, it["id"], it["kind"], it["payload"]) for i, it in enumerate(items)])
+                con.execute("COMMIT")
+                con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                con.close()
+            # the graph, the seed labels and round 0 go into the staged database too: only a
+            # campaign that can be labeled appears as campaign.db (a kill before leaves none)
+            camp = cls(directory, _db_file=tmp)
+            try:
+                camp.graph()  # build (or reuse) the kNN graph now, not in the first round
+                if seed_rows is not None:
+                    camp._import_rows(seed_rows, "import")
+                camp.select_round(query=query, query_note=query_note)
+            finally:
+                camp.close()
             con = connect(tmp)
             try:
                 con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything into the one file
@@ -218,9 +285,11 @@ class Campaign:
                 con.close()
             tmp.replace(directory / DB_NAME)
         except BaseException:
-            camp.close()
             for p in directory.glob(DB_NAME + "*"):
                 p.unlink()
+            if created_dir:
+                with contextlib.suppress(OSError):
+                    directory.rmdir()  # only when it is empty again
             raise
         for p in (Path(str(tmp) + "-wal"), Path(str(tmp) + "-shm")):
             p.unlink(missing_ok=True)
@@ -267,8 +336,7 @@ class Campaign:
         need = self.config["labels_per_item"]
         total, done = con.execute(
             """SELECT COUNT(*), COALESCE(SUM(n >= ?), 0) FROM (
-                 SELECT s.pos, (SELECT COUNT(DISTINCT annotator) FROM labels l WHERE l.pos = s.pos
-                                AND l.source = 'web') AS n
+                 SELECT s.pos, (SELECT COUNT(DISTINCT annotator) FROM labels l WHERE l.pos = s.pos) AS n
                  FROM selections s WHERE s.round = ?)""", (need, rnd)).fetchone()
         return {"round": rnd, "selected": int(total), "done": int(done)}
 
@@ -296,11 +364,19 @@ class Campaign:
         return upos, winner.astype(np.int64)
 
     def graph(self):
+        """The campaign's kNN graph: loaded (or built) once per process, found by the
+        fingerprint recorded at creation, so a round reads no embeddings row to check it."""
         from datascout.seals import build_or_load_graph
 
         X, path = self.embeddings()
+        cached = getattr(self, "_graph_cache", None)
+        if cached is not None and cached[0] is X:
+            return cached[1]
         k = min(self.config["k"], X.shape[0] - 1)
-        return build_or_load_graph(X, path, self.config["index"], k)
+        g = build_or_load_graph(X, path, self.config["index"], k,
+                                fingerprint_=self.config["embeddings_fingerprint"])
+        self._graph_cache = (X, g)
+        return g
 
     def select_round(self, *, query=None, query_note=None) -> int:
         """Retrain on the labels so far, select the next batch and store it as a new round (in
@@ -441,12 +517,10 @@ class Campaign:
             rows = con.execute(
                 """SELECT s.pos FROM selections s
                    WHERE s.round = ?
-                     AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.pos = s.pos AND l.annotator = ?
-                                     AND l.source = 'web')
+                     AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.pos = s.pos AND l.annotator = ?)
                      AND (EXISTS (SELECT 1 FROM leases e WHERE e.pos = s.pos AND e.annotator = ?
                                   AND e.done = 0 AND e.expires > ?)
-                          OR (SELECT COUNT(DISTINCT annotator) FROM labels l WHERE l.pos = s.pos
-                              AND l.source = 'web')
+                          OR (SELECT COUNT(DISTINCT annotator) FROM labels l WHERE l.pos = s.pos)
                            + (SELECT COUNT(*) FROM leases e WHERE e.pos = s.pos AND e.annotator <> ?
                               AND e.done = 0 AND e.expires > ?) < ?)
                    ORDER BY (SELECT COUNT(*) FROM leases e WHERE e.pos = s.pos AND e.annotator = ?
@@ -460,8 +534,11 @@ class Campaign:
                    ON CONFLICT(pos, annotator) DO UPDATE SET expires = excluded.expires, done = 0""",
                 [(p, annotator, expires) for p in positions])
             items = self._items_at(positions)
+        selecting = self.selecting
+        if not positions and not selecting:  # labels imported meanwhile may have completed the round
+            selecting = self.maybe_advance()
         return {"round": rnd, "items": items, "lease_expires": expires,
-                "progress": self.round_progress(rnd), "selecting": self.selecting}
+                "progress": self.round_progress(rnd), "selecting": selecting}
 
     def _items_at(self, positions) -> list[dict]:
         if not positions:
@@ -515,24 +592,52 @@ class Campaign:
     # -- import / export / stats ----------------------------------------------------------
 
     def import_labels(self, path, *, annotator: str = "import") -> int:
+        """Import labels from a file (CSV / JSONL / Label Studio JSON). They count like answers
+        given on the page: an item of the current round that they label is done (never leased
+        again), and a round they complete selects its successor. A label an annotator already
+        gave is not added again, so importing one file twice adds nothing. Returns how many
+        labels were added."""
         from datascout.campaign.formats import read_label_file
 
         check_annotator(annotator)
         rows = read_label_file(path)
-        ids = [r[0] for r in rows]
-        positions = self.positions(ids)
-        classes = [self.class_id(r[1]) if r[1] is not None else None for r in rows]
+        _check_label_rows(rows, None, self.classes, Path(path).name)
+        added = self._import_rows(rows, annotator)
+        if added:
+            try:
+                self.maybe_advance(background=False)
+            except DatascoutError as exc:  # the labels are in; the next round can wait
+                log.warning("datascout: note: the labels are imported, but the next round was not selected: %s", exc)
+        return added
+
+    def _import_rows(self, rows, annotator: str) -> int:
+        """Store checked ``(id, class name or None, annotator or None)`` rows; skips (None) and
+        repeats of an annotator's current answer are left out. Returns the count added."""
+        check_annotator(annotator)
+        latest = {}  # (id, annotator) -> class id: the last row of the file wins
+        for item_id, label, who in rows:
+            if label is not None:
+                latest[(str(item_id), check_annotator(who) if who else annotator)] = self.class_id(label)
+        if not latest:
+            return 0
+        keys = list(latest)
+        positions = self.positions([i for i, _ in keys])
         now = time.time()
-        con = self.con
         with self._write() as con:
-            con.execute("INSERT OR IGNORE INTO annotators VALUES (?, ?)", (annotator, now))
-            for r in rows:
-                if r[2]:
-                    con.execute("INSERT OR IGNORE INTO annotators VALUES (?, ?)", (check_annotator(r[2]), now))
-            con.executemany(
-                "INSERT INTO labels (pos, class, annotator, time, round, source) VALUES (?, ?, ?, ?, NULL, 'import')",
-                [(p, c, r[2] or annotator, now) for p, c, r in zip(positions, classes, rows) if c is not None])
-        return sum(c is not None for c in classes)
+            ph = ",".join("?" * len(set(positions)))
+            current = {(p, a): c for p, a, c in con.execute(
+                f"""SELECT l.pos, l.annotator, l.class FROM labels l
+                    JOIN (SELECT MAX(label_id) AS m FROM labels WHERE pos IN ({ph}) GROUP BY pos, annotator) last
+                      ON l.label_id = last.m""", sorted(set(positions))).fetchall()}
+            round_of = dict(con.execute(f"SELECT pos, round FROM selections WHERE pos IN ({ph})",
+                                        sorted(set(positions))).fetchall())
+            new = [(p, latest[key], key[1], now, round_of.get(p))
+                   for p, key in zip(positions, keys) if current.get((p, key[1]), -1) != latest[key]]
+            con.executemany("INSERT OR IGNORE INTO annotators VALUES (?, ?)",
+                            sorted({(a, now) for _, _, a, _, _ in new}))
+            con.executemany("INSERT INTO labels (pos, class, annotator, time, round, source) "
+                            "VALUES (?, ?, ?, ?, ?, 'import')", new)
+        return len(new)
 
     def stats(self) -> dict:
         from datascout.campaign.formats import stats

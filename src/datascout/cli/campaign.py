@@ -14,8 +14,8 @@ from datascout.exceptions import ValidationError
 from datascout.io import atomic_write_text
 from datascout.strategies import STRATEGY_NAMES
 
-INIT_EXAMPLE = ("datascout campaign init camp/ --embeddings fortunes.npy --items items.jsonl "
-                "--classes funny,wise,other --batch-size 20")
+INIT_EXAMPLE = ("datascout campaign init camp/ --pool pool/ --classes funny,wise,other --batch-size 20\n"
+                "  datascout campaign init camp/ --embeddings emb.npy --items quotes.csv --classes funny,wise,other")
 
 
 def register(sub) -> None:
@@ -27,8 +27,21 @@ def register(sub) -> None:
 
     c = command(csub, "init", "Create a campaign directory and select its first batch.", INIT_EXAMPLE, run_init)
     c.add_argument("dir", help="campaign directory (created)")
-    c.add_argument("--embeddings", required=True, help=".npy (memory-mapped), .npz or .parquet, one row per item")
-    c.add_argument("--items", required=True, help='JSONL, one {"id", "text"} or {"id", "image"} per embeddings row')
+    src = c.add_mutually_exclusive_group(required=True)
+    src.add_argument("--pool", metavar="POOL_DIR",
+                     help="a pool folder written by 'datascout embed': ids, embeddings and (unless --items "
+                          "is given) the texts or image files of its source")
+    src.add_argument("--embeddings",
+                     help=".npy (memory-mapped), .npz, .parquet, a shard directory or a pool folder. Items are "
+                          "matched to rows by id wherever the embeddings carry ids (a pool folder, ids in the "
+                          ".npz / Parquet, or ids.npy beside the .npy); a bare .npy without ids pairs the n-th "
+                          "item with the n-th row (line order)")
+    c.add_argument("--items",
+                   help='JSONL (one {"id", "text"} or {"id", "image"} a line), or CSV / Parquet texts '
+                        "(--id-column, --text-column, as for 'datascout embed text'); default with --pool: "
+                        "the pool's source")
+    c.add_argument("--id-column", default="id", help="id column of --items (default: id)")
+    c.add_argument("--text-column", default="text", help="text column of --items (default: text)")
     g = c.add_mutually_exclusive_group(required=True)
     g.add_argument("--classes", help="comma-separated class names (keys 1-9 follow this order)")
     g.add_argument("--positive-class", help="rare-concept search: NAME vs everything else")
@@ -102,17 +115,20 @@ def run_init(args) -> int:
     elif args.query_text is not None or args.query_image is not None:
         from datascout.embed.query import embed_query, pool_manifest
 
-        query = embed_query(pool_manifest(args.embeddings), text=args.query_text, image=args.query_image)
+        query = embed_query(pool_manifest(args.pool or args.embeddings), text=args.query_text,
+                            image=args.query_image)
         note = f"text: {args.query_text}" if args.query_text is not None else f"image: {args.query_image}"
     camp = Campaign.create(
-        args.dir, embeddings=args.embeddings, items=args.items,
+        args.dir, embeddings=args.embeddings, pool=args.pool, items=args.items,
+        id_column=args.id_column, text_column=args.text_column,
         classes=args.classes.split(",") if args.classes else None, positive_class=args.positive_class,
         strategy=args.strategy, batch_size=args.batch_size, k=args.k, index=args.index,
         lease_seconds=args.lease_seconds, labels_per_item=args.labels_per_item,
         random_state=args.random_state, seed_labels=args.seed_labels, like=args.like, query_embedding=query,
         query_note=note)
     prog = camp.round_progress()
-    print(f"campaign in {args.dir}: {camp.config['n_items']} items, classes {', '.join(camp.classes)}; "
+    print(f"campaign in {args.dir}: {camp.config['n_items']} items (matched to the embeddings by "
+          f"{camp.config['matched_by']}), classes {', '.join(camp.classes)}; "
           f"round {prog['round']} has {prog['selected']} items to label. Next: datascout serve {args.dir}")
     return 0
 
@@ -158,8 +174,11 @@ def run_status(args) -> int:
 
 def run_import(args) -> int:
     camp = _open(args.dir)
+    before = camp.current_round()
     n = camp.import_labels(args.file, annotator=args.annotator)
-    print(f"imported {n} labels into {args.dir}")
+    p = camp.round_progress()
+    print(f"imported {n} new labels into {args.dir}; round {p['round']}: {p['done']}/{p['selected']} answered"
+          + (f" (round {before} complete: round {p['round']} selected)" if p["round"] != before else ""))
     return 0
 
 
