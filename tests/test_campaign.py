@@ -25,7 +25,7 @@ def test_schema_is_wal_versioned_and_migrates_forward(tmp_path):
     camp, _ = make_campaign(tmp_path)
     con = camp.con
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     # a version-1 database (before leases existed) is migrated on open, data kept
     old = tmp_path / "old.db"
     raw = sqlite3.connect(old)
@@ -34,10 +34,13 @@ def test_schema_is_wal_versioned_and_migrates_forward(tmp_path):
     raw.commit()
     raw.close()
     con2 = connect(old)
-    assert con2.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert con2.execute("PRAGMA user_version").fetchone()[0] == 3
     assert con2.execute("SELECT payload FROM items").fetchone()[0] == "hello"
     con2.execute("INSERT INTO annotators VALUES ('x', 0)")
     con2.execute("INSERT INTO leases VALUES (0, 'x', 1.0, 0)")  # the new table exists
+    con2.execute("INSERT INTO rounds VALUES (0, 'random', '{}', '{}', 0)")
+    con2.execute("INSERT INTO selections (pos, round, rank) VALUES (0, 0, 0)")  # new columns, defaults
+    assert con2.execute("SELECT audit, pred_class, pred_prob FROM selections").fetchone() == (0, None, None)
     raw = sqlite3.connect(old)
     raw.execute("PRAGMA user_version=99")
     raw.commit()
@@ -117,9 +120,13 @@ def test_rounds_retrain_in_background_select_seals_candidates_never_twice(tmp_pa
     assert len(sel) == len({p for (p,) in sel}) == 48
     # round 3 was chosen among the labeled items' kNN-graph neighbours (SEALS), by entropy
     graph = camp.graph()
-    labeled = [p for (p,) in camp.con.execute("SELECT DISTINCT pos FROM labels WHERE class IS NOT NULL")]
+    labeled = [p for (p,) in camp.con.execute(
+        "SELECT DISTINCT pos FROM labels WHERE class IS NOT NULL "
+        "AND pos NOT IN (SELECT pos FROM selections WHERE audit = 1)")]  # audit labels: never trained on
     neighbours = set(np.asarray(graph.neighbors[labeled][:, :camp.config["k"]]).ravel().tolist())
-    r3 = [p for (p,) in camp.con.execute("SELECT pos FROM selections WHERE round = 3")]
+    r3 = [p for (p,) in camp.con.execute("SELECT pos FROM selections WHERE round = 3 AND audit = 0")]
+    per_round = camp.con.execute("SELECT round, SUM(audit) FROM selections GROUP BY round").fetchall()
+    assert per_round == [(r, 1) for r in range(4)]  # 10% of 12, rounded
     assert set(r3) <= neighbours
     s = camp.stats()
     assert [r["strategy"] for r in s["rounds"]] == ["random", "entropy", "entropy", "entropy"]
@@ -141,13 +148,14 @@ def test_a_saved_graph_with_more_neighbours_does_not_widen_the_campaigns_k(tmp_p
     camp.submit("a", [(i, truth[i]) for i in ids])
     camp.wait_idle(60)
     assert camp.last_error_ is None and camp.current_round() == 1
-    labeled = [p for (p,) in camp.con.execute("SELECT DISTINCT pos FROM labels")]
+    labeled = [p for (p,) in camp.con.execute(
+        "SELECT DISTINCT pos FROM labels WHERE pos NOT IN (SELECT pos FROM selections WHERE audit = 1)")]
     graph = build_or_load_graph(X, emb, "Flat", 40)
     near5 = set(np.asarray(graph.neighbors[labeled][:, :5]).ravel().tolist()) - set(labeled)
     near40 = set(np.asarray(graph.neighbors[labeled]).ravel().tolist()) - set(labeled)
     assert len(near5) < len(near40)
-    r1 = [p for (p,) in camp.con.execute("SELECT pos FROM selections WHERE round = 1")]
-    assert len(r1) == 10 and set(r1) <= near5  # within the 5 nearest, not the 40
+    r1 = [p for (p,) in camp.con.execute("SELECT pos FROM selections WHERE round = 1 AND audit = 0")]
+    assert len(r1) == 9 and set(r1) <= near5  # within the 5 nearest, not the 40 (+ 1 audit item)
 
 
 def test_rounds_selected_in_a_separate_process_and_its_errors_reported(tmp_path):
@@ -265,7 +273,7 @@ def test_positive_class_campaign_starts_from_a_like_query(tmp_path):
     items, X, y, classes = fortunes_items()
     emb, items_path = write_inputs(tmp_path, items, X)
     camp = Campaign.create(tmp_path / "camp", embeddings=emb, items=items_path, positive_class="art",
-                           batch_size=8, k=10, like=items[-1]["id"])
+                           batch_size=8, k=10, like=items[-1]["id"], audit_fraction=0)
     assert camp.classes == ["not art", "art"] and camp.config["strategy"] == "most-likely-positive"
     U = X / np.linalg.norm(X, axis=1, keepdims=True)
     exact = np.argsort(-(U @ U[-1]), kind="stable")[:8]

@@ -54,6 +54,23 @@ def _stat_signature(path) -> list:
     return [sum(st.st_size for st in stats), max((st.st_mtime_ns for st in stats), default=0)]
 
 
+def _uniform_sample(n: int, taken: np.ndarray, m: int, rng) -> np.ndarray:
+    """``m`` distinct positions drawn uniformly from ``range(n)`` minus the sorted ``taken``,
+    without materialising the free positions when few are taken (rejection sampling)."""
+    if m <= 0:
+        return np.empty(0, dtype=np.int64)
+    if len(taken) > n // 2:
+        return np.sort(rng.choice(np.setdiff1d(np.arange(n), taken), size=m, replace=False))
+    out = np.empty(0, dtype=np.int64)
+    while len(out) < m:
+        draw = rng.integers(0, n, size=2 * (m - len(out)) + 8)
+        draw = draw[~np.isin(draw, taken)]
+        out = np.unique(np.r_[out, draw])  # sorted, distinct; then keep a uniform subset
+        if len(out) > m:
+            out = np.sort(rng.choice(out, size=m, replace=False))
+    return out
+
+
 def _check_label_rows(rows, pos_of, classes, name: str) -> None:
     """Labels rows name known classes (and, with ``pos_of``, known items): else one line."""
     for item_id, label, who in rows:
@@ -169,7 +186,7 @@ class Campaign:
                strategy=None, batch_size: int = 20, k: int = 30, index: str = "HNSW32",
                lease_seconds: float = 600.0, labels_per_item: int = 1, random_state: int = 0,
                seed_labels=None, like=None, query_embedding=None, query_note=None,
-               id_column: str = "id", text_column: str = "text") -> "Campaign":
+               id_column: str = "id", text_column: str = "text", audit_fraction: float = 0.1) -> "Campaign":
         """Create a campaign in ``directory`` (which must not hold one) and select round 0: the
         items most like ``like`` (an item id) or ``query_embedding`` (a vector in the pool's space,
         e.g. an embedded text or image; ``query_note`` describes it in the round's settings), else
@@ -179,7 +196,9 @@ class Campaign:
         ``datascout embed``; or ``pool``: such a folder. ``items``: a JSONL / CSV / Parquet file or
         a list of ``{"id", "kind", "payload"}``; without it, a pool folder's own source. Items are
         matched to embeddings rows by id wherever the embeddings carry ids (see
-        :mod:`datascout.campaign.items`). Everything is checked before anything is written: a
+        :mod:`datascout.campaign.items`). ``audit_fraction``: the share of each round drawn
+        uniformly at random from the unlabeled pool, labeled blind and never trained on: the
+        honest estimate of the model's quality (0 turns it off). Everything is checked before anything is written: a
         rejected call leaves no folder, no database and no graph behind."""
         from datascout.campaign.formats import read_label_file
         from datascout.campaign.items import items_from_pool, match_items, open_pool, read_items
@@ -205,6 +224,8 @@ class Campaign:
                 raise ValidationError(f"{name} must be >= {lo} but is {v}")
         if not float(lease_seconds) > 0 or not np.isfinite(float(lease_seconds)):  # NaN fails both
             raise ValidationError(f"lease_seconds must be a finite number > 0 but is {lease_seconds}")
+        if not 0 <= float(audit_fraction) < 1:  # NaN fails too
+            raise ValidationError(f"audit_fraction must be in [0, 1) but is {audit_fraction}")
         inputs = open_pool(embeddings, pool)
         X = inputs.embeddings
         if items is None:
@@ -256,7 +277,7 @@ class Campaign:
                 cfg = {"classes": classes, "positive_class": positive_class, "strategy": strategy,
                        "batch_size": int(batch_size), "k": int(k), "index": index,
                        "lease_seconds": float(lease_seconds), "labels_per_item": int(labels_per_item),
-                       "random_state": int(random_state), "embeddings": str(emb_path),
+                       "audit_fraction": float(audit_fraction), "random_state": int(random_state), "embeddings": str(emb_path),
                        "n_items": int(X.shape[0]), "dim": int(X.shape[1]), "created": time.time(),
                        "embeddings_fingerprint": fp, "embeddings_stat": stat,
                        "matched_by": "id" if inputs.ids is not None else "line order"}
@@ -392,17 +413,39 @@ class Campaign:
         X, _ = self.embeddings()
         n = X.shape[0]
         rnd = self.current_round() + 1
+        rng = np.random.default_rng([cfg["random_state"], rnd])
         pos, y = self.resolved_labels(con)
-        selected = np.asarray([r[0] for r in con.execute("SELECT pos FROM selections")], dtype=np.int64)
-        blocked = np.setdiff1d(selected, pos)  # selected but skipped / not answered: never again
-        n_free = n - len(pos) - len(blocked)
-        b = min(cfg["batch_size"], n_free)
+        sel = np.asarray(con.execute("SELECT pos, audit FROM selections").fetchall(), dtype=np.int64).reshape(-1, 2)
+        blocked = np.setdiff1d(sel[:, 0], pos)  # selected but skipped / not answered: never again
+        is_audit = np.isin(pos, sel[sel[:, 1] == 1, 0])
+        train_pos, train_y = pos[~is_audit], y[~is_audit]  # audit labels are never trained on
+        audit_pos, audit_y = pos[is_audit], y[is_audit]
+        taken = np.union1d(pos, blocked)
+        b = min(cfg["batch_size"], n - len(taken))
         if b <= 0:
             raise ValidationError("every item of the campaign is labeled or was selected: nothing left to select")
-        metrics = cv_quality(np.asarray(X[np.sort(pos)], dtype=np.float32) if len(pos) else None,
-                             y[np.argsort(pos)] if len(pos) else None, len(self.classes),
-                             positive=1 if cfg["positive_class"] is not None else None,
-                             random_state=cfg["random_state"])
+        share = float(cfg.get("audit_fraction", 0.0))
+        n_audit = 0 if share <= 0 or b < 2 else min(b - 1, max(1, int(round(b * share))))
+        audit_new = _uniform_sample(n, taken, n_audit, rng)
+        order = np.argsort(train_pos)
+        positive = 1 if cfg["positive_class"] is not None else None
+        metrics = cv_quality(np.asarray(X[train_pos[order]], dtype=np.float32) if len(train_pos) else None,
+                             train_y[order] if len(train_pos) else None, len(self.classes),
+                             positive=positive, random_state=cfg["random_state"])
+        metrics["n_train"], metrics["n_labels"] = metrics["n_labels"], int(len(pos))  # CV on the training labels
+        held = np.union1d(np.union1d(blocked, audit_pos), audit_new)
+        learner = None
+        if len(train_pos):
+            cached = getattr(self, "_pool_cache", None)
+            if cached is None or cached.embeddings is not X:  # Pool() checks every row: once per process
+                cached = self._pool_cache = Pool(X)
+            graph = self.graph()  # may be a saved graph with more neighbours: use the campaign's k
+            cand = CandidatePool(X, graph=graph, k=min(self.config["k"], graph.k))
+            learner = ActiveLearner(cached, len(self.classes), cfg["strategy"], candidates=cand,
+                                    holdout=held if len(held) else None,
+                                    random_state=cfg["random_state"] + rnd)
+            learner.teach(train_pos, train_y)
+        n_pick = b - len(audit_new)
         scores = None
         if query is not None:
             from datascout.pool import iter_row_chunks
@@ -413,37 +456,56 @@ class Campaign:
             sim = np.empty(n, dtype=np.float64)
             for rows in iter_row_chunks(n):
                 sim[rows] = cosine_to_direction(X[rows], unit)
-            sim[np.union1d(pos, blocked)] = -np.inf
-            chosen = top_b(sim, b, np.random.default_rng(cfg["random_state"]))
+            sim[np.union1d(taken, audit_new)] = -np.inf
+            chosen = top_b(sim, n_pick, rng)
             scores = sim[chosen]
             how = {"query": query_note or True, "candidates": int(n)}
+            strategy = "query"
+        elif learner is None:  # no label to learn from yet: a uniform random batch
+            chosen = _uniform_sample(n, np.union1d(taken, audit_new), n_pick, rng)
+            how = {"candidates": int(n - len(taken))}
+            strategy = "random"
         else:
-            strategy = cfg["strategy"]
-            n_seen = len(np.unique(y))
-            if len(pos) == 0:
-                strategy = "random"
-            graph = self.graph()  # may be a saved graph with more neighbours: use the campaign's k
-            cand = CandidatePool(X, graph=graph, k=min(self.config["k"], graph.k))
-            learner = ActiveLearner(Pool(X), len(self.classes), strategy, candidates=cand,
-                                    holdout=blocked if len(blocked) else None,
-                                    random_state=cfg["random_state"] + rnd)
-            if len(pos):
-                learner.teach(pos, y)
-            chosen = np.asarray(learner.query(b), dtype=np.int64)
-            if learner.strategy.needs_probs and n_seen >= 1:
+            chosen = np.asarray(learner.query(n_pick), dtype=np.int64)
+            if learner.strategy.needs_probs:
                 scores = learner.score_rows(np.asarray(X[chosen], dtype=np.float32), chosen)
             how = dict(learner.last_query_)
-        settings = {"batch_size": int(b), "k": cfg["k"], "index": cfg["index"], **how,
-                    "seconds": round(time.perf_counter() - t0, 3)}
+            strategy = cfg["strategy"]
+        chosen = np.concatenate([chosen, audit_new]).astype(np.int64)
+        # the audit items take random ranks among the strategy's picks, which keep their order:
+        # the page cannot tell them from the rest
+        slots = np.zeros(len(chosen), dtype=bool)
+        slots[rng.choice(len(chosen), size=len(audit_new), replace=False)] = True
+        ranks = np.r_[np.flatnonzero(~slots), np.flatnonzero(slots)]
+        audit_flag = np.r_[np.zeros(n_pick, np.int64), np.ones(len(audit_new), np.int64)]
+        scores = np.r_[scores if scores is not None else np.full(n_pick, np.nan), np.full(len(audit_new), np.nan)]
+        pred_class = pred_prob = None
+        if learner is not None and len(np.unique(train_y)) >= 2:
+            proba = learner.predict_proba(np.asarray(X[chosen], dtype=np.float32))
+            pred_class, pred_prob = proba.argmax(axis=1), proba.max(axis=1)
+            if len(audit_pos):
+                from datascout.campaign.metrics import audit_quality
+
+                metrics["audit"] = audit_quality(
+                    audit_y, learner.predict_proba(np.asarray(X[audit_pos], dtype=np.float32)),
+                    len(self.classes), positive=positive, n_unlabeled=int(n - len(pos)),
+                    random_state=cfg["random_state"])
+        if "audit" not in metrics:
+            metrics["audit"] = {"labels": int(len(audit_pos)), "value": None, "ci": None,
+                                "metric": "average_precision" if positive is not None else "macro_f1"}
+        settings = {"batch_size": int(b), "audit": int(len(audit_new)), "k": cfg["k"], "index": cfg["index"],
+                    **how, "seconds": round(time.perf_counter() - t0, 3)}
         with self._write() as con:
             if self.current_round() + 1 != rnd:
                 raise ConflictError(f"round {rnd} was selected meanwhile by another process")
             con.execute("INSERT INTO rounds VALUES (?, ?, ?, ?, ?)",
-                        (rnd, "query" if query is not None else cfg["strategy"] if len(pos) else "random",
-                         json.dumps(settings), json.dumps(metrics), time.time()))
-            con.executemany("INSERT INTO selections VALUES (?, ?, ?, ?)",
-                            [(int(p_), rnd, r, None if scores is None else float(scores[r]))
-                             for r, p_ in enumerate(chosen.tolist())])
+                        (rnd, strategy, json.dumps(settings), json.dumps(metrics), time.time()))
+            con.executemany(
+                "INSERT INTO selections (pos, round, rank, score, audit, pred_class, pred_prob) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(int(chosen[i]), rnd, int(ranks[i]), None if np.isnan(scores[i]) else float(scores[i]),
+                  int(audit_flag[i]), None if pred_class is None else int(pred_class[i]),
+                  None if pred_prob is None else float(pred_prob[i])) for i in range(len(chosen))])
         log.info("round %d selected: %d items in %.2fs", rnd, len(chosen), settings["seconds"])
         return rnd
 

@@ -59,6 +59,12 @@ MIGRATIONS: list[str] = [
     CREATE INDEX leases_annotator ON leases(annotator, done);
     CREATE INDEX labels_annotator ON labels(annotator, pos);
     """,
+    # 2 -> 3: why each item was chosen and what the model said of it; the audit sample
+    """
+    ALTER TABLE selections ADD COLUMN audit INTEGER NOT NULL DEFAULT 0;  -- 1: uniform random, never trained on
+    ALTER TABLE selections ADD COLUMN pred_class INTEGER;                -- the model's guess when selected
+    ALTER TABLE selections ADD COLUMN pred_prob REAL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

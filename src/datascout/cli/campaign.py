@@ -52,6 +52,9 @@ def register(sub) -> None:
     c.add_argument("--index", default="HNSW32", help="faiss factory string for the kNN graph")
     c.add_argument("--lease-seconds", type=float, default=600.0, help="how long an item stays leased to one annotator")
     c.add_argument("--labels-per-item", type=int, default=1, help="distinct annotators asked for each item")
+    c.add_argument("--audit-fraction", type=float, default=0.1,
+                   help="share of each round drawn uniformly at random, labeled blind and never trained on: "
+                        "the honest estimate of the model's quality (default 0.1; 0 = none)")
     c.add_argument("--seed-labels", help="labels that already exist (CSV id,label / JSONL / Label Studio JSON)")
     q = c.add_mutually_exclusive_group()
     q.add_argument("--like", metavar="ITEM_ID", help="first round: the items most similar to this item")
@@ -124,6 +127,7 @@ def run_init(args) -> int:
         classes=args.classes.split(",") if args.classes else None, positive_class=args.positive_class,
         strategy=args.strategy, batch_size=args.batch_size, k=args.k, index=args.index,
         lease_seconds=args.lease_seconds, labels_per_item=args.labels_per_item,
+        audit_fraction=args.audit_fraction,
         random_state=args.random_state, seed_labels=args.seed_labels, like=args.like, query_embedding=query,
         query_note=note)
     prog = camp.round_progress()
