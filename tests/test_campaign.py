@@ -306,7 +306,7 @@ def test_cli_init_status_export_import_and_errors(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "round 0: 0/10 answered" in out
     assert f"{classes[0]}=2, {classes[1]}=2, {classes[2]}=2" in out
-    assert "model (2-fold CV on 6 labels)" in out
+    assert "model (2-fold CV on 6 actively chosen labels" in out
     assert main(["campaign", "next", str(d)]) == 2  # round 0 not answered yet
     out_file = tmp_path / "x" / "tasks.json"
     assert main(["campaign", "export", str(d), "--format", "label-studio", "--out", str(out_file)]) == 0

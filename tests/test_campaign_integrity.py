@@ -301,3 +301,116 @@ def test_a_round_does_not_reread_the_embeddings_unless_the_file_changed(tmp_path
     np.save(emb, Y)  # new content
     with pytest.raises(ValueError, match="changed since the campaign was created"):
         camp.embeddings()
+
+
+# -- what the labeler and the dashboard are told (issue "Data engine, part 2", campaign side) ----
+
+
+def test_wilson_interval_and_audit_figures_by_hand():
+    from sklearn.metrics import average_precision_score, f1_score
+
+    from datascout.campaign.metrics import audit_quality, wilson_interval
+
+    # Wilson 95% for 8/10, by hand: centre (0.8 + z^2/20) / (1 + z^2/10), half-width
+    # z sqrt(0.016 + z^2/400) / (1 + z^2/10), z = 1.959964
+    z = 1.959964
+    centre = (0.8 + z * z / 20) / (1 + z * z / 10)
+    half = z * np.sqrt(0.8 * 0.2 / 10 + z * z / 400) / (1 + z * z / 10)
+    assert wilson_interval(8, 10) == pytest.approx([centre - half, centre + half], abs=1e-6)
+    assert wilson_interval(0, 0) == [0.0, 1.0]
+    y = np.array([0, 0, 1, 1, 2, 2, 2, 1])
+    proba = np.eye(3)[[0, 1, 1, 1, 2, 0, 2, 1]] * 0.8 + 0.2 / 3
+    a = audit_quality(y, proba, 3, n_boot=400, random_state=0)
+    assert a["labels"] == 8 and a["metric"] == "macro_f1"
+    assert a["accuracy"]["value"] == 6 / 8 and a["accuracy"]["ci"] == wilson_interval(6, 8)
+    assert a["value"] == pytest.approx(f1_score(y, proba.argmax(1), average="macro"))
+    lo, hi = a["ci"]
+    assert 0 <= lo <= a["value"] <= hi <= 1
+    # rare concept: AP, prevalence and the positives left among 1,000 unlabeled items
+    yb = np.array([0] * 16 + [1] * 4)
+    score = np.r_[np.linspace(0.0, 0.6, 16), [0.55, 0.7, 0.8, 0.9]]
+    pb = np.c_[1 - score, score]
+    b = audit_quality(yb, pb, 2, positive=1, n_unlabeled=1000, random_state=0)
+    assert b["metric"] == "average_precision"
+    assert b["value"] == pytest.approx(average_precision_score(yb, score))
+    assert b["prevalence"]["value"] == 0.2 and b["prevalence"]["ci"] == wilson_interval(4, 20)
+    assert b["positives_remaining"]["value"] == pytest.approx(200.0)
+    assert b["positives_remaining"]["ci"] == pytest.approx([1000 * x for x in wilson_interval(4, 20)])
+    # flagged at 0.5: scores 0.52.., 0.56.., 0.6 of negatives and all 4 positives
+    flagged = score >= 0.5
+    assert b["precision_at_0.5"]["value"] == 4 / int(flagged.sum())
+
+
+def test_cv_with_a_class_of_one_label_still_gives_an_estimate():
+    from datascout.campaign.metrics import cv_quality
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(10, int), np.ones(10, int), [2]]
+    X = (np.eye(3)[y] * 4 + rng.normal(size=(21, 3))).astype(np.float32)
+    q = cv_quality(X, y, 3)
+    assert q["cv"] is not None and q["left_out_classes"] == [2] and q["n_labels"] == 21
+    assert q["cv"]["accuracy"] > 0.9
+
+
+def test_audit_items_are_uniform_never_trained_on_and_measured(tmp_path, capsys):
+    items, X, y, classes = fortunes_items(n_per_class=40)
+    emb, items_path = write_inputs(tmp_path / "inputs", items, X)
+    d = tmp_path / "camp"
+    camp = Campaign.create(d, embeddings=emb, items=items_path, classes=classes, batch_size=10, k=8,
+                           audit_fraction=0.3)
+    truth = {it["id"]: classes[c] for it, c in zip(items, y)}
+    for _ in range(4):
+        batch = camp.lease_batch("alice", 20)["items"]
+        camp.submit("alice", [(it["id"], truth[it["id"]]) for it in batch])
+        camp.wait_idle(60)
+    con = camp.con
+    assert con.execute("SELECT round, SUM(audit), COUNT(*) FROM selections GROUP BY round").fetchall()[:4] == \
+        [(r, 3, 10) for r in range(4)]
+    # audit labels are never taught: the SEALS candidates come from the training labels alone
+    audit = {p for (p,) in con.execute("SELECT pos FROM selections WHERE audit = 1")}
+    s = camp.stats()
+    last = s["rounds"][-1]
+    assert last["audit"]["labels"] == 12 and last["labels_before"] == 40
+    assert s["audit"]["metric"] == "macro_f1" and 0 <= s["audit"]["ci"][0] <= s["audit"]["value"] <= s["audit"]["ci"][1]
+    assert s["audit"]["value"] > 0.8  # well-separated classes
+    # every leased item carries the model's guess and why it was chosen; audit items look alike
+    batch = camp.lease_batch("bob", 20)["items"]
+    assert batch and all(set(it["selected_by"]) == {"strategy", "score", "audit"} for it in batch)
+    assert all(it["prediction"]["label"] in classes and 0 < it["prediction"]["probability"] <= 1 for it in batch)
+    right = sum(it["prediction"]["label"] == truth[it["id"]] for it in batch)
+    assert right >= 0.7 * len(batch)
+    assert all(it["selected_by"]["audit"] == (camp.positions([it["id"]])[0] in audit) for it in batch)
+    assert main(["campaign", "status", str(d)]) == 0
+    out = capsys.readouterr().out
+    assert "audit (12 random items, never trained on): macro f1" in out and "actively chosen labels" in out
+
+
+def test_predictions_are_null_before_the_first_model(tmp_path):
+    items, X, y, classes = fortunes_items(n_per_class=10)
+    emb, items_path = write_inputs(tmp_path / "inputs", items, X)
+    camp = Campaign.create(tmp_path / "camp", embeddings=emb, items=items_path, classes=classes, batch_size=5, k=5)
+    batch = camp.lease_batch("alice", 5)["items"]
+    assert [it["prediction"] for it in batch] == [None] * 5
+    assert {it["selected_by"]["strategy"] for it in batch} == {"random"}
+
+
+def test_an_expired_lease_is_honoured_only_while_nobody_else_holds_the_item(tmp_path):
+    from datascout.campaign import ConflictError
+
+    items, X, y, classes = fortunes_items(n_per_class=10)
+    emb, items_path = write_inputs(tmp_path / "inputs", items, X)
+    camp = Campaign.create(tmp_path / "camp", embeddings=emb, items=items_path, classes=classes, batch_size=4,
+                           k=5, lease_seconds=0.2, audit_fraction=0)
+    a = [it["id"] for it in camp.lease_batch("alice", 2)["items"]]
+    s = camp.stats()["leases"]
+    assert s["live"] == 2 and [x["annotator"] for x in s["by_annotator"]] == ["alice"]
+    time.sleep(0.3)
+    assert camp.stats()["leases"]["live"] == 0  # expired: the items are free again
+    b = [it["id"] for it in camp.lease_batch("bob", 4)["items"]]
+    assert set(a) <= set(b)
+    with pytest.raises(ConflictError, match="expired and the item is now leased to 'bob'"):
+        camp.submit("alice", [(a[0], classes[0])])
+    c = [it["id"] for it in camp.lease_batch("carol", 1)["items"]]
+    assert c == []  # bob holds all four
+    time.sleep(0.3)  # bob's leases expire too: alice's late answer is taken
+    assert camp.submit("alice", [(a[0], classes[0])])["accepted"] == 1

@@ -509,6 +509,33 @@ class Campaign:
         log.info("round %d selected: %d items in %.2fs", rnd, len(chosen), settings["seconds"])
         return rnd
 
+    def quality_now(self) -> dict:
+        """The model's quality on the labels held now: cross-validated on the training labels
+        (actively chosen: biased toward hard items) and, the honest figure, measured on the audit
+        labels by a model trained on all the others (``{"n_labels", "n_train", "cv", "audit"}``)."""
+        from datascout.campaign.metrics import audit_quality, cv_quality
+        from datascout.models import FittedModel, default_model
+
+        cfg = self.config
+        pos, y = self.resolved_labels()
+        audit = np.isin(pos, [r[0] for r in self.con.execute("SELECT pos FROM selections WHERE audit = 1")])
+        positive = 1 if cfg["positive_class"] is not None else None
+        X, _ = self.embeddings()
+        tp, ty = pos[~audit], y[~audit]
+        out = cv_quality(np.asarray(X[tp], dtype=np.float32) if len(tp) else None, ty if len(tp) else None,
+                         len(self.classes), positive=positive, random_state=cfg["random_state"])
+        out["n_train"], out["n_labels"] = out["n_labels"], int(len(pos))
+        result = {"labels": int(audit.sum()), "metric": "average_precision" if positive is not None else "macro_f1",
+                  "value": None, "ci": None}
+        if audit.any() and len(np.unique(ty)) >= 2:
+            model = FittedModel(default_model(cfg["random_state"]), len(self.classes)).fit(
+                np.asarray(X[tp], dtype=np.float32), ty)
+            result = audit_quality(y[audit], model.predict_proba(np.asarray(X[pos[audit]], dtype=np.float32)),
+                                   len(self.classes), positive=positive, n_unlabeled=int(X.shape[0] - len(pos)),
+                                   random_state=cfg["random_state"])
+        out["audit"] = result
+        return out
+
     def maybe_advance(self, *, background: bool = True) -> bool:
         """Start selecting the next round when the current one is fully answered. Returns True
         when a selection was started (or ran, with ``background=False``)."""
@@ -603,16 +630,24 @@ class Campaign:
                 "progress": self.round_progress(rnd), "selecting": selecting}
 
     def _items_at(self, positions) -> list[dict]:
+        """The items at ``positions``, each with the model's guess when it was selected
+        (``prediction``: ``{"label", "probability"}`` or ``None`` before the first model) and why
+        it was chosen (``selected_by``: the round's strategy and the item's score)."""
         if not positions:
             return []
-        q = f"SELECT pos, id, kind, payload FROM items WHERE pos IN ({','.join('?' * len(positions))})"
-        by_pos = {r[0]: r for r in self.con.execute(q, positions).fetchall()}
+        ph = ",".join("?" * len(positions))
+        by_pos = {r[0]: r for r in self.con.execute(
+            f"""SELECT i.pos, i.id, i.kind, i.payload, r.strategy, s.score, s.audit, s.pred_class, s.pred_prob
+                FROM items i LEFT JOIN selections s ON s.pos = i.pos LEFT JOIN rounds r ON r.round = s.round
+                WHERE i.pos IN ({ph})""", positions).fetchall()}
         out = []
         for p in positions:
-            _, item_id, kind, payload = by_pos[p]
+            _, item_id, kind, payload, strategy, score, audit, pred, prob = by_pos[p]
             it = {"id": item_id, "kind": kind}
             if kind == "text":
                 it["text"] = payload
+            it["prediction"] = None if pred is None else {"label": self.classes[pred], "probability": prob}
+            it["selected_by"] = {"strategy": strategy, "score": score, "audit": bool(audit)}
             out.append(it)
         return out
 
@@ -635,14 +670,22 @@ class Campaign:
         con = self.con
         with self._write() as con:
             ph = ",".join("?" * len(positions))
-            leased = {r[0] for r in con.execute(
-                f"SELECT pos FROM leases WHERE annotator = ? AND pos IN ({ph})", [annotator, *positions])}
+            leased = dict(con.execute(
+                f"SELECT pos, expires FROM leases WHERE annotator = ? AND pos IN ({ph})", [annotator, *positions]))
             answered = {r[0] for r in con.execute(
                 f"SELECT DISTINCT pos FROM labels WHERE annotator = ? AND pos IN ({ph})", [annotator, *positions])}
+            held_by_others = dict(con.execute(
+                f"""SELECT pos, MIN(annotator) FROM leases WHERE annotator <> ? AND done = 0 AND expires > ?
+                    AND pos IN ({ph}) GROUP BY pos""", [annotator, now, *positions]))
             for i, p in zip(ids, positions):
-                if p not in leased and p not in answered:
+                if p in answered:
+                    continue  # a relabel, kept as history
+                if p not in leased:
                     raise ConflictError(f"item {i!r} is not leased to annotator {annotator!r}: "
                                         "get it from /api/batch first")
+                if leased[p] <= now and p in held_by_others:
+                    raise ConflictError(f"the lease of annotator {annotator!r} on item {i!r} expired and the item "
+                                        f"is now leased to {held_by_others[p]!r}")
             round_of = dict(con.execute(f"SELECT pos, round FROM selections WHERE pos IN ({ph})", positions).fetchall())
             con.executemany("INSERT INTO labels (pos, class, annotator, time, round, source) VALUES (?, ?, ?, ?, ?, 'web')",
                             [(p, c, annotator, now, round_of.get(p)) for p, c in zip(positions, classes)])

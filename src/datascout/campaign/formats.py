@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -186,8 +187,17 @@ def stats(camp) -> dict:
                 """SELECT COUNT(DISTINCT l.pos) FROM labels l WHERE l.round = ? AND l.class = 1""", (r,)).fetchone()[0]
         rounds.append({"round": r, "strategy": strategy, "settings": json.loads(settings),
                        "selected": prog["selected"], "answered": prog["done"], "labeled": int(labeled_in_round),
-                       "positives": positives, "labels_before": m["n_labels"], "cv": m["cv"], "created": created})
-    curve = [{"n_labels": r["labels_before"], **(r["cv"] or {})} for r in rounds if r["cv"]]
+                       "positives": positives, "labels_before": m["n_labels"], "cv": m["cv"],
+                       "audit": m.get("audit"), "created": created})
+    curve = [{"n_labels": r["labels_before"], **(r["cv"] or {}),
+              **({"audit": r["audit"]} if r["audit"] and r["audit"].get("value") is not None else {})}
+             for r in rounds if r["cv"] or (r["audit"] and r["audit"].get("value") is not None)]
+    now = time.time()
+    leases = [{"annotator": a, "items": int(k), "until": float(u)} for a, k, u in con.execute(
+        """SELECT annotator, COUNT(*), MAX(expires) FROM leases WHERE done = 0 AND expires > ?
+           AND pos NOT IN (SELECT pos FROM labels l WHERE l.annotator = leases.annotator)
+           GROUP BY annotator ORDER BY annotator""", (now,))]
+    audit = next((r["audit"] for r in reversed(rounds) if r["audit"] and r["audit"].get("labels")), None)
     return {
         "classes": classes,
         "positive_class": cfg["positive_class"],
@@ -204,4 +214,7 @@ def stats(camp) -> dict:
         "rounds": rounds,
         "learning_curve": curve,
         "model": rounds[-1]["cv"] if rounds else None,
+        "audit": audit or {"labels": 0, "metric": "average_precision" if cfg["positive_class"] is not None
+                           else "macro_f1", "value": None, "ci": None},
+        "leases": {"live": sum(x["items"] for x in leases), "by_annotator": leases},
     }

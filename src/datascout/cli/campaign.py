@@ -138,19 +138,9 @@ def run_init(args) -> int:
 
 
 def run_status(args) -> int:
-    from datascout.campaign.metrics import cv_quality
-
     camp = _open(args.dir)
     s = camp.stats()
-    pos, y = camp.resolved_labels()
-    if len(pos):
-        X, _ = camp.embeddings()
-        order = np.argsort(pos)
-        now = cv_quality(np.asarray(X[pos[order]], dtype=np.float32), y[order], len(camp.classes),
-                         positive=1 if s["positive_class"] is not None else None,
-                         random_state=camp.config["random_state"])
-    else:
-        now = {"n_labels": 0, "cv": None}
+    now = camp.quality_now()
     s["model_now"] = now
     if args.json:
         print(json.dumps(s, indent=2))
@@ -162,13 +152,29 @@ def run_status(args) -> int:
     print("classes: " + ", ".join(f"{c}={n}" for c, n in s["class_counts"].items()))
     if s["positives_found"] is not None:
         print(f"positives found: {s['positives_found']}")
+    a = now["audit"]
+    if a["value"] is None:
+        print(f"audit: {a['labels']} audit labels so far; the honest estimate needs audit labels of a model "
+              "trained on 2 classes or more")
+    else:
+        lo, hi = a["ci"] or (float("nan"), float("nan"))
+        line = f"audit ({a['labels']} random items, never trained on): {a['metric'].replace('_', ' ')} " \
+               f"{a['value']:.3f} [95% {lo:.3f}-{hi:.3f}]"
+        if "accuracy" in a:
+            line += f", accuracy {a['accuracy']['value']:.3f} [{a['accuracy']['ci'][0]:.3f}-{a['accuracy']['ci'][1]:.3f}]"
+        if "prevalence" in a:
+            pr, rem = a["prevalence"], a["positives_remaining"]
+            line += (f", prevalence {pr['value']:.4f} [{pr['ci'][0]:.4f}-{pr['ci'][1]:.4f}], "
+                     f"positives remaining ~{rem['value']:.0f} [{rem['ci'][0]:.0f}-{rem['ci'][1]:.0f}]")
+        print(line)
     cv = now["cv"]
     if cv is None:
-        print(f"model: not enough labels for cross-validation yet ({now['n_labels']} labels)")
+        print(f"model: not enough labels for cross-validation yet ({now['n_train']} training labels)")
     else:
         extra = f", average precision {cv['average_precision']:.3f}" if "average_precision" in cv else ""
-        print(f"model ({cv['folds']}-fold CV on {now['n_labels']} labels): accuracy {cv['accuracy']:.3f}, "
-              f"macro-F1 {cv['macro_f1']:.3f}{extra}")
+        left = f"; classes with one label left out: {len(now['left_out_classes'])}" if now.get("left_out_classes") else ""
+        print(f"model ({cv['folds']}-fold CV on {now['n_train']} actively chosen labels, biased toward hard items): "
+              f"accuracy {cv['accuracy']:.3f}, macro-F1 {cv['macro_f1']:.3f}{extra}{left}")
     for r in s["rounds"]:
         q = "" if r["cv"] is None else f"  CV macro-F1 {r['cv']['macro_f1']:.3f}"
         print(f"  round {r['round']:>3} {r['strategy']:<22} {r['answered']:>4}/{r['selected']:<4} answered"
