@@ -25,7 +25,7 @@ def test_schema_is_wal_versioned_and_migrates_forward(tmp_path):
     camp, _ = make_campaign(tmp_path)
     con = camp.con
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     # a version-1 database (before leases existed) is migrated on open, data kept
     old = tmp_path / "old.db"
     raw = sqlite3.connect(old)
@@ -34,7 +34,7 @@ def test_schema_is_wal_versioned_and_migrates_forward(tmp_path):
     raw.commit()
     raw.close()
     con2 = connect(old)
-    assert con2.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert con2.execute("PRAGMA user_version").fetchone()[0] == 4
     assert con2.execute("SELECT payload FROM items").fetchone()[0] == "hello"
     con2.execute("INSERT INTO annotators VALUES ('x', 0)")
     con2.execute("INSERT INTO leases VALUES (0, 'x', 1.0, 0)")  # the new table exists

@@ -414,3 +414,78 @@ def test_an_expired_lease_is_honoured_only_while_nobody_else_holds_the_item(tmp_
     assert c == []  # bob holds all four
     time.sleep(0.3)  # bob's leases expire too: alice's late answer is taken
     assert camp.submit("alice", [(a[0], classes[0])])["accepted"] == 1
+
+
+# -- label quality in the campaign (issue "Label quality"): review queue, consensus, agreement ----
+
+
+def test_agreement_kappa_and_alpha_by_hand():
+    pytest.importorskip("krippendorff")
+    from datascout.campaign.formats import agreement
+
+    # alice [0,0,1,1], bob [0,1,1,1] on the same four items; carol one item alone
+    latest = [(p, str(p), "alice", c, 0, "web") for p, c in enumerate([0, 0, 1, 1])]
+    latest += [(p, str(p), "bob", c, 0, "web") for p, c in enumerate([0, 1, 1, 1])]
+    latest += [(9, "9", "carol", 0, 0, "web")]
+    a = agreement(latest, ["x", "y"])
+    # kappa: p_o = 3/4, p_e = 1/2 * 1/4 + 1/2 * 3/4 = 1/2, kappa = (3/4 - 1/2) / (1/2) = 1/2
+    assert a["pairs"] == [{"a": "alice", "b": "bob", "items": 4, "kappa": pytest.approx(0.5)}]
+    # alpha (nominal): coincidences o00 = 2, o01 = o10 = 1, o11 = 4; n = 8, n0 = 3, n1 = 5;
+    # D_o = 2/8, D_e = 2 * 3 * 5 / (8 * 7); alpha = 1 - D_o / D_e = 1 - 0.25 / (30 / 56)
+    assert a["alpha"] == pytest.approx(1 - 0.25 / (30 / 56))
+    assert a["items_with_several_answers"] == 4
+
+
+def test_votes_are_weighted_by_annotator_quality(tmp_path):
+    items, X, y, classes = fortunes_items(n_per_class=10)
+    emb, items_path = write_inputs(tmp_path / "inputs", items, X)
+    camp = Campaign.create(tmp_path / "camp", embeddings=emb, items=items_path, classes=classes, batch_size=4,
+                           k=5, labels_per_item=2, audit_fraction=0)
+    item = camp.lease_batch("alice", 1)["items"][0]["id"]
+    camp.lease_batch("bob", 1)
+    camp.submit("bob", [(item, classes[1])])
+    camp.submit("alice", [(item, classes[0])])
+    p = camp.positions([item])[0]
+    pos, lab = camp.resolved_labels()
+    assert lab[pos.tolist().index(p)] == 0  # a tie: the latest answer (alice)
+    camp._set_meta({"annotator_quality": {"alice": 0.2, "bob": 0.9}})
+    pos, lab = camp.resolved_labels()
+    assert lab[pos.tolist().index(p)] == 1  # bob's answer weighs more
+
+
+def test_suspect_labels_are_asked_again_blind_and_resolved(tmp_path, capsys):
+    pytest.importorskip("cleanlab")
+    items, X, y, classes = fortunes_items(n_per_class=40)
+    emb, items_path = write_inputs(tmp_path / "inputs", items, X)
+    d = tmp_path / "camp"
+    camp = Campaign.create(d, embeddings=emb, items=items_path, classes=classes, batch_size=30, k=8,
+                           audit_fraction=0, review_fraction=0.2)
+    truth = {it["id"]: classes[c] for it, c in zip(items, y)}
+    batch = [it["id"] for it in camp.lease_batch("alice", 30)["items"]]
+    wrong = batch[:3]  # alice gets three wrong
+    camp.submit("alice", [(i, classes[(classes.index(truth[i]) + 1) % 3] if i in wrong else truth[i]) for i in batch])
+    camp.wait_idle(60)
+    assert camp.current_round() == 1
+    queued = {r[0] for r in camp.con.execute("SELECT pos FROM reviews")}
+    assert len(queued) == 6  # 20% of 30
+    assert set(camp.positions(wrong)) <= queued  # the three wrong labels are the most suspect
+    # bob is asked first for the reviews, blind, then for round 1's items
+    got = camp.lease_batch("bob", 10)["items"]
+    review_items = [it for it in got if it["selected_by"]["strategy"] == "review"]
+    assert {camp.positions([it["id"]])[0] for it in review_items} == queued
+    assert all("answers" not in it and it["selected_by"]["score"] is None for it in review_items)
+    assert camp.lease_batch("alice", 10)["items"] and all(
+        it["selected_by"]["strategy"] != "review" for it in camp.lease_batch("alice", 10)["items"])  # never her own
+    camp.submit("bob", [(it["id"], truth[it["id"]]) for it in review_items])
+    s = camp.stats()["review"]
+    assert s == {"queued": 6, "open": 3, "done": 3, "changed": 0}  # the 3 that disagree wait for a third
+    carol = [it for it in camp.lease_batch("carol", 10)["items"] if it["selected_by"]["strategy"] == "review"]
+    assert sorted(it["id"] for it in carol) == sorted(wrong)
+    camp.submit("carol", [(it["id"], truth[it["id"]]) for it in carol])
+    assert camp.stats()["review"] == {"queued": 6, "open": 0, "done": 6, "changed": 3}
+    pos, lab = camp.resolved_labels()
+    resolved = dict(zip(pos.tolist(), lab.tolist()))
+    assert all(classes[resolved[p]] == truth[i] for i, p in zip(wrong, camp.positions(wrong)))
+    assert main(["campaign", "status", str(d)]) == 0
+    out = capsys.readouterr().out
+    assert "review: 0 open, 6 done, 3 labels changed by review" in out and "Krippendorff's alpha" in out

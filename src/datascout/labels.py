@@ -97,7 +97,7 @@ def audit_labels(embeddings, labels, *, n_classes: int | None = None, model=None
     out-of-fold probabilities of the labeled items if already computed (else cross-validated
     here with ``model`` and ``folds``)."""
     cl = _cleanlab()
-    X = check_embeddings(embeddings)
+    X = embeddings if probs is not None else check_embeddings(embeddings)  # with probs: only the shape is read
     labels = np.asarray(labels)
     if labels.ndim != 1 or len(labels) != X.shape[0]:
         raise ValidationError(f"labels has {labels.shape} entries but embeddings has {X.shape[0]} rows")
@@ -129,7 +129,7 @@ def audit_labels(embeddings, labels, *, n_classes: int | None = None, model=None
     yp, pp = remap[y], probs[:, present]
     pp = pp / np.maximum(pp.sum(axis=1, keepdims=True), 1e-12)
     quality = cl.rank.get_label_quality_scores(yp, pp, method="self_confidence")
-    issue = cl.filter.find_label_issues(yp, pp, filter_by="prune_by_noise_rate")
+    issue = cl.filter.find_label_issues(yp, pp, filter_by="prune_by_noise_rate", n_jobs=1)  # no child processes
     joint = cl.count.estimate_joint(yp, pp)
     noise = np.full(K, np.nan)
     row = joint.sum(axis=1)

@@ -13,6 +13,7 @@ import json
 import logging
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -186,7 +187,8 @@ class Campaign:
                strategy=None, batch_size: int = 20, k: int = 30, index: str = "HNSW32",
                lease_seconds: float = 600.0, labels_per_item: int = 1, random_state: int = 0,
                seed_labels=None, like=None, query_embedding=None, query_note=None,
-               id_column: str = "id", text_column: str = "text", audit_fraction: float = 0.1) -> "Campaign":
+               id_column: str = "id", text_column: str = "text", audit_fraction: float = 0.1,
+               review_fraction: float = 0.1) -> "Campaign":
         """Create a campaign in ``directory`` (which must not hold one) and select round 0: the
         items most like ``like`` (an item id) or ``query_embedding`` (a vector in the pool's space,
         e.g. an embedded text or image; ``query_note`` describes it in the round's settings), else
@@ -198,7 +200,10 @@ class Campaign:
         matched to embeddings rows by id wherever the embeddings carry ids (see
         :mod:`datascout.campaign.items`). ``audit_fraction``: the share of each round drawn
         uniformly at random from the unlabeled pool, labeled blind and never trained on: the
-        honest estimate of the model's quality (0 turns it off). Everything is checked before anything is written: a
+        honest estimate of the model's quality (0 turns it off). ``review_fraction``: at most this
+        share of a batch, every round, of the labels the label audit suspects most (cleanlab on
+        out-of-fold probabilities, near-duplicate conflicts) is asked again of another annotator,
+        blind; the answers are resolved by votes weighted by each annotator's quality. Everything is checked before anything is written: a
         rejected call leaves no folder, no database and no graph behind."""
         from datascout.campaign.formats import read_label_file
         from datascout.campaign.items import items_from_pool, match_items, open_pool, read_items
@@ -226,6 +231,8 @@ class Campaign:
             raise ValidationError(f"lease_seconds must be a finite number > 0 but is {lease_seconds}")
         if not 0 <= float(audit_fraction) < 1:  # NaN fails too
             raise ValidationError(f"audit_fraction must be in [0, 1) but is {audit_fraction}")
+        if not 0 <= float(review_fraction) <= 1:
+            raise ValidationError(f"review_fraction must be in [0, 1] but is {review_fraction}")
         inputs = open_pool(embeddings, pool)
         X = inputs.embeddings
         if items is None:
@@ -277,7 +284,9 @@ class Campaign:
                 cfg = {"classes": classes, "positive_class": positive_class, "strategy": strategy,
                        "batch_size": int(batch_size), "k": int(k), "index": index,
                        "lease_seconds": float(lease_seconds), "labels_per_item": int(labels_per_item),
-                       "audit_fraction": float(audit_fraction), "random_state": int(random_state), "embeddings": str(emb_path),
+                       "audit_fraction": float(audit_fraction),
+                       "review_fraction": float(review_fraction), "random_state": int(random_state),
+                       "embeddings": str(emb_path),
                        "n_items": int(X.shape[0]), "dim": int(X.shape[1]), "created": time.time(),
                        "embeddings_fingerprint": fp, "embeddings_stat": stat,
                        "matched_by": "id" if inputs.ids is not None else "line order"}
@@ -363,7 +372,9 @@ class Campaign:
 
     def resolved_labels(self, con=None):
         """``(positions, class ids)`` of every labeled item: the latest answer of each annotator,
-        then the majority over annotators (a tie goes to the most recent answer)."""
+        then the majority over annotators, each vote weighted by the annotator's estimated quality
+        once it is known (CROWDLAB, refreshed every round; 1 before); a tie goes to the most
+        recent answer."""
         con = con or self.con
         rows = con.execute(
             """SELECT l.pos, l.class, l.label_id FROM labels l
@@ -376,13 +387,27 @@ class Campaign:
         pos, cls_, lid = arr[:, 0], arr[:, 1], arr[:, 2]
         n_cls = len(self.classes)
         upos, inv = np.unique(pos, return_inverse=True)
-        votes = np.zeros((len(upos), n_cls), dtype=np.int64)
-        np.add.at(votes, (inv, cls_), 1)
+        quality = self._annotator_quality(con)
+        if quality:  # votes weighted by each annotator's estimated quality (CROWDLAB)
+            who = [r[0] for r in con.execute(
+                """SELECT l.annotator FROM labels l
+                   JOIN (SELECT pos, annotator, MAX(label_id) AS m FROM labels GROUP BY pos, annotator) last
+                     ON l.label_id = last.m
+                   WHERE l.class IS NOT NULL ORDER BY l.pos, l.label_id""")]
+            weight = np.asarray([quality.get(w, 1.0) for w in who], dtype=np.float64)
+        else:
+            weight = np.ones(len(pos), dtype=np.float64)
+        votes = np.zeros((len(upos), n_cls), dtype=np.float64)
+        np.add.at(votes, (inv, cls_), weight)
         latest = np.zeros((len(upos), n_cls), dtype=np.int64)
         np.maximum.at(latest, (inv, cls_), lid)
         best = votes == votes.max(axis=1, keepdims=True)
         winner = np.argmax(np.where(best, latest, -1), axis=1)
         return upos, winner.astype(np.int64)
+
+    def _annotator_quality(self, con=None) -> dict:
+        row = (con or self.con).execute("SELECT value FROM meta WHERE key = 'annotator_quality'").fetchone()
+        return json.loads(row[0]) if row else {}
 
     def graph(self):
         """The campaign's kNN graph: loaded (or built) once per process, found by the
@@ -490,6 +515,10 @@ class Campaign:
                     audit_y, learner.predict_proba(np.asarray(X[audit_pos], dtype=np.float32)),
                     len(self.classes), positive=positive, n_unlabeled=int(n - len(pos)),
                     random_state=cfg["random_state"])
+        reviews, quality = [], None
+        if learner is not None and len(np.unique(train_y)) >= 2:
+            reviews, quality = self._review_and_quality(con, X, pos, y, train_pos, train_y, b, learner)
+            metrics["review_added"] = len(reviews)
         if "audit" not in metrics:
             metrics["audit"] = {"labels": int(len(audit_pos)), "value": None, "ci": None,
                                 "metric": "average_precision" if positive is not None else "macro_f1"}
@@ -500,6 +529,10 @@ class Campaign:
                 raise ConflictError(f"round {rnd} was selected meanwhile by another process")
             con.execute("INSERT INTO rounds VALUES (?, ?, ?, ?, ?)",
                         (rnd, strategy, json.dumps(settings), json.dumps(metrics), time.time()))
+            con.executemany("INSERT OR IGNORE INTO reviews VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            [(p_, rnd, why, sc, sug, first, time.time()) for p_, why, sc, sug, first in reviews])
+            if quality is not None:
+                con.execute("INSERT OR REPLACE INTO meta VALUES ('annotator_quality', ?)", (json.dumps(quality),))
             con.executemany(
                 "INSERT INTO selections (pos, round, rank, score, audit, pred_class, pred_prob) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -508,6 +541,71 @@ class Campaign:
                   None if pred_prob is None else float(pred_prob[i])) for i in range(len(chosen))])
         log.info("round %d selected: %d items in %.2fs", rnd, len(chosen), settings["seconds"])
         return rnd
+
+    def _review_and_quality(self, con, X, pos, y, train_pos, train_y, b: int, learner):
+        """The labels to ask again (the audit's most suspect single-answer training labels, at
+        most ``review_fraction`` of a batch) and each annotator's CROWDLAB quality, or ``([], None)``
+        where cleanlab is not installed or there is too little to go on."""
+        try:
+            from datascout.labels import audit_labels, out_of_fold_probs
+            import cleanlab.multiannotator  # noqa: F401
+        except ImportError:
+            return [], None
+        K = len(self.classes)
+        counts = np.bincount(train_y, minlength=K)
+        keep = counts[train_y] >= 2
+        if len(np.unique(train_y[keep])) < 2:
+            return [], None
+        tp, ty = train_pos[keep], train_y[keep]
+        order = np.argsort(tp)
+        tp, ty = tp[order], ty[order]
+        rs = self.config["random_state"]
+        oof = out_of_fold_probs(X[tp], ty, K, folds=5, random_state=rs)
+        full = np.full(X.shape[0], -1, dtype=np.int64)
+        full[tp] = ty
+        audit = audit_labels(X, full, n_classes=K, probs=oof, graph=self.graph(), outlier_quantile=0.0,
+                             random_state=rs)
+        answers: dict[int, dict] = {}
+        for p_, who, c in con.execute(
+                """SELECT l.pos, l.annotator, l.class FROM labels l
+                   JOIN (SELECT MAX(label_id) AS m FROM labels GROUP BY pos, annotator) last ON l.label_id = last.m
+                   WHERE l.class IS NOT NULL"""):
+            answers.setdefault(p_, {})[who] = c
+        queued = {r[0] for r in con.execute("SELECT pos FROM reviews")}
+        share = float(self.config.get("review_fraction", 0.0))
+        room = 0 if share <= 0 else max(1, int(np.ceil(share * b)))
+        reviews = []
+        for p_, sc, sug, why in zip(audit.positions.tolist(), audit.score.tolist(), audit.suggested.tolist(),
+                                    audit.reasons):
+            if len(reviews) >= room:
+                break
+            if p_ in queued or len(answers.get(p_, {})) != 1:
+                continue
+            first = next(iter(answers[p_].values()))
+            reviews.append((int(p_), ";".join(why), float(sc), int(sug), int(first)))
+        quality = None
+        names = sorted({a for per in answers.values() for a in per})
+        if len(names) >= 2 and any(len(per) >= 2 for per in answers.values()):
+            import pandas as pd
+            from cleanlab.multiannotator import get_label_quality_multiannotator
+
+            items = np.asarray(sorted(answers), dtype=np.int64)
+            probs = learner.predict_proba(np.asarray(X[items], dtype=np.float32)).astype(np.float64)
+            at = np.searchsorted(items, tp)
+            probs[at] = oof  # out-of-fold where the model was trained on the item
+            probs = np.clip(probs, 1e-6, None)
+            probs /= probs.sum(axis=1, keepdims=True)
+            table = pd.DataFrame([[answers[i].get(a, np.nan) for a in names] for i in items.tolist()],
+                                 columns=names, dtype=float)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    got = get_label_quality_multiannotator(table, probs, verbose=False)
+                stats_ = got["annotator_stats"]
+                quality = {str(a): float(q) for a, q in stats_["annotator_quality"].items()}
+            except Exception as exc:  # cleanlab refuses some shapes of data (too few overlaps)
+                log.info("annotator quality not estimated this round: %s", exc)
+        return reviews, quality
 
     def quality_now(self) -> dict:
         """The model's quality on the labels held now: cross-validated on the training labels
@@ -616,20 +714,52 @@ class Campaign:
                              AND e.done = 0 AND e.expires > ?) DESC, s.rank
                    LIMIT ?""",
                 (rnd, annotator, annotator, now, annotator, now, need, annotator, now, n)).fetchall()
-            positions = [r[0] for r in rows]
+            review = self._open_reviews(con, annotator, now)[:n]
+            positions = review + [r[0] for r in rows if r[0] not in set(review)][: n - len(review)]
             expires = now + self.config["lease_seconds"]
             con.executemany(
                 """INSERT INTO leases VALUES (?, ?, ?, 0)
                    ON CONFLICT(pos, annotator) DO UPDATE SET expires = excluded.expires, done = 0""",
                 [(p, annotator, expires) for p in positions])
-            items = self._items_at(positions)
+            items = self._items_at(positions, review=set(review))
         selecting = self.selecting
         if not positions and not selecting:  # labels imported meanwhile may have completed the round
             selecting = self.maybe_advance()
         return {"round": rnd, "items": items, "lease_expires": expires,
                 "progress": self.round_progress(rnd), "selecting": selecting}
 
-    def _items_at(self, positions) -> list[dict]:
+    def _open_reviews(self, con, annotator: str, now: float) -> list[int]:
+        """Positions of the review queue that ``annotator`` may answer, most suspect first: not
+        answered by them, not leased to someone else, and still open (one answer so far, or two
+        that disagree: a third decides). Their own live leases come first."""
+        rows = con.execute(
+            """SELECT r.pos,
+                      EXISTS (SELECT 1 FROM leases e WHERE e.pos = r.pos AND e.annotator = ? AND e.done = 0
+                              AND e.expires > ?) AS mine,
+                      EXISTS (SELECT 1 FROM leases e WHERE e.pos = r.pos AND e.annotator <> ? AND e.done = 0
+                              AND e.expires > ?) AS theirs,
+                      EXISTS (SELECT 1 FROM labels l WHERE l.pos = r.pos AND l.annotator = ?) AS answered
+               FROM reviews r ORDER BY r.score DESC, r.pos""", (annotator, now, annotator, now, annotator)).fetchall()
+        candidates = [p_ for p_, mine, theirs, answered in rows if not answered and (mine or not theirs)]
+        if not candidates:
+            return []
+        ph = ",".join("?" * len(candidates))
+        latest: dict[int, dict] = {}
+        for p_, who, c in con.execute(
+                f"""SELECT l.pos, l.annotator, l.class FROM labels l
+                    JOIN (SELECT MAX(label_id) AS m FROM labels WHERE pos IN ({ph}) GROUP BY pos, annotator) last
+                      ON l.label_id = last.m WHERE l.class IS NOT NULL""", candidates):
+            latest.setdefault(p_, {})[who] = c
+        mine_first = {p_ for p_, mine, *_ in rows if mine}
+
+        def still_open(p_):
+            got = latest.get(p_, {})
+            return len(got) < 2 or (len(got) == 2 and len(set(got.values())) == 2)
+
+        out = [p_ for p_ in candidates if still_open(p_)]
+        return sorted(out, key=lambda p_: p_ not in mine_first)
+
+    def _items_at(self, positions, review=frozenset()) -> list[dict]:
         """The items at ``positions``, each with the model's guess when it was selected
         (``prediction``: ``{"label", "probability"}`` or ``None`` before the first model) and why
         it was chosen (``selected_by``: the round's strategy and the item's score)."""
@@ -648,6 +778,8 @@ class Campaign:
                 it["text"] = payload
             it["prediction"] = None if pred is None else {"label": self.classes[pred], "probability": prob}
             it["selected_by"] = {"strategy": strategy, "score": score, "audit": bool(audit)}
+            if p in review:  # asked again, blind: nothing says what the first answer was
+                it["selected_by"] = {"strategy": "review", "score": None, "audit": False}
             out.append(it)
         return out
 

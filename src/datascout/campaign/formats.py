@@ -198,6 +198,7 @@ def stats(camp) -> dict:
            AND pos NOT IN (SELECT pos FROM labels l WHERE l.annotator = leases.annotator)
            GROUP BY annotator ORDER BY annotator""", (now,))]
     audit = next((r["audit"] for r in reversed(rounds) if r["audit"] and r["audit"].get("labels")), None)
+    review = _review_stats(con, resolved_latest=dict(zip(pos.tolist(), y.tolist())))
     return {
         "classes": classes,
         "positive_class": cfg["positive_class"],
@@ -217,4 +218,67 @@ def stats(camp) -> dict:
         "audit": audit or {"labels": 0, "metric": "average_precision" if cfg["positive_class"] is not None
                            else "macro_f1", "value": None, "ci": None},
         "leases": {"live": sum(x["items"] for x in leases), "by_annotator": leases},
+        "review": review,
+        "agreement": agreement(latest, classes),
+        "annotator_quality": camp._annotator_quality(con),
     }
+
+
+def _review_stats(con, resolved_latest: dict) -> dict:
+    """The review queue: items still open (one answer, or two that disagree), done, and how
+    many of the done ones now resolve to another class than the label under suspicion."""
+    rows = con.execute("SELECT pos, first_class FROM reviews").fetchall()
+    got: dict[int, dict] = {}
+    for p, who, c in con.execute(
+            """SELECT l.pos, l.annotator, l.class FROM labels l
+               JOIN (SELECT MAX(label_id) AS m FROM labels WHERE pos IN (SELECT pos FROM reviews)
+                     GROUP BY pos, annotator) last ON l.label_id = last.m WHERE l.class IS NOT NULL"""):
+        got.setdefault(p, {})[who] = c
+
+    def is_done(p):  # as the queue decides: two answers that agree, or a third
+        answers = got.get(p, {})
+        return len(answers) >= 3 or (len(answers) == 2 and len(set(answers.values())) == 1)
+
+    done = [(p, first) for p, first in rows if is_done(p)]
+    changed = sum(resolved_latest.get(p) != first for p, first in done)
+    return {"queued": len(rows), "open": len(rows) - len(done), "done": len(done), "changed": int(changed)}
+
+
+def agreement(latest, classes) -> dict:
+    """Inter-annotator agreement on the latest answers: Cohen's kappa for each pair of annotators
+    with at least 2 items in common, and Krippendorff's alpha (nominal) over everyone (``None``
+    without the ``labels`` extra or without overlap)."""
+    from sklearn.metrics import cohen_kappa_score
+
+    by_annotator: dict[str, dict] = {}
+    for p, _, who, c, _, _ in latest:
+        by_annotator.setdefault(who, {})[p] = c
+    names = sorted(by_annotator)
+    pairs = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            common = sorted(set(by_annotator[a]) & set(by_annotator[b]))
+            if len(common) >= 2:
+                ya = [by_annotator[a][p] for p in common]
+                yb = [by_annotator[b][p] for p in common]
+                kappa = 1.0 if ya == yb else float(cohen_kappa_score(ya, yb, labels=list(range(len(classes)))))
+                pairs.append({"a": a, "b": b, "items": len(common), "kappa": kappa})
+    alpha = None
+    shared = sorted({p for per in by_annotator.values() for p in per
+                     if sum(p in other for other in by_annotator.values()) >= 2})
+    if len(names) >= 2 and shared:
+        try:
+            import krippendorff
+        except ImportError:
+            krippendorff = None
+        if krippendorff is not None:
+            data = np.full((len(names), len(shared)), np.nan)
+            col = {p: j for j, p in enumerate(shared)}
+            for i, a in enumerate(names):
+                for p, c in by_annotator[a].items():
+                    if p in col:
+                        data[i, col[p]] = c
+            values = np.unique(data[~np.isnan(data)])
+            alpha = 1.0 if len(values) == 1 else float(krippendorff.alpha(reliability_data=data,
+                                                                          level_of_measurement="nominal"))
+    return {"pairs": pairs, "alpha": alpha, "items_with_several_answers": len(shared)}

@@ -65,6 +65,18 @@ MIGRATIONS: list[str] = [
     ALTER TABLE selections ADD COLUMN pred_class INTEGER;                -- the model's guess when selected
     ALTER TABLE selections ADD COLUMN pred_prob REAL;
     """,
+    # 3 -> 4: the review queue: labels the audit suspects, asked again of other annotators (blind)
+    """
+    CREATE TABLE reviews (
+        pos INTEGER PRIMARY KEY REFERENCES items(pos),
+        round INTEGER NOT NULL,             -- the round whose retraining flagged it
+        reason TEXT NOT NULL,               -- why the audit flagged it (the reasons, comma-free text)
+        score REAL NOT NULL,                -- higher = more likely wrong
+        suggested INTEGER,                  -- the class the model suggests
+        first_class INTEGER,                -- the label under suspicion
+        created REAL NOT NULL
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -55,6 +55,9 @@ def register(sub) -> None:
     c.add_argument("--audit-fraction", type=float, default=0.1,
                    help="share of each round drawn uniformly at random, labeled blind and never trained on: "
                         "the honest estimate of the model's quality (default 0.1; 0 = none)")
+    c.add_argument("--review-fraction", type=float, default=0.1,
+                   help="at most this share of a batch, each round, of the labels the label audit suspects "
+                        "most is asked again of another annotator, blind (default 0.1; 0 = none)")
     c.add_argument("--seed-labels", help="labels that already exist (CSV id,label / JSONL / Label Studio JSON)")
     q = c.add_mutually_exclusive_group()
     q.add_argument("--like", metavar="ITEM_ID", help="first round: the items most similar to this item")
@@ -127,7 +130,7 @@ def run_init(args) -> int:
         classes=args.classes.split(",") if args.classes else None, positive_class=args.positive_class,
         strategy=args.strategy, batch_size=args.batch_size, k=args.k, index=args.index,
         lease_seconds=args.lease_seconds, labels_per_item=args.labels_per_item,
-        audit_fraction=args.audit_fraction,
+        audit_fraction=args.audit_fraction, review_fraction=args.review_fraction,
         random_state=args.random_state, seed_labels=args.seed_labels, like=args.like, query_embedding=query,
         query_note=note)
     prog = camp.round_progress()
@@ -175,6 +178,14 @@ def run_status(args) -> int:
         left = f"; classes with one label left out: {len(now['left_out_classes'])}" if now.get("left_out_classes") else ""
         print(f"model ({cv['folds']}-fold CV on {now['n_train']} actively chosen labels, biased toward hard items): "
               f"accuracy {cv['accuracy']:.3f}, macro-F1 {cv['macro_f1']:.3f}{extra}{left}")
+    rv, ag = s["review"], s["agreement"]
+    print(f"review: {rv['open']} open, {rv['done']} done, {rv['changed']} labels changed by review")
+    if ag["pairs"] or ag["alpha"] is not None:
+        kappas = ", ".join(f"{x['a']}/{x['b']} {x['kappa']:.2f} ({x['items']})" for x in ag["pairs"])
+        alpha = "n/a" if ag["alpha"] is None else f"{ag['alpha']:.3f}"
+        quality = ", ".join(f"{a} {q:.2f}" for a, q in sorted(s["annotator_quality"].items()))
+        print(f"agreement: Krippendorff's alpha {alpha} on {ag['items_with_several_answers']} items; "
+              f"Cohen's kappa {kappas or 'n/a'}" + (f"; annotator quality {quality}" if quality else ""))
     for r in s["rounds"]:
         q = "" if r["cv"] is None else f"  CV macro-F1 {r['cv']['macro_f1']:.3f}"
         print(f"  round {r['round']:>3} {r['strategy']:<22} {r['answered']:>4}/{r['selected']:<4} answered"
