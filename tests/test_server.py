@@ -39,7 +39,7 @@ def test_api_flow_and_openapi(served):
         paths = c.get("/openapi.json").json()["paths"]
         assert {"/api/batch", "/api/labels", "/api/stats", "/api/export"} <= set(paths)
         assert c.get("/docs").status_code == 200
-        b = c.get("/api/batch", params={"annotator": "alice", "n": 4}).json()
+        b = c.post("/api/batch", json={"annotator": "alice", "n": 4}).json()
         assert b["round"] == 0 and len(b["items"]) == 4 and b["progress"] == {"round": 0, "selected": 12, "done": 0}
         ids = [it["id"] for it in b["items"]]
         assert all(it["text"] for it in b["items"])
@@ -57,8 +57,8 @@ def test_api_flow_and_openapi(served):
 def test_bad_requests_get_4xx_json_and_change_nothing(served):
     srv, d, truth = served
     with httpx.Client(base_url=srv.url, timeout=30) as c:
-        mine = [it["id"] for it in c.get("/api/batch", params={"annotator": "alice", "n": 2}).json()["items"]]
-        theirs = c.get("/api/batch", params={"annotator": "bob", "n": 1}).json()["items"][0]["id"]
+        mine = [it["id"] for it in c.post("/api/batch", json={"annotator": "alice", "n": 2}).json()["items"]]
+        theirs = c.post("/api/batch", json={"annotator": "bob", "n": 1}).json()["items"][0]["id"]
         before = db_labels(d)
         cases = [
             (404, {"annotator": "alice", "labels": [{"id": "nope:1", "label": truth[mine[0]]}]}),
@@ -78,8 +78,9 @@ def test_bad_requests_get_4xx_json_and_change_nothing(served):
         big = json.dumps({"annotator": "alice", "labels": [{"id": mine[0], "label": "x" * 300_000}]})
         r = c.post("/api/labels", content=big, headers={"content-type": "application/json"})
         assert r.status_code == 413 and "at most" in r.json()["error"]
-        assert c.get("/api/batch", params={"annotator": "alice", "n": 0}).status_code == 422
-        assert c.get("/api/batch").status_code == 422
+        assert c.post("/api/batch", json={"annotator": "alice", "n": 0}).status_code == 422
+        assert c.post("/api/batch", json={}).status_code == 422
+        assert c.get("/api/batch", params={"annotator": "alice"}).status_code == 405  # a GET never leases
         assert db_labels(d) == before == []
 
 
@@ -107,7 +108,7 @@ def test_images_only_for_registered_items(tmp_path):
             for bad in ("../secret.txt", "..%2Fsecret.txt", "nope", "%2Fetc%2Fpasswd"):
                 r = c.get(f"/api/items/{bad}/image")
                 assert r.status_code == 404 and b"do-not-serve" not in r.content
-            b = c.get("/api/batch", params={"annotator": "a", "n": 2}).json()["items"]
+            b = c.post("/api/batch", json={"annotator": "a", "n": 2}).json()["items"]
             assert b[0]["kind"] == "image" and "text" not in b[0] and "image" not in b[0]
             # every image URL of the Label Studio export serves its item's image
             tasks = c.get("/api/export", params={"format": "label-studio"}).json()
@@ -136,6 +137,13 @@ def test_token_required_beyond_localhost(tmp_path, capsys, monkeypatch):
         assert httpx.get(srv.url + "/api/stats", headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert httpx.get(srv.url + "/api/stats", headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert httpx.get(srv.url + "/").status_code == 200  # the page itself; it sends the token
+        # the token is accepted only as a bearer header, never from a URL or another scheme
+        for headers, params in [({"Authorization": "s3cret"}, {}), ({"Authorization": "Token s3cret"}, {}),
+                                ({"Authorization": "Basic s3cret"}, {}), ({"Authorization": "Bearer"}, {}),
+                                ({"Authorization": "Bearer s3cret2"}, {}), ({}, {"token": "s3cret"})]:
+            r = httpx.get(srv.url + "/api/stats", headers=headers, params=params)
+            assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", (headers, params)
+            assert r.json() == {"error": "a valid token is required (header 'Authorization: Bearer TOKEN')"}
     finally:
         srv.stop()
 
@@ -147,7 +155,7 @@ def test_sigkill_mid_burst_keeps_every_acknowledged_label(tmp_path):
     srv = Server(d)
     acked, stop = [], threading.Event()
     with httpx.Client(base_url=srv.url, timeout=30) as c:
-        ids = [it["id"] for it in c.get("/api/batch", params={"annotator": "alice", "n": 40}).json()["items"]]
+        ids = [it["id"] for it in c.post("/api/batch", json={"annotator": "alice", "n": 40}).json()["items"]]
 
     def burst():
         with httpx.Client(base_url=srv.url, timeout=30) as c:
@@ -172,7 +180,7 @@ def test_sigkill_mid_burst_keeps_every_acknowledged_label(tmp_path):
     srv = Server(d)
     try:
         with httpx.Client(base_url=srv.url, timeout=30) as c:
-            b = c.get("/api/batch", params={"annotator": "alice", "n": 40}).json()
+            b = c.post("/api/batch", json={"annotator": "alice", "n": 40}).json()
             assert b["round"] == 0 and b["progress"]["done"] == len(stored)
             rest = [it["id"] for it in b["items"]]
             assert sorted(rest) == sorted(set(ids) - set(stored))  # resumes exactly where it was
@@ -182,7 +190,7 @@ def test_sigkill_mid_burst_keeps_every_acknowledged_label(tmp_path):
                 if c.get("/api/stats").json()["progress"]["round"] == 1:
                     break
                 threading.Event().wait(0.1)
-            nxt = [it["id"] for it in c.get("/api/batch", params={"annotator": "alice", "n": 40}).json()["items"]]
+            nxt = [it["id"] for it in c.post("/api/batch", json={"annotator": "alice", "n": 40}).json()["items"]]
             assert len(nxt) == 40 and not set(nxt) & set(ids)
     finally:
         srv.stop()
