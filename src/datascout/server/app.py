@@ -298,4 +298,20 @@ def create_app(directory, *, token: str | None = None, select_in: str = "process
         return Response(data, media_type=media)
 
     app.include_router(api)
+
+    def openapi():
+        """FastAPI's document, less the 422 it adds to every route with a parameter: the routes
+        that can return 422 declare it with the app's error shape; the image route cannot."""
+        if app.openapi_schema is None:
+            spec = FastAPI.openapi(app)
+            for item in spec["paths"].values():
+                for op in item.values():
+                    bad = op["responses"].get("422", {}).get("content", {}).get("application/json", {})
+                    if bad.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
+                        del op["responses"]["422"]
+            for name in ("HTTPValidationError", "ValidationError"):
+                spec.get("components", {}).get("schemas", {}).pop(name, None)
+        return app.openapi_schema
+
+    app.openapi = openapi
     return app
