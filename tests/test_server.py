@@ -197,3 +197,67 @@ def test_sigkill_mid_burst_keeps_every_acknowledged_label(tmp_path):
     con = sqlite3.connect(d / "campaign.db")
     assert con.execute("SELECT COUNT(*), COUNT(DISTINCT pos) FROM selections").fetchone() == (80, 80)
     assert con.execute("SELECT COUNT(*), COUNT(DISTINCT pos) FROM labels").fetchone() == (40, 40)
+
+
+def test_serve_checks_the_port_before_it_starts(tmp_path, capsys):
+    import socket
+
+    camp, _ = make_campaign(tmp_path)
+    camp.close()
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        assert main(["serve", str(tmp_path / "camp"), "--port", str(port)]) == 2
+    out, err = capsys.readouterr()
+    assert "serving" not in out
+    assert err.strip().splitlines() == [f"datascout: error: port {port} on 127.0.0.1 is already in use: "
+                                        "stop what holds it or choose another with --port"]
+    assert main(["serve", str(tmp_path / "camp"), "--port", "70000"]) == 2
+    assert "port must be an integer in 0..65535 but is 70000" in capsys.readouterr().err
+
+
+def test_serve_without_the_server_extra_says_what_to_install(tmp_path):
+    import subprocess
+    import sys
+
+    camp, _ = make_campaign(tmp_path)
+    camp.close()
+    for missing in ("fastapi", "uvicorn", "fastapi_offline"):
+        code = (f"import sys; sys.modules[{missing!r}] = None; from datascout.cli import main; "
+                f"sys.exit(main(['serve', sys.argv[1]]))")
+        r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "camp")], capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 2 and "serving" not in r.stdout, (missing, r.stdout, r.stderr)
+        assert r.stderr.strip().splitlines() == [
+            f"datascout: error: the web server needs the 'server' extra ({missing} is not installed): "
+            "pip install 'datascout[server]'"], r.stderr
+
+
+def test_exhausted_campaign_leaves_no_traceback_in_the_server_log(tmp_path):
+    from datascout.campaign import Campaign
+
+    items, X, y, classes = fortunes_items(n_per_class=4)  # 12 items, all in round 0
+    emb, items_path = write_inputs(tmp_path / "inputs", items, X)
+    Campaign.create(tmp_path / "camp", embeddings=emb, items=items_path, classes=classes, batch_size=12, k=5).close()
+    truth = {it["id"]: classes[c] for it, c in zip(items, y)}
+    srv = Server(tmp_path / "camp")  # rounds are selected in a separate process, as served
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            ids = [it["id"] for it in c.post("/api/batch", json={"annotator": "alice", "n": 12}).json()["items"]]
+            assert sorted(ids) == sorted(truth)
+            for i in ids + ids[:3]:  # every item, then relabels once nothing is left to select
+                r = c.post("/api/labels", json={"annotator": "alice", "labels": [{"id": i, "label": truth[i]}]})
+                assert r.status_code == 200
+            for _ in range(300):  # a selection started anyway would end (and log) within this
+                s = c.get("/api/stats").json()
+                if not s["selecting"]:
+                    break
+                threading.Event().wait(0.1)
+            assert s["exhausted"] is True and s["last_error"] is None and len(s["rounds"]) == 1
+            b = c.post("/api/batch", json={"annotator": "alice", "n": 12}).json()
+            assert b["items"] == [] and b["exhausted"] is True
+        log = srv.output()
+    finally:
+        srv.stop()
+    assert "Traceback" not in log and "nothing left to select" not in log, log
