@@ -82,6 +82,10 @@ def test_bad_requests_get_4xx_json_and_change_nothing(served):
         assert c.post("/api/batch", json={}).status_code == 422
         assert c.get("/api/batch", params={"annotator": "alice"}).status_code == 405  # a GET never leases
         assert db_labels(d) == before == []
+        # served on loopback, the app answers to loopback names only (a rebinding page's name is refused)
+        r = c.get("/api/stats", headers={"host": f"rebound.example:{srv.port}"})
+        assert r.status_code == 400 and "rebound.example" in r.json()["error"]
+        assert c.get("/api/stats", headers={"host": f"localhost:{srv.port}"}).status_code == 200
 
 
 def test_images_only_for_registered_items(tmp_path):

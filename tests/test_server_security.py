@@ -18,7 +18,7 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from datascout.server.app import create_app  # noqa: E402
-from datascout.server.security import CSP, same_origin, sniff_raster  # noqa: E402
+from datascout.server.security import CSP, cross_site_reason, same_origin, sniff_raster  # noqa: E402
 from test_campaign_support import fortunes_items, make_campaign, make_image_campaign, write_inputs  # noqa: E402
 
 TOKEN = "s3cret-token"
@@ -137,6 +137,36 @@ def test_state_changes_only_by_json_from_this_site(text_camp):
 ])
 def test_same_origin(origin, host, same):
     assert same_origin(origin, host) is same
+
+
+@pytest.mark.parametrize("headers,refused", [
+    ({}, False),  # curl, scripts: no browser, no other site
+    ({"sec-fetch-site": "same-origin", "origin": "http://h:1"}, False),
+    ({"sec-fetch-site": "none"}, False),
+    ({"sec-fetch-site": "cross-site"}, True),
+    ({"sec-fetch-site": "same-site", "origin": "http://h:1"}, True),
+    ({"origin": "http://h:2"}, True),
+    ({"origin": "null"}, True),  # an opaque origin (a sandboxed frame) without the browser's word
+    ({"origin": "null", "sec-fetch-site": "same-origin"}, False),  # a browser hiding the origin (no-referrer)
+    ({"origin": "http://other:1", "sec-fetch-site": "same-origin"}, True),
+])
+def test_cross_site_reason(headers, refused):
+    assert (cross_site_reason({"host": "h:1", **headers}) is not None) is refused
+
+
+def test_only_the_served_host_names(text_camp):
+    d, _ = text_camp
+    app = create_app(d, select_in="thread", hosts=frozenset({"127.0.0.1", "localhost"}))
+    with TestClient(app, base_url="http://127.0.0.1:8000") as c:
+        assert c.get("/api/config").status_code == 200
+        assert c.get("/api/config", headers={"host": "localhost:8000"}).status_code == 200
+        for host in ("rebound.example:8000", "127.0.0.1.nip.example", ""):
+            for r in (c.get("/api/config", headers={"host": host}), c.get("/", headers={"host": host}),
+                      c.post("/api/batch", json={"annotator": "a"}, headers={"host": host, "origin": f"http://{host}"})):
+                assert r.status_code == 400 and "this server answers to 127.0.0.1, localhost" in r.json()["error"]
+                assert_secured(r)
+        assert counts(d)["leases"] == 0
+        assert "400" in c.get("/openapi.json").json()["paths"]["/api/stats"]["get"]["responses"]
 
 
 def test_sniff_raster():

@@ -68,11 +68,11 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def create_app(directory, *, token: str | None = None, select_in: str = "process"):
+def create_app(directory, *, token: str | None = None, select_in: str = "process", hosts=None):
     """The FastAPI app of the campaign in ``directory`` (see :func:`datascout.server.app.create_app`)."""
     from datascout.server.app import create_app as make
 
-    return make(directory, token=token, select_in=select_in)
+    return make(directory, token=token, select_in=select_in, hosts=hosts)
 
 
 def serve(directory, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
@@ -84,5 +84,7 @@ def serve(directory, *, host: str = "127.0.0.1", port: int = 8000, token: str | 
     sock = sock or bind_socket(host, port)
     import uvicorn
 
-    app = create_app(directory, token=token)
+    # on loopback, only loopback names: a page whose name rebinds to 127.0.0.1 is not let in
+    hosts = frozenset({"localhost", "127.0.0.1", "::1", host.strip("[]")}) if is_loopback(host) else None
+    app = create_app(directory, token=token, hosts=hosts)
     uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False)).run(sockets=[sock])

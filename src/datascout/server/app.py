@@ -158,7 +158,8 @@ class ConfigOut(Out):
 
 def errors(*statuses: int) -> dict:
     """OpenAPI entries for the error statuses a route can return, all of the one error shape."""
-    why = {400: "the request names something the campaign refuses (a bad annotator name, an unknown class)",
+    why = {400: "the request names something the campaign refuses (a bad annotator name, an unknown class), "
+                "or a host this server does not answer to",
            401: "no valid 'Authorization: Bearer TOKEN' header", 403: "a state change sent from another site",
            404: "no such item (or its file cannot be served)", 409: "the item is not leased to this annotator",
            413: "the request body is too large", 415: "the request body is not JSON",
@@ -174,10 +175,12 @@ def swagger_assets() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "static"
 
 
-def create_app(directory, *, token: str | None = None, select_in: str = "process") -> FastAPI:
+def create_app(directory, *, token: str | None = None, select_in: str = "process",
+               hosts: frozenset[str] | None = None) -> FastAPI:
     """The labeling app of the campaign in ``directory``. Rounds are selected in a separate
     process by default (``select_in="process"``), so training never competes with the requests
-    for the interpreter; ``"thread"`` keeps it in this process."""
+    for the interpreter; ``"thread"`` keeps it in this process. ``hosts``: the only host names
+    the app answers to (``serve`` on a loopback address passes the loopback names), or any."""
     campaign = Campaign(directory, select_in=select_in)
     assets = swagger_assets()
 
@@ -192,7 +195,7 @@ def create_app(directory, *, token: str | None = None, select_in: str = "process
                               "POST with a JSON body; errors are `{\"error\": \"...\"}`."
                               + (" Every `/api/` call needs `Authorization: Bearer TOKEN`." if token else ""))
     app.state.campaign = campaign
-    app.add_middleware(Guard, token=token)
+    app.add_middleware(Guard, token=token, hosts=hosts)
 
     def err(status: int, message: str, headers=None) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status, headers=headers)
@@ -238,7 +241,7 @@ def create_app(directory, *, token: str | None = None, select_in: str = "process
 
     # declares the bearer scheme in OpenAPI; Guard enforces it before any route runs
     api = APIRouter(prefix="/api", dependencies=[Depends(HTTPBearer(auto_error=False))] if token else [],
-                    responses=errors(401) if token else {})
+                    responses=errors(*[s for s, on in ((400, hosts is not None), (401, token)) if on]))
 
     @api.get("/config", response_model=ConfigOut, summary="Classes, keyboard shortcuts and campaign settings")
     def config():

@@ -93,14 +93,25 @@ def same_origin(origin: str, host: str | None) -> bool:
 def cross_site_reason(headers: dict[str, str]) -> str | None:
     """Why a state-changing request comes from another site, or ``None``. Browsers send
     ``Sec-Fetch-Site`` and ``Origin``; clients that send neither (curl, scripts) are not browsers
-    visiting another site, and pass."""
+    visiting another site, and pass. An opaque ``Origin: null`` (a sandboxed frame, or a browser
+    that hides the origin under ``Referrer-Policy: no-referrer``) passes only when the browser
+    also says the request is ``same-origin``."""
     site = headers.get("sec-fetch-site")
     if site in ("cross-site", "same-site"):
         return f"Sec-Fetch-Site is {site!r}"
     origin = headers.get("origin")
+    if origin == "null":
+        return None if site == "same-origin" else "Origin is 'null' and Sec-Fetch-Site does not say 'same-origin'"
     if origin is not None and not same_origin(origin, headers.get("host")):
         return f"Origin {origin!r} is not this server ({headers.get('host')!r})"
     return None
+
+
+def host_name(host: str | None) -> str | None:
+    try:
+        return urlsplit("//" + (host or "")).hostname
+    except ValueError:
+        return None
 
 
 def is_json(content_type: str | None) -> bool:
@@ -112,12 +123,15 @@ class Guard:
     """ASGI middleware: the security headers on every response it passes (errors, static files,
     404s, /docs), and, for ``/api/``, the checks that run before any route: a body of at most
     :data:`MAX_BODY_BYTES` (413), the bearer token when one is set (401), and for every method but
-    GET/HEAD/OPTIONS no other site (403) and a JSON body (415). Its refusals carry the app's one
-    error shape ``{"error": "..."}``."""
+    GET/HEAD/OPTIONS no other site (403) and a JSON body (415). With ``hosts``, a request whose
+    ``Host`` names another host is refused first (400): a page on another name that rebinds its DNS
+    to this machine stays another origin. Its refusals carry the app's one error shape
+    ``{"error": "..."}``."""
 
-    def __init__(self, app, token: str | None = None):
+    def __init__(self, app, token: str | None = None, hosts: frozenset[str] | None = None):
         self.app = app
         self.token = token
+        self.hosts = hosts
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -132,9 +146,12 @@ class Guard:
                                                  if k.lower() not in names] + extra)
             await send(message)
 
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if self.hosts is not None and host_name(headers.get("host")) not in self.hosts:
+            return await _refuse(send_secured, 400, f"this server answers to {', '.join(sorted(self.hosts))} "
+                                                    f"but the request is for host {headers.get('host')!r}")
         if not api:
             return await self.app(scope, receive, send_secured)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         method = scope["method"]
         if method not in SAFE_METHODS:
             body = await _read_body(receive, MAX_BODY_BYTES)

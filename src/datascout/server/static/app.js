@@ -42,9 +42,10 @@ function post(path, body) {
   return api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
 }
 function askToken(message) {
-  $("token-form").hidden = false;
+  const form = $("token-form"), wasHidden = form.hidden;
+  form.hidden = false;
   $("token-note").textContent = message;
-  $("token").focus();
+  if (wasHidden) $("token").focus();  // once: a failing poll must not keep stealing the focus
 }
 function status(text, isError) { const s = $("status"); s.textContent = text || ""; s.classList.toggle("error", !!isError); }
 function annotator() { return $("annotator").value.trim(); }
