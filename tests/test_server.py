@@ -221,21 +221,27 @@ def test_serve_checks_the_port_before_it_starts(tmp_path, capsys):
     assert "port must be an integer in 0..65535 but is 70000" in capsys.readouterr().err
 
 
-def test_serve_without_the_server_extra_says_what_to_install(tmp_path):
+def test_serve_without_the_server_extra_says_what_to_install(tmp_path, capsys, monkeypatch):
     import subprocess
     import sys
 
     camp, _ = make_campaign(tmp_path)
     camp.close()
-    for missing in ("fastapi", "uvicorn", "fastapi_offline"):
-        code = (f"import sys; sys.modules[{missing!r}] = None; from datascout.cli import main; "
-                f"sys.exit(main(['serve', sys.argv[1]]))")
-        r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "camp")], capture_output=True, text=True,
-                           timeout=120)
-        assert r.returncode == 2 and "serving" not in r.stdout, (missing, r.stdout, r.stderr)
-        assert r.stderr.strip().splitlines() == [
-            f"datascout: error: the web server needs the 'server' extra ({missing} is not installed): "
-            "pip install 'datascout[server]'"], r.stderr
+
+    def expected(missing):
+        return [f"datascout: error: the web server needs the 'server' extra ({missing} is not installed): "
+                "pip install 'datascout[server]'"]
+
+    # a fresh interpreter without fastapi: nothing on the way to the check imports it
+    code = "import sys; sys.modules['fastapi'] = None; from datascout.cli import main; sys.exit(main(['serve', sys.argv[1]]))"
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "camp")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "serving" not in r.stdout and r.stderr.strip().splitlines() == expected("fastapi"), r.stderr
+    for missing in ("uvicorn", "fastapi_offline"):
+        with monkeypatch.context() as m:
+            m.setitem(sys.modules, missing, None)  # what an import of a package that is not installed does
+            assert main(["serve", str(tmp_path / "camp")]) == 2
+        out, err = capsys.readouterr()
+        assert "serving" not in out and err.strip().splitlines() == expected(missing)
 
 
 def test_exhausted_campaign_leaves_no_traceback_in_the_server_log(tmp_path):

@@ -327,5 +327,7 @@ def test_exhausted_campaign_is_a_state_without_traceback(tmp_path, caplog):
         assert b["items"] == [] and b["exhausted"] is True and b["selecting"] is False
         s = c.get("/api/stats").json()
         assert s["exhausted"] is True and s["last_error"] is None and len(s["rounds"]) == 2
+        assert s == {**camp.stats(), "exhausted": True}  # the response model passes the library's figures as they are
+        assert isinstance(s["rounds"][1]["cv"]["folds"], int)
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING], \
         [r.getMessage() for r in caplog.records]

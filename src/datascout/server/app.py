@@ -13,7 +13,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPBearer
@@ -125,7 +125,7 @@ class RoundOut(Out):
     labeled: int
     positives: int | None
     labels_before: int
-    cv: dict[str, float] | None
+    cv: dict[str, int | float] | None
     created: float
 
 
@@ -143,8 +143,8 @@ class StatsOut(Out):
     annotators: list[AnnotatorOut]
     disagreements: Disagreements
     rounds: list[RoundOut]
-    learning_curve: list[dict[str, float]]
-    model: dict[str, float] | None
+    learning_curve: list[dict[str, int | float]]
+    model: dict[str, int | float] | None
 
 
 class ConfigOut(Out):
