@@ -169,6 +169,16 @@ def test_only_the_served_host_names(text_camp):
         assert "400" in c.get("/openapi.json").json()["paths"]["/api/stats"]["get"]["responses"]
 
 
+def test_bearer_ok():
+    from datascout.server.security import bearer_ok
+
+    assert bearer_ok("Bearer abc", "abc") and bearer_ok("bearer abc", "abc")
+    assert not any(bearer_ok(h, "abc") for h in (None, "", "abc", "Bearer", "Bearer ", "Bearer abcd", "Bearer  abc",
+                                                 "Token abc", "Basic abc", "Bearer ab"))
+    token = "jeton-été"  # a non-ASCII token arrives as its UTF-8 bytes read as latin-1
+    assert bearer_ok("Bearer " + token.encode().decode("latin-1"), token)
+
+
 def test_sniff_raster():
     assert sniff_raster(b"\x89PNG\r\n\x1a\n....") == "image/png"
     assert sniff_raster(b"\xff\xd8\xff\xe0") == "image/jpeg"

@@ -72,7 +72,8 @@ def bearer_ok(header: str | None, token: str) -> bool:
     scheme, _, given = (header or "").partition(" ")
     if scheme.lower() != "bearer" or not given:
         return False
-    return hmac.compare_digest(given.encode(), token.encode())
+    # the header arrives as latin-1 text: back to its bytes, against the token's UTF-8 bytes
+    return hmac.compare_digest(given.encode("latin-1", "replace"), token.encode())
 
 
 def same_origin(origin: str, host: str | None) -> bool:
