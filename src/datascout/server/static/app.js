@@ -16,7 +16,7 @@ let token = sessionStorage.getItem(TOKEN_KEY) || "";
   const rest = frag.toString();
   history.replaceState(null, "", location.pathname + location.search + (rest ? "#" + rest : ""));
 })();
-let config = null, queue = [], history_ = [], busy = false, current = null, pollTimer = null, imageUrl = null;
+let config = null, queue = [], answered = [], busy = false, current = null, pollTimer = null, imageUrl = null;
 
 function setToken(t) {
   token = (t || "").trim();
@@ -105,7 +105,7 @@ async function answer(label) {
   const item = current;
   try {
     const r = await post("/api/labels", { annotator: annotator(), labels: [{ id: item.id, label: label }] });
-    history_.push(item); queue.shift(); showProgress(r.progress);
+    answered.push(item); queue.shift(); showProgress(r.progress);
     // the last answer stays on screen (in its own line) until the next one, whatever the status says
     $("last").textContent = label === null ? `Skipped ${item.id}.` : `Saved ${item.id} as “${label}”.`;
     status("");
@@ -117,8 +117,8 @@ async function answer(label) {
 }
 
 function undo() {
-  if (busy || !history_.length) return;
-  const item = history_.pop(); queue.unshift(item); render();
+  if (busy || !answered.length) return;
+  const item = answered.pop(); queue.unshift(item); render();
   status(`Back to ${item.id}: your next answer replaces the previous one (both are kept in the history).`);
 }
 
@@ -202,7 +202,7 @@ async function start() {
   $("undo").addEventListener("click", undo);
   const who = params.get("annotator") || localStorage.getItem("datascout-annotator") || "";
   $("annotator").value = who;
-  $("annotator").addEventListener("change", () => { localStorage.setItem("datascout-annotator", annotator()); history_ = []; fetchBatch(); });
+  $("annotator").addEventListener("change", () => { localStorage.setItem("datascout-annotator", annotator()); answered = []; fetchBatch(); });
   document.addEventListener("keydown", (ev) => {
     if (ev.target.tagName === "INPUT" || ev.ctrlKey || ev.metaKey || ev.altKey) return;
     if (/^[1-9]$/.test(ev.key)) {
