@@ -122,3 +122,24 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         self._close_log()
+
+
+def make_image_campaign(tmp: Path, n_per_class: int = 4, **kw):
+    """A campaign of small PNG items (``img/K.png``, ids ``im K``) with the fortunes embeddings;
+    returns ``(campaign, ids, image paths)``."""
+    from PIL import Image
+
+    from datascout.campaign import Campaign
+
+    items, X, y, classes = fortunes_items(n_per_class=n_per_class)
+    (tmp / "img").mkdir(parents=True)
+    paths = []
+    for k in range(len(items)):
+        paths.append(tmp / "img" / f"{k}.png")
+        Image.new("RGB", (8, 8), (k, 0, 0)).save(paths[-1])
+    ids = [f"im {k}" for k in range(len(items))]
+    emb, items_path = write_inputs(tmp / "inputs", [{"id": i, "image": str(p)} for i, p in zip(ids, paths)], X)
+    kw.setdefault("classes", classes)
+    kw.setdefault("batch_size", 4)
+    kw.setdefault("k", 5)
+    return Campaign.create(tmp / "camp", embeddings=emb, items=items_path, **kw), ids, paths

@@ -39,7 +39,7 @@ def test_api_flow_and_openapi(served):
         paths = c.get("/openapi.json").json()["paths"]
         assert {"/api/batch", "/api/labels", "/api/stats", "/api/export"} <= set(paths)
         assert c.get("/docs").status_code == 200
-        b = c.get("/api/batch", params={"annotator": "alice", "n": 4}).json()
+        b = c.post("/api/batch", json={"annotator": "alice", "n": 4}).json()
         assert b["round"] == 0 and len(b["items"]) == 4 and b["progress"] == {"round": 0, "selected": 12, "done": 0}
         ids = [it["id"] for it in b["items"]]
         assert all(it["text"] for it in b["items"])
@@ -57,8 +57,8 @@ def test_api_flow_and_openapi(served):
 def test_bad_requests_get_4xx_json_and_change_nothing(served):
     srv, d, truth = served
     with httpx.Client(base_url=srv.url, timeout=30) as c:
-        mine = [it["id"] for it in c.get("/api/batch", params={"annotator": "alice", "n": 2}).json()["items"]]
-        theirs = c.get("/api/batch", params={"annotator": "bob", "n": 1}).json()["items"][0]["id"]
+        mine = [it["id"] for it in c.post("/api/batch", json={"annotator": "alice", "n": 2}).json()["items"]]
+        theirs = c.post("/api/batch", json={"annotator": "bob", "n": 1}).json()["items"][0]["id"]
         before = db_labels(d)
         cases = [
             (404, {"annotator": "alice", "labels": [{"id": "nope:1", "label": truth[mine[0]]}]}),
@@ -78,9 +78,14 @@ def test_bad_requests_get_4xx_json_and_change_nothing(served):
         big = json.dumps({"annotator": "alice", "labels": [{"id": mine[0], "label": "x" * 300_000}]})
         r = c.post("/api/labels", content=big, headers={"content-type": "application/json"})
         assert r.status_code == 413 and "at most" in r.json()["error"]
-        assert c.get("/api/batch", params={"annotator": "alice", "n": 0}).status_code == 422
-        assert c.get("/api/batch").status_code == 422
+        assert c.post("/api/batch", json={"annotator": "alice", "n": 0}).status_code == 422
+        assert c.post("/api/batch", json={}).status_code == 422
+        assert c.get("/api/batch", params={"annotator": "alice"}).status_code == 405  # a GET never leases
         assert db_labels(d) == before == []
+        # served on loopback, the app answers to loopback names only (a rebinding page's name is refused)
+        r = c.get("/api/stats", headers={"host": f"rebound.example:{srv.port}"})
+        assert r.status_code == 400 and "rebound.example" in r.json()["error"]
+        assert c.get("/api/stats", headers={"host": f"localhost:{srv.port}"}).status_code == 200
 
 
 def test_images_only_for_registered_items(tmp_path):
@@ -107,7 +112,7 @@ def test_images_only_for_registered_items(tmp_path):
             for bad in ("../secret.txt", "..%2Fsecret.txt", "nope", "%2Fetc%2Fpasswd"):
                 r = c.get(f"/api/items/{bad}/image")
                 assert r.status_code == 404 and b"do-not-serve" not in r.content
-            b = c.get("/api/batch", params={"annotator": "a", "n": 2}).json()["items"]
+            b = c.post("/api/batch", json={"annotator": "a", "n": 2}).json()["items"]
             assert b[0]["kind"] == "image" and "text" not in b[0] and "image" not in b[0]
             # every image URL of the Label Studio export serves its item's image
             tasks = c.get("/api/export", params={"format": "label-studio"}).json()
@@ -136,6 +141,13 @@ def test_token_required_beyond_localhost(tmp_path, capsys, monkeypatch):
         assert httpx.get(srv.url + "/api/stats", headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert httpx.get(srv.url + "/api/stats", headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert httpx.get(srv.url + "/").status_code == 200  # the page itself; it sends the token
+        # the token is accepted only as a bearer header, never from a URL or another scheme
+        for headers, params in [({"Authorization": "s3cret"}, {}), ({"Authorization": "Token s3cret"}, {}),
+                                ({"Authorization": "Basic s3cret"}, {}), ({"Authorization": "Bearer"}, {}),
+                                ({"Authorization": "Bearer s3cret2"}, {}), ({}, {"token": "s3cret"})]:
+            r = httpx.get(srv.url + "/api/stats", headers=headers, params=params)
+            assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", (headers, params)
+            assert r.json() == {"error": "a valid token is required (header 'Authorization: Bearer TOKEN')"}
     finally:
         srv.stop()
 
@@ -147,7 +159,7 @@ def test_sigkill_mid_burst_keeps_every_acknowledged_label(tmp_path):
     srv = Server(d)
     acked, stop = [], threading.Event()
     with httpx.Client(base_url=srv.url, timeout=30) as c:
-        ids = [it["id"] for it in c.get("/api/batch", params={"annotator": "alice", "n": 40}).json()["items"]]
+        ids = [it["id"] for it in c.post("/api/batch", json={"annotator": "alice", "n": 40}).json()["items"]]
 
     def burst():
         with httpx.Client(base_url=srv.url, timeout=30) as c:
@@ -172,7 +184,7 @@ def test_sigkill_mid_burst_keeps_every_acknowledged_label(tmp_path):
     srv = Server(d)
     try:
         with httpx.Client(base_url=srv.url, timeout=30) as c:
-            b = c.get("/api/batch", params={"annotator": "alice", "n": 40}).json()
+            b = c.post("/api/batch", json={"annotator": "alice", "n": 40}).json()
             assert b["round"] == 0 and b["progress"]["done"] == len(stored)
             rest = [it["id"] for it in b["items"]]
             assert sorted(rest) == sorted(set(ids) - set(stored))  # resumes exactly where it was
@@ -182,10 +194,80 @@ def test_sigkill_mid_burst_keeps_every_acknowledged_label(tmp_path):
                 if c.get("/api/stats").json()["progress"]["round"] == 1:
                     break
                 threading.Event().wait(0.1)
-            nxt = [it["id"] for it in c.get("/api/batch", params={"annotator": "alice", "n": 40}).json()["items"]]
+            nxt = [it["id"] for it in c.post("/api/batch", json={"annotator": "alice", "n": 40}).json()["items"]]
             assert len(nxt) == 40 and not set(nxt) & set(ids)
     finally:
         srv.stop()
     con = sqlite3.connect(d / "campaign.db")
     assert con.execute("SELECT COUNT(*), COUNT(DISTINCT pos) FROM selections").fetchone() == (80, 80)
     assert con.execute("SELECT COUNT(*), COUNT(DISTINCT pos) FROM labels").fetchone() == (40, 40)
+
+
+def test_serve_checks_the_port_before_it_starts(tmp_path, capsys):
+    import socket
+
+    camp, _ = make_campaign(tmp_path)
+    camp.close()
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        assert main(["serve", str(tmp_path / "camp"), "--port", str(port)]) == 2
+    out, err = capsys.readouterr()
+    assert "serving" not in out
+    assert err.strip().splitlines() == [f"datascout: error: port {port} on 127.0.0.1 is already in use: "
+                                        "stop what holds it or choose another with --port"]
+    assert main(["serve", str(tmp_path / "camp"), "--port", "70000"]) == 2
+    assert "port must be an integer in 0..65535 but is 70000" in capsys.readouterr().err
+
+
+def test_serve_without_the_server_extra_says_what_to_install(tmp_path, capsys, monkeypatch):
+    import subprocess
+    import sys
+
+    camp, _ = make_campaign(tmp_path)
+    camp.close()
+
+    def expected(missing):
+        return [f"datascout: error: the web server needs the 'server' extra ({missing} is not installed): "
+                "pip install 'datascout[server]'"]
+
+    # a fresh interpreter without fastapi: nothing on the way to the check imports it
+    code = "import sys; sys.modules['fastapi'] = None; from datascout.cli import main; sys.exit(main(['serve', sys.argv[1]]))"
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "camp")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "serving" not in r.stdout and r.stderr.strip().splitlines() == expected("fastapi"), r.stderr
+    for missing in ("uvicorn", "fastapi_offline"):
+        with monkeypatch.context() as m:
+            m.setitem(sys.modules, missing, None)  # what an import of a package that is not installed does
+            assert main(["serve", str(tmp_path / "camp")]) == 2
+        out, err = capsys.readouterr()
+        assert "serving" not in out and err.strip().splitlines() == expected(missing)
+
+
+def test_exhausted_campaign_leaves_no_traceback_in_the_server_log(tmp_path):
+    from datascout.campaign import Campaign
+
+    items, X, y, classes = fortunes_items(n_per_class=4)  # 12 items, all in round 0
+    emb, items_path = write_inputs(tmp_path / "inputs", items, X)
+    Campaign.create(tmp_path / "camp", embeddings=emb, items=items_path, classes=classes, batch_size=12, k=5).close()
+    truth = {it["id"]: classes[c] for it, c in zip(items, y)}
+    srv = Server(tmp_path / "camp")  # rounds are selected in a separate process, as served
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            ids = [it["id"] for it in c.post("/api/batch", json={"annotator": "alice", "n": 12}).json()["items"]]
+            assert sorted(ids) == sorted(truth)
+            for i in ids + ids[:3]:  # every item, then relabels once nothing is left to select
+                r = c.post("/api/labels", json={"annotator": "alice", "labels": [{"id": i, "label": truth[i]}]})
+                assert r.status_code == 200
+            for _ in range(300):  # a selection started anyway would end (and log) within this
+                s = c.get("/api/stats").json()
+                if not s["selecting"]:
+                    break
+                threading.Event().wait(0.1)
+            assert s["exhausted"] is True and s["last_error"] is None and len(s["rounds"]) == 1
+            b = c.post("/api/batch", json={"annotator": "alice", "n": 12}).json()
+            assert b["items"] == [] and b["exhausted"] is True
+        log = srv.output()
+    finally:
+        srv.stop()
+    assert "Traceback" not in log and "nothing left to select" not in log, log

@@ -643,6 +643,8 @@ class Campaign:
             prog = self.round_progress()
             if prog["selected"] == 0 or prog["done"] < prog["selected"]:
                 return False
+            if background and self._left_to_select() == 0:
+                return False  # the campaign is complete (``exhausted``): a state, not an error
             if not background:
                 self.select_round()
                 return True
@@ -659,13 +661,26 @@ class Campaign:
                 self._worker.start()
             return True
 
+    def _left_to_select(self) -> int:
+        """Items neither labeled nor ever selected: what a next round can still choose from."""
+        taken = self.con.execute("""SELECT COUNT(*) FROM (SELECT pos FROM selections
+                                      UNION SELECT pos FROM labels WHERE class IS NOT NULL)""").fetchone()[0]
+        return self.config["n_items"] - int(taken)
+
+    @property
+    def exhausted(self) -> bool:
+        """The current round is fully answered and no item is left for another: the campaign is
+        complete. Labels still arrive (relabels), and nothing more is selected."""
+        prog = self.round_progress()
+        return prog["selected"] > 0 and prog["done"] >= prog["selected"] and self._left_to_select() == 0
+
     def _select_in_background(self) -> None:
         try:
             self.select_round()
             self._last_error = None
         except Exception as exc:  # reported in stats; the annotators keep working
             self._last_error = f"{type(exc).__name__}: {exc}"
-            log.exception("selecting the next round failed")
+            _log_selection_failure(exc)
         finally:
             self.close()  # this thread's connection
 
@@ -943,6 +958,17 @@ class _SelectWorker:
             self._collect(0.1)
 
 
+def _log_selection_failure(exc: Exception) -> None:
+    """A user-level reason (another process selected the round, the data changed) is one line;
+    anything else is a bug and keeps its traceback."""
+    from datascout.exceptions import DatascoutError
+
+    if isinstance(exc, DatascoutError):
+        log.warning("selecting the next round failed: %s", exc)
+    else:
+        log.exception("selecting the next round failed")
+
+
 def _select_worker_main(directory: str, conn) -> None:
     """Body of the selection process: one round per request, answering ``None`` or the error."""
     camp = Campaign(directory)
@@ -957,7 +983,7 @@ def _select_worker_main(directory: str, conn) -> None:
                 camp.select_round()
                 conn.send(None)
             except Exception as exc:
-                log.exception("selecting the next round failed")
+                _log_selection_failure(exc)
                 conn.send(f"{type(exc).__name__}: {exc}")
     finally:
         camp.close()

@@ -95,8 +95,10 @@ def register(sub) -> None:
                 "datascout serve camp/ --port 8000   (then open http://127.0.0.1:8000)", run_serve)
     s.add_argument("dir")
     s.add_argument("--host", default="127.0.0.1", help="beyond loopback needs --token or $DATASCOUT_TOKEN")
-    s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--token", default=None, help="required on every API call (default: $DATASCOUT_TOKEN)")
+    s.add_argument("--port", type=int, default=8000, help="a port in use is an error (0: any free port)")
+    s.add_argument("--token", default=None,
+                   help="required as 'Authorization: Bearer TOKEN' on every API call (default: $DATASCOUT_TOKEN); "
+                        "give it to the page as http://HOST:PORT/#token=TOKEN or type it in")
     s.add_argument("--log-level", default="warning")
 
 
@@ -222,10 +224,14 @@ def run_next(args) -> int:
 
 
 def run_serve(args) -> int:
-    from datascout.server import TOKEN_ENV, serve
+    from datascout.server import TOKEN_ENV, bind_socket, check_bind, require_extra, serve
 
+    require_extra()
     _open(args.dir).close()
     token = args.token or os.environ.get(TOKEN_ENV) or None
-    print(f"datascout: serving {args.dir} on http://{args.host}:{args.port}  (API docs at /docs)", flush=True)
-    serve(args.dir, host=args.host, port=args.port, token=token, log_level=args.log_level)
+    check_bind(args.host, token)
+    sock = bind_socket(args.host, args.port)  # held from here on: nothing can take the port meanwhile
+    port = sock.getsockname()[1]
+    print(f"datascout: serving {args.dir} on http://{args.host}:{port}  (API docs at /docs)", flush=True)
+    serve(args.dir, host=args.host, port=port, token=token, log_level=args.log_level, sock=sock)
     return 0

@@ -1,65 +1,188 @@
 """The labeling web app: a FastAPI application over a :class:`~datascout.campaign.Campaign`.
 
-Endpoints (documented at ``/docs``): ``GET /api/batch``, ``POST /api/labels``, ``GET /api/stats``,
-``GET /api/export``, ``GET /api/config``, ``GET /api/items/{id}/image``. Every error is a 4xx JSON
-``{"error": "..."}`` and changes nothing.
+Endpoints (documented at ``/docs``, OpenAPI at ``/openapi.json``): ``POST /api/batch``,
+``POST /api/labels``, ``GET /api/stats``, ``GET /api/export``, ``GET /api/config``,
+``GET /api/items/{id}/image``. Every error, whatever raised it, is ``{"error": "..."}`` with a
+4xx status and changes nothing. A GET changes nothing either: leasing is a POST.
 """
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
-import mimetypes
 from contextlib import asynccontextmanager
+from importlib.util import find_spec
 from pathlib import Path
+from typing import Any, Literal
 
-from fastapi import FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.security import HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from datascout.campaign import Campaign, ConflictError, NotFoundError
 from datascout.campaign.core import MAX_BATCH
-from datascout.exceptions import DatascoutError, ValidationError
+from datascout.exceptions import DatascoutError, MissingDependencyError
+from datascout.server.security import HEADERS, Guard, UnservableFile, read_registered_file, sniff_raster
 
 STATIC = Path(__file__).parent / "static"
-MAX_BODY_BYTES = 256 * 1024
-TOKEN_ENV = "DATASCOUT_TOKEN"
+RASTER_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 
 
-class LabelIn(BaseModel):
+# -- what goes in ------------------------------------------------------------------------------
+
+class In(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class BatchIn(In):
+    annotator: str = Field(min_length=1, max_length=64, description="who labels (letters, digits, _-.@)")
+    n: int = Field(10, ge=1, le=MAX_BATCH, description="how many items to lease")
+
+
+class LabelIn(In):
     id: str = Field(min_length=1, max_length=512)
     label: str | None = Field(description="a class name, or null to skip the item")
 
 
-class LabelsIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class LabelsIn(In):
     annotator: str = Field(min_length=1, max_length=64)
     labels: list[LabelIn] = Field(min_length=1, max_length=10 * MAX_BATCH)
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+# -- what comes out (extra fields the library adds later pass through, declared as allowed) ---
+
+class Out(BaseModel):
+    model_config = ConfigDict(extra="allow")
 
 
-def check_bind(host: str, token: str | None) -> None:
-    """Refuse a non-loopback address without a token."""
-    if not is_loopback(host) and not token:
-        raise ValidationError(f"binding {host!r} (beyond localhost) needs a token: pass --token or set ${TOKEN_ENV}")
+class ErrorOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    error: str = Field(description="what was expected and what was received, in one line")
 
 
-def create_app(directory, *, token: str | None = None, select_in: str = "process") -> FastAPI:
+class Progress(Out):
+    round: int
+    selected: int = Field(description="items selected in this round")
+    done: int = Field(description="items of this round answered by as many annotators as asked")
+
+
+class ItemOut(Out):
+    id: str
+    kind: Literal["text", "image"]
+    text: str | None = Field(None, description="text items only; an image is at /api/items/{id}/image")
+
+
+class BatchOut(Out):
+    round: int
+    items: list[ItemOut]
+    lease_expires: float = Field(description="Unix time until which the items stay leased to you")
+    progress: Progress
+    selecting: bool = Field(description="the next round is being selected")
+    exhausted: bool = Field(description="every item is labeled or was selected: the campaign is complete")
+
+
+class LabelsOut(Out):
+    accepted: int
+    relabels: int = Field(description="how many replaced an earlier answer of the same annotator (kept as history)")
+    progress: Progress
+    selecting: bool
+
+
+class LabelCounts(Out):
+    answers: int
+    skips: int
+    items_answered: int
+    items_labeled: int
+    relabels: int
+    items_total: int
+
+
+class AnnotatorOut(Out):
+    name: str
+    answers: int
+    skips: int
+    last: float | None
+
+
+class Disagreement(Out):
+    id: str
+    answers: dict[str, str]
+
+
+class Disagreements(Out):
+    items: int
+    examples: list[Disagreement]
+
+
+class RoundOut(Out):
+    round: int
+    strategy: str
+    settings: dict[str, Any]
+    selected: int
+    answered: int
+    labeled: int
+    positives: int | None
+    labels_before: int
+    cv: dict[str, int | float] | None
+    created: float
+
+
+class StatsOut(Out):
+    classes: list[str]
+    positive_class: str | None
+    strategy: str
+    progress: Progress
+    selecting: bool
+    exhausted: bool
+    last_error: str | None = Field(description="why the last background selection failed, if it did")
+    labels: LabelCounts
+    class_counts: dict[str, int]
+    positives_found: int | None
+    annotators: list[AnnotatorOut]
+    disagreements: Disagreements
+    rounds: list[RoundOut]
+    learning_curve: list[dict[str, int | float]]
+    model: dict[str, int | float] | None
+
+
+class ConfigOut(Out):
+    classes: list[str]
+    positive_class: str | None
+    strategy: str
+    batch_size: int
+    keys: dict[str, str] = Field(description="keyboard key -> class name")
+    name: str
+
+
+def errors(*statuses: int) -> dict:
+    """OpenAPI entries for the error statuses a route can return, all of the one error shape."""
+    why = {400: "the request names something the campaign refuses (a bad annotator name, an unknown class), "
+                "or a host this server does not answer to",
+           401: "no valid 'Authorization: Bearer TOKEN' header", 403: "a state change sent from another site",
+           404: "no such item (or its file cannot be served)", 409: "the item is not leased to this annotator",
+           413: "the request body is too large", 415: "the request body is not JSON",
+           422: "the request does not match its schema (or its JSON does not parse)"}
+    return {s: {"model": ErrorOut, "description": why[s]} for s in statuses}
+
+
+def swagger_assets() -> Path:
+    """Swagger UI's files, shipped by the ``fastapi-offline`` package (the ``server`` extra)."""
+    spec = find_spec("fastapi_offline")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependencyError("the API docs need the 'server' extra: pip install 'datascout[server]'")
+    return Path(next(iter(spec.submodule_search_locations))) / "static"
+
+
+def create_app(directory, *, token: str | None = None, select_in: str = "process",
+               hosts: frozenset[str] | None = None) -> FastAPI:
     """The labeling app of the campaign in ``directory``. Rounds are selected in a separate
     process by default (``select_in="process"``), so training never competes with the requests
-    for the interpreter; ``"thread"`` keeps it in this process."""
+    for the interpreter; ``"thread"`` keeps it in this process. ``hosts``: the only host names
+    the app answers to (``serve`` on a loopback address passes the loopback names), or any."""
     campaign = Campaign(directory, select_in=select_in)
+    assets = swagger_assets()
 
     @asynccontextmanager
     async def lifespan(app):
@@ -67,47 +190,60 @@ def create_app(directory, *, token: str | None = None, select_in: str = "process
         yield
         campaign.wait_idle(30.0)
 
-    app = FastAPI(title="datascout labeling", version="1", lifespan=lifespan,
-                  description="Label the items the active-learning campaign selects.")
+    app = FastAPI(title="datascout labeling", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="Label the items the active-learning campaign selects. Every state change is a "
+                              "POST with a JSON body; errors are `{\"error\": \"...\"}`."
+                              + (" Every `/api/` call needs `Authorization: Bearer TOKEN`." if token else ""))
     app.state.campaign = campaign
+    app.add_middleware(Guard, token=token, hosts=hosts)
 
-    def err(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status)
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return err(413, f"request body must be at most {MAX_BODY_BYTES} bytes but is {length}")
-        if request.method == "POST" and length is None:
-            body = await request.body()  # chunked upload: measure it
-            if len(body) > MAX_BODY_BYTES:
-                return err(413, f"request body must be at most {MAX_BODY_BYTES} bytes but is {len(body)}")
-        if token and request.url.path.startswith("/api/"):
-            given = request.headers.get("authorization", "").removeprefix("Bearer ").strip() \
-                or request.query_params.get("token", "")
-            if not hmac.compare_digest(given.encode(), token.encode()):
-                return err(401, "a valid token is required (header 'Authorization: Bearer TOKEN')")
-        return await call_next(request)
+    def err(status: int, message: str, headers=None) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
+        if first.get("type") == "json_invalid":
+            return err(422, f"expected a JSON body but it does not parse: {first.get('ctx', {}).get('error', '?')}")
         where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
         return err(422, f"{where or 'request'}: {first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, exc: StarletteHTTPException):
+        message = {404: f"no such page: {request.url.path}",
+                   405: f"{request.method} is not allowed on {request.url.path}"
+                        + (f" (allowed: {exc.headers['Allow']})" if exc.headers and "Allow" in exc.headers else "")
+                   }.get(exc.status_code, str(exc.detail))
+        return err(exc.status_code, message, headers=exc.headers)
 
     @app.exception_handler(DatascoutError)
     async def user_error(request, exc: DatascoutError):
         status = 404 if isinstance(exc, NotFoundError) else 409 if isinstance(exc, ConflictError) else 400
         return err(status, str(exc))
 
+    @app.exception_handler(Exception)
+    async def bug(request, exc: Exception):  # answered past the middleware: the headers go on here
+        r = err(500, f"internal error ({type(exc).__name__}); the server log has the details")
+        for k, v in HEADERS:
+            r.headers[k.decode()] = v.decode()
+        return r
+
     @app.get("/", include_in_schema=False)
     def index():
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        return FileResponse(STATIC / "docs.html", media_type="text/html")
+
+    app.mount("/static/swagger", StaticFiles(directory=assets), name="swagger")
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    @app.get("/api/config", summary="Classes, keyboard shortcuts and campaign settings")
+    # declares the bearer scheme in OpenAPI; Guard enforces it before any route runs
+    api = APIRouter(prefix="/api", dependencies=[Depends(HTTPBearer(auto_error=False))] if token else [],
+                    responses=errors(*[s for s, on in ((400, hosts is not None), (401, token)) if on]))
+
+    @api.get("/config", response_model=ConfigOut, summary="Classes, keyboard shortcuts and campaign settings")
     def config():
         cfg = campaign.config
         return {"classes": cfg["classes"], "positive_class": cfg["positive_class"],
@@ -115,21 +251,30 @@ def create_app(directory, *, token: str | None = None, select_in: str = "process
                 "keys": {str(i + 1): c for i, c in enumerate(cfg["classes"][:9])},
                 "name": campaign.directory.name}
 
-    @app.get("/api/batch", summary="Lease up to n items of the current round to an annotator")
-    def batch(annotator: str = Query(min_length=1, max_length=64),
-              n: int = Query(10, ge=1, le=MAX_BATCH)):
-        return campaign.lease_batch(annotator, n)
+    @api.post("/batch", response_model=BatchOut, response_model_exclude_unset=True,
+              responses=errors(400, 403, 413, 415, 422),
+              summary="Lease up to n items of the current round to an annotator")
+    def batch(body: BatchIn):
+        out = campaign.lease_batch(body.annotator, body.n)
+        return {**out, "exhausted": campaign.exhausted}
 
-    @app.post("/api/labels", summary="Record labels (null = skip); committed before the answer")
+    @api.post("/labels", response_model=LabelsOut, responses=errors(400, 403, 404, 409, 413, 415, 422),
+              summary="Record labels (null = skip); committed before the answer")
     def labels(body: LabelsIn):
         return campaign.submit(body.annotator, [(x.id, x.label) for x in body.labels])
 
-    @app.get("/api/stats", summary="Rounds, labels, class counts, positives, disagreements, model quality")
+    @api.get("/stats", response_model=StatsOut,
+             summary="Rounds, labels, class counts, positives, disagreements, model quality")
     def stats():
-        return campaign.stats()
+        return {**campaign.stats(), "exhausted": campaign.exhausted}
 
-    @app.get("/api/export", summary="Labels as CSV, JSONL or Label Studio tasks (with predictions)")
-    def export(format: str = Query("jsonl", pattern="^(csv|jsonl|label-studio)$")):
+    @api.get("/export", response_class=Response, responses={**errors(422), 200: {
+        "description": "CSV (`csv`), JSON Lines (`jsonl`) or Label Studio tasks (`label-studio`)",
+        "content": {"text/csv": {"schema": {"type": "string"}},
+                    "application/x-ndjson": {"schema": {"type": "string"}},
+                    "application/json": {"schema": {"type": "array", "items": {"type": "object"}}}}}},
+        summary="Labels as CSV, JSONL or Label Studio tasks (with predictions)")
+    def export(format: Literal["csv", "jsonl", "label-studio"] = Query("jsonl")):
         text = campaign.export(format)
         media = {"csv": "text/csv", "jsonl": "application/x-ndjson", "label-studio": "application/json"}[format]
         ext = {"csv": "csv", "jsonl": "jsonl", "label-studio": "json"}[format]
@@ -137,17 +282,39 @@ def create_app(directory, *, token: str | None = None, select_in: str = "process
                         headers={"Content-Disposition": f'attachment; filename="labels.{ext}"'})
 
     # ``:path`` so that ids holding "/" (``train/cat/001.png``, common for images) route too;
-    # the id only selects a row, the file served is the path registered for it at init
-    @app.get("/api/items/{item_id:path}/image", summary="The image of an image item registered in the campaign")
+    # the id only selects a row, the file served is the one registered for it at init
+    @api.get("/items/{item_id:path}/image", response_class=Response, responses={**errors(404), 200: {
+        "description": "the item's image, as the raster type its bytes are (never SVG or HTML)",
+        "content": {m: {"schema": {"type": "string", "format": "binary"}} for m in RASTER_TYPES}}},
+        summary="The image of an image item registered in the campaign")
     def image(item_id: str):
         row = campaign.con.execute("SELECT kind, payload FROM items WHERE id = ?", (item_id,)).fetchone()
         if row is None or row[0] != "image":
             raise NotFoundError(f"no image item {item_id!r} in this campaign")
-        media = mimetypes.guess_type(row[1])[0] or "application/octet-stream"
-        if not media.startswith("image/"):
-            raise NotFoundError(f"item {item_id!r} is not an image file")
-        if not Path(row[1]).is_file():
-            raise NotFoundError(f"the image file of item {item_id!r} is missing on the server")
-        return FileResponse(row[1], media_type=media)
+        try:
+            data = read_registered_file(row[1])
+        except UnservableFile as exc:
+            raise NotFoundError(f"the image file of item {item_id!r} {exc}") from None
+        media = sniff_raster(data[:16])
+        if media is None:
+            raise NotFoundError(f"the file of item {item_id!r} is not a PNG, JPEG, GIF or WebP image: not served")
+        return Response(data, media_type=media)
 
+    app.include_router(api)
+
+    def openapi():
+        """FastAPI's document, less the 422 it adds to every route with a parameter: the routes
+        that can return 422 declare it with the app's error shape; the image route cannot."""
+        if app.openapi_schema is None:
+            spec = FastAPI.openapi(app)
+            for item in spec["paths"].values():
+                for op in item.values():
+                    bad = op["responses"].get("422", {}).get("content", {}).get("application/json", {})
+                    if bad.get("schema", {}).get("$ref", "").endswith("/HTTPValidationError"):
+                        del op["responses"]["422"]
+            for name in ("HTTPValidationError", "ValidationError"):
+                spec.get("components", {}).get("schemas", {}).pop(name, None)
+        return app.openapi_schema
+
+    app.openapi = openapi
     return app

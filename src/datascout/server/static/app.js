@@ -1,22 +1,51 @@
-// datascout labeling page: fetch a leased batch, label with the keyboard, every answer is POSTed
+// datascout labeling page: lease a batch, label with the keyboard, every answer is POSTed
 // (and committed) at once. Item text is always inserted with textContent, never as HTML.
+// A token (when the server has one) never goes into a URL: it comes from a field, or once from the
+// URL fragment (#token=...), which is then cleared; it lives in sessionStorage and travels only in
+// the Authorization header. Images are fetched with that header and shown through blob: URLs.
 "use strict";
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
-const token = params.get("token") || sessionStorage.getItem("datascout-token") || "";
-if (token) sessionStorage.setItem("datascout-token", token);
-let config = null, queue = [], history = [], busy = false, current = null, pollTimer = null;
+const TOKEN_KEY = "datascout-token";
+let token = sessionStorage.getItem(TOKEN_KEY) || "";
+(function tokenFromFragment() {
+  const frag = new URLSearchParams(location.hash.slice(1));
+  if (!frag.has("token")) return;
+  setToken(frag.get("token"));
+  frag.delete("token");
+  const rest = frag.toString();
+  history.replaceState(null, "", location.pathname + location.search + (rest ? "#" + rest : ""));
+})();
+let config = null, queue = [], answered = [], busy = false, current = null, pollTimer = null, imageUrl = null;
 
+function setToken(t) {
+  token = (t || "").trim();
+  if (token) sessionStorage.setItem(TOKEN_KEY, token); else sessionStorage.removeItem(TOKEN_KEY);
+}
 function headers(extra) {
   const h = Object.assign({}, extra || {});
   if (token) h["Authorization"] = "Bearer " + token;
   return h;
 }
-async function api(path, opts) {
+async function call(path, opts) {
   const r = await fetch(path, Object.assign({}, opts, { headers: headers(opts && opts.headers) }));
+  if (r.status === 401) askToken(token ? "The token was not accepted: type it again." : "This server needs a token.");
+  return r;
+}
+async function api(path, opts) {
+  const r = await call(path, opts);
   const body = await r.json().catch(() => ({}));
   if (!r.ok) throw new Error(body.error || ("HTTP " + r.status));
   return body;
+}
+function post(path, body) {
+  return api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+}
+function askToken(message) {
+  const form = $("token-form"), wasHidden = form.hidden;
+  form.hidden = false;
+  $("token-note").textContent = message;
+  if (wasHidden) $("token").focus();  // once: a failing poll must not keep stealing the focus
 }
 function status(text, isError) { const s = $("status"); s.textContent = text || ""; s.classList.toggle("error", !!isError); }
 function annotator() { return $("annotator").value.trim(); }
@@ -28,20 +57,43 @@ function render() {
   if (!current) { text.textContent = ""; img.hidden = true; $("item-id").textContent = ""; return; }
   $("item-id").textContent = current.id;
   if (current.kind === "image") {
-    text.textContent = ""; img.hidden = false;
-    img.src = "/api/items/" + encodeURIComponent(current.id) + "/image" + (token ? "?token=" + encodeURIComponent(token) : "");
+    text.textContent = ""; img.hidden = false; img.removeAttribute("src");
     img.alt = "item " + current.id;
+    showImage(current).catch((e) => status(e.message, true));
   } else { img.hidden = true; img.removeAttribute("src"); text.textContent = current.text; }
+}
+
+async function showImage(item) {
+  const r = await call("/api/items/" + encodeURIComponent(item.id) + "/image");
+  if (!r.ok) { const b = await r.json().catch(() => ({})); throw new Error(b.error || ("HTTP " + r.status)); }
+  const blob = await r.blob();
+  if (current !== item) return;  // moved on meanwhile
+  if (imageUrl) URL.revokeObjectURL(imageUrl);
+  imageUrl = URL.createObjectURL(blob);
+  $("item-image").src = imageUrl;
+}
+
+async function download(link) {  // an export, fetched with the token header and saved from a blob: URL
+  try {
+    const r = await call(link.getAttribute("href"));
+    if (!r.ok) { const b = await r.json().catch(() => ({})); throw new Error(b.error || ("HTTP " + r.status)); }
+    const url = URL.createObjectURL(await r.blob());
+    const a = document.createElement("a"); a.href = url; a.download = link.getAttribute("download");
+    document.body.appendChild(a); a.click(); a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  } catch (e) { status(e.message, true); }
 }
 
 async function fetchBatch() {
   if (!annotator()) { status("Type your name to start."); return; }
   try {
-    const b = await api(`/api/batch?annotator=${encodeURIComponent(annotator())}&n=10`);
+    const b = await post("/api/batch", { annotator: annotator(), n: 10 });
     queue = b.items; showProgress(b.progress); refreshStats();
-    if (!queue.length) {
+    clearTimeout(pollTimer);
+    if (!queue.length && b.exhausted) status("Every item is labeled: the campaign is complete. Thank you!");
+    else if (!queue.length) {
       status(b.selecting ? "The model is choosing the next round… (a few seconds)" : "Nothing to label right now: waiting for the round to finish.");
-      clearTimeout(pollTimer); pollTimer = setTimeout(fetchBatch, 1500);
+      pollTimer = setTimeout(fetchBatch, 1500);
     } else status("");
     render();
   } catch (e) { status(e.message, true); }
@@ -52,9 +104,8 @@ async function answer(label) {
   busy = true;
   const item = current;
   try {
-    const r = await api("/api/labels", { method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ annotator: annotator(), labels: [{ id: item.id, label: label }] }) });
-    history.push(item); queue.shift(); showProgress(r.progress);
+    const r = await post("/api/labels", { annotator: annotator(), labels: [{ id: item.id, label: label }] });
+    answered.push(item); queue.shift(); showProgress(r.progress);
     // the last answer stays on screen (in its own line) until the next one, whatever the status says
     $("last").textContent = label === null ? `Skipped ${item.id}.` : `Saved ${item.id} as “${label}”.`;
     status("");
@@ -66,8 +117,8 @@ async function answer(label) {
 }
 
 function undo() {
-  if (busy || !history.length) return;
-  const item = history.pop(); queue.unshift(item); render();
+  if (busy || !answered.length) return;
+  const item = answered.pop(); queue.unshift(item); render();
   status(`Back to ${item.id}: your next answer replaces the previous one (both are kept in the history).`);
 }
 
@@ -129,6 +180,13 @@ async function refreshStats() {
   finally { statsPending = false; }
 }
 
+$("token-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  setToken($("token").value); $("token").value = "";
+  $("token-form").hidden = true;
+  (config ? fetchBatch() : start()).catch((e) => status(e.message, true));
+});
+
 async function start() {
   config = await api("/api/config");
   $("campaign-name").textContent = "· " + config.name;
@@ -138,13 +196,13 @@ async function start() {
     if (i < 9) { const k = document.createElement("kbd"); k.textContent = String(i + 1); b.append(k, " "); }
     b.append(name); b.addEventListener("click", () => answer(name)); box.appendChild(b);
   });
-  for (const [id, fmt] of [["x-csv", "csv"], ["x-jsonl", "jsonl"], ["x-ls", "label-studio"]])
-    if (token) $(id).href = `/api/export?format=${fmt}&token=${encodeURIComponent(token)}`;
+  for (const id of ["x-csv", "x-jsonl", "x-ls"])
+    $(id).addEventListener("click", (ev) => { if (token) { ev.preventDefault(); download(ev.currentTarget); } });
   $("skip").addEventListener("click", () => answer(null));
   $("undo").addEventListener("click", undo);
   const who = params.get("annotator") || localStorage.getItem("datascout-annotator") || "";
   $("annotator").value = who;
-  $("annotator").addEventListener("change", () => { localStorage.setItem("datascout-annotator", annotator()); history = []; fetchBatch(); });
+  $("annotator").addEventListener("change", () => { localStorage.setItem("datascout-annotator", annotator()); answered = []; fetchBatch(); });
   document.addEventListener("keydown", (ev) => {
     if (ev.target.tagName === "INPUT" || ev.ctrlKey || ev.metaKey || ev.altKey) return;
     if (/^[1-9]$/.test(ev.key)) {
