@@ -67,7 +67,7 @@ def test_bad_requests_get_4xx_json_and_change_nothing(served):
                                                     {"id": theirs, "label": truth[theirs]}]}),
             (422, {"annotator": "alice", "labels": []}),
             (422, {"annotator": "alice", "labels": [{"id": mine[0], "label": truth[mine[0]], "x": 1}]}),
-            (400, {"annotator": "bad name!", "labels": [{"id": mine[0], "label": truth[mine[0]]}]}),
+            (422, {"annotator": "bad name!", "labels": [{"id": mine[0], "label": truth[mine[0]]}]}),
         ]
         for status, body in cases:
             r = c.post("/api/labels", json=body)

@@ -73,6 +73,20 @@ def test_security_headers_on_every_response(text_camp):
         assert responses[7].headers["cache-control"] == "no-store"
 
 
+def test_a_bug_is_a_500_in_the_error_shape_with_the_headers(text_camp):
+    d, _ = text_camp
+    app = create_app(d, select_in="thread")
+
+    def broken():
+        raise RuntimeError("a bug")
+
+    app.state.campaign.stats = broken
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.get("/api/stats")
+    assert r.status_code == 500 and r.json() == {"error": "internal error (RuntimeError); the server log has the details"}
+    assert_secured(r)
+
+
 def test_token_only_as_bearer_header(text_camp):
     d, _ = text_camp
     with client(d, token=TOKEN) as c:

@@ -232,6 +232,7 @@ def run_serve(args) -> int:
     check_bind(args.host, token)
     sock = bind_socket(args.host, args.port)  # held from here on: nothing can take the port meanwhile
     port = sock.getsockname()[1]
-    print(f"datascout: serving {args.dir} on http://{args.host}:{port}  (API docs at /docs)", flush=True)
+    where = f"[{args.host}]" if ":" in args.host else args.host  # an IPv6 address in a URL
+    print(f"datascout: serving {args.dir} on http://{where}:{port}  (API docs at /docs)", flush=True)
     serve(args.dir, host=args.host, port=port, token=token, log_level=args.log_level, sock=sock)
     return 0

@@ -8,6 +8,7 @@ Endpoints (documented at ``/docs``, OpenAPI at ``/openapi.json``): ``POST /api/b
 
 from __future__ import annotations
 
+import reprlib
 from contextlib import asynccontextmanager
 from importlib.util import find_spec
 from pathlib import Path
@@ -36,8 +37,11 @@ class In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+ANNOTATOR = Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$", description="who labels: 1-64 letters, digits, _-.@")
+
+
 class BatchIn(In):
-    annotator: str = Field(min_length=1, max_length=64, description="who labels (letters, digits, _-.@)")
+    annotator: str = ANNOTATOR
     n: int = Field(10, ge=1, le=MAX_BATCH, description="how many items to lease")
 
 
@@ -47,7 +51,7 @@ class LabelIn(In):
 
 
 class LabelsIn(In):
-    annotator: str = Field(min_length=1, max_length=64)
+    annotator: str = ANNOTATOR
     labels: list[LabelIn] = Field(min_length=1, max_length=10 * MAX_BATCH)
 
 
@@ -206,7 +210,9 @@ def create_app(directory, *, token: str | None = None, select_in: str = "process
         if first.get("type") == "json_invalid":
             return err(422, f"expected a JSON body but it does not parse: {first.get('ctx', {}).get('error', '?')}")
         where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
-        return err(422, f"{where or 'request'}: {first.get('msg', 'invalid request')}")
+        got = first.get("input")
+        got = f" (got {reprlib.repr(got)})" if isinstance(got, (str, int, float, bool, list)) else ""
+        return err(422, f"{where or 'request'}: {first.get('msg', 'invalid request')}{got}")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request, exc: StarletteHTTPException):
