@@ -829,7 +829,7 @@ class Campaign:
                     continue  # a relabel, kept as history
                 if p not in leased:
                     raise ConflictError(f"item {i!r} is not leased to annotator {annotator!r}: "
-                                        "get it from /api/batch first")
+                                        "lease it first (POST /api/batch)")
                 if leased[p] <= now and p in held_by_others:
                     raise ConflictError(f"the lease of annotator {annotator!r} on item {i!r} expired and the item "
                                         f"is now leased to {held_by_others[p]!r}")

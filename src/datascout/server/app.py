@@ -72,10 +72,62 @@ class Progress(Out):
     done: int = Field(description="items of this round answered by as many annotators as asked")
 
 
+class Prediction(Out):
+    label: str = Field(description="the class the model predicted when the item was selected")
+    probability: float
+
+
+class SelectedBy(Out):
+    strategy: str | None = Field(description="why the item was chosen: the round's strategy, 'random', "
+                                 "'query', or 'review' (a label asked again, blind)")
+    score: float | None = Field(description="the item's score under that strategy (higher = asked first)")
+    audit: bool = Field(description="part of the uniform random audit sample (never trained on)")
+
+
 class ItemOut(Out):
     id: str
     kind: Literal["text", "image"]
     text: str | None = Field(None, description="text items only; an image is at /api/items/{id}/image")
+    prediction: Prediction | None = Field(None, description="the model's guess; null before the first model")
+    selected_by: SelectedBy | None = None
+
+
+class Audit(Out):
+    labels: int = Field(description="audit labels the figure rests on")
+    metric: str = Field(description="macro_f1 (several classes) or average_precision (a rare concept)")
+    value: float | None
+    ci: list[float] | None = Field(description="95% interval [low, high]")
+
+
+class LeaseHolder(Out):
+    annotator: str
+    items: int
+    until: float = Field(description="Unix time the last of these leases expires")
+
+
+class Leases(Out):
+    live: int
+    by_annotator: list[LeaseHolder]
+
+
+class Review(Out):
+    queued: int = Field(description="labels the audit suspected, asked again of other annotators")
+    open: int
+    done: int
+    changed: int = Field(description="reviewed items that now resolve to another class")
+
+
+class KappaPair(Out):
+    a: str
+    b: str
+    items: int
+    kappa: float
+
+
+class Agreement(Out):
+    pairs: list[KappaPair] = Field(description="Cohen's kappa of each pair of annotators with 2+ items in common")
+    alpha: float | None = Field(description="Krippendorff's alpha (nominal) over every annotator")
+    items_with_several_answers: int
 
 
 class BatchOut(Out):
@@ -130,6 +182,7 @@ class RoundOut(Out):
     positives: int | None
     labels_before: int
     cv: dict[str, int | float] | None
+    audit: Audit | None = None
     created: float
 
 
@@ -147,8 +200,13 @@ class StatsOut(Out):
     annotators: list[AnnotatorOut]
     disagreements: Disagreements
     rounds: list[RoundOut]
-    learning_curve: list[dict[str, int | float]]
+    learning_curve: list[dict[str, Any]]
     model: dict[str, int | float] | None
+    audit: Audit = Field(description="the model's quality on the audit sample (the honest figure)")
+    leases: Leases
+    review: Review
+    agreement: Agreement
+    annotator_quality: dict[str, float] = Field(description="each annotator's estimated quality (CROWDLAB)")
 
 
 class ConfigOut(Out):
