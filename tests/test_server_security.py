@@ -18,7 +18,8 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from datascout.server.app import create_app  # noqa: E402
-from datascout.server.security import CSP, cross_site_reason, same_origin, sniff_raster  # noqa: E402
+from datascout.io import raster_media_type as sniff_raster  # noqa: E402
+from datascout.server.security import CSP, cross_site_reason, same_origin  # noqa: E402
 from test_campaign_support import fortunes_items, make_campaign, make_image_campaign, write_inputs  # noqa: E402
 
 TOKEN = "s3cret-token"

@@ -16,6 +16,21 @@ import numpy as np
 from datascout.exceptions import MissingDependencyError, ValidationError
 
 
+RASTER_MAGIC = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"),
+                (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"))  # WebP: RIFF....WEBP
+
+
+def raster_media_type(head: bytes) -> str | None:
+    """The media type of a PNG, JPEG, GIF or WebP file from its first 12+ bytes, else ``None``
+    (SVG, HTML, anything that could be active content when served)."""
+    for magic, media in RASTER_MAGIC:
+        if head.startswith(magic):
+            return media
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
 def _require_file(path) -> Path:
     path = Path(path)
     if not path.is_file():

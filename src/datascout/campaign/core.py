@@ -20,7 +20,6 @@ import numpy as np
 
 from datascout.campaign.schema import DB_NAME, connect
 from datascout.exceptions import DatascoutError, LabelingError, ValidationError
-from datascout.io import iter_jsonl
 
 log = logging.getLogger("datascout.campaign")
 

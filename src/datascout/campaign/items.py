@@ -17,27 +17,8 @@ from typing import NamedTuple
 import numpy as np
 
 from datascout.exceptions import ValidationError
-from datascout.io import iter_jsonl, load_embeddings
+from datascout.io import iter_jsonl, load_embeddings, raster_media_type
 from datascout.pool import check_embeddings
-
-RASTER_MAGIC = (  # (prefix at offset 0, media type); WebP is checked apart (RIFF....WEBP)
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"GIF87a", "image/gif"),
-    (b"GIF89a", "image/gif"),
-)
-
-
-def raster_media_type(head: bytes) -> str | None:
-    """The media type of a PNG, JPEG, GIF or WebP file from its first bytes, else ``None``
-    (SVG, HTML, anything that could be active content)."""
-    for magic, media in RASTER_MAGIC:
-        if head.startswith(magic):
-            return media
-    if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    return None
-
 
 def check_raster(path: Path, where: str) -> str:
     """The resolved path of an image file that is a raster image; else a one-line error."""

@@ -7,7 +7,6 @@ import csv
 import io
 from pathlib import Path
 
-import numpy as np
 
 from datascout.cli import command
 from datascout.exceptions import ValidationError

@@ -25,7 +25,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from datascout.campaign import Campaign, ConflictError, NotFoundError
 from datascout.campaign.core import MAX_BATCH
 from datascout.exceptions import DatascoutError, MissingDependencyError
-from datascout.server.security import HEADERS, Guard, UnservableFile, read_registered_file, sniff_raster
+from datascout.io import raster_media_type
+from datascout.server.security import HEADERS, Guard, UnservableFile, read_registered_file
 
 STATIC = Path(__file__).parent / "static"
 RASTER_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
@@ -359,7 +360,7 @@ def create_app(directory, *, token: str | None = None, select_in: str = "process
             data = read_registered_file(row[1])
         except UnservableFile as exc:
             raise NotFoundError(f"the image file of item {item_id!r} {exc}") from None
-        media = sniff_raster(data[:16])
+        media = raster_media_type(data[:16])
         if media is None:
             raise NotFoundError(f"the file of item {item_id!r} is not a PNG, JPEG, GIF or WebP image: not served")
         return Response(data, media_type=media)

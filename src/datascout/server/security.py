@@ -27,20 +27,6 @@ HEADERS = [
 ]
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
-# magic numbers of the raster types a browser shows without running anything
-RASTER = [(b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"),
-          (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif")]
-
-
-def sniff_raster(data: bytes) -> str | None:
-    """The media type of PNG, JPEG, GIF or WebP bytes, else ``None`` (SVG, HTML, anything else)."""
-    for magic, media in RASTER:
-        if data.startswith(magic):
-            return media
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return None
-
 
 class UnservableFile(Exception):
     """An item's file cannot be served; the message names no path."""
