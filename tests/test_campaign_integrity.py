@@ -134,16 +134,20 @@ def test_imported_labels_count_toward_the_round_are_never_leased_and_import_twic
     assert main(["campaign", "import", str(d), str(f)]) == 0
     assert "imported 4 new labels" in capsys.readouterr().out
     assert camp.round_progress() == {"round": 0, "selected": 6, "done": 4}
-    leased = [it["id"] for it in camp.lease_batch("alice", 10)["items"]]
-    assert sorted(leased) == sorted(round0[4:])  # the imported ones are not handed out again
     assert main(["campaign", "import", str(d), str(f)]) == 0
     assert "imported 0 new labels" in capsys.readouterr().out
     assert con.execute("SELECT COUNT(*) FROM labels").fetchone()[0] == 4
-    # importing the rest completes round 0: round 1 is selected
+    leased = [it["id"] for it in Campaign(d).lease_batch("alice", 10)["items"]]
+    assert sorted(leased) == sorted(round0[4:])  # the imported ones are not handed out again
+    con.execute("DELETE FROM leases")
+    con.commit()
+    # importing the rest completes round 0: round 1 is selected, and the imported are never leased
     f.write_text("id,label\n" + "".join(f"{i},{truth[i]}\n" for i in round0[4:]))
     assert main(["campaign", "import", str(d), str(f)]) == 0
     assert "round 0 complete: round 1 selected" in capsys.readouterr().out
-    assert Campaign(d).round_progress()["round"] == 1
+    camp = Campaign(d)
+    assert camp.round_progress()["round"] == 1
+    assert not set(it["id"] for it in camp.lease_batch("alice", 10)["items"]) & set(round0)
 
 
 def test_concurrent_graph_writers_leave_one_whole_graph(tmp_path):
@@ -489,3 +493,23 @@ def test_suspect_labels_are_asked_again_blind_and_resolved(tmp_path, capsys):
     assert main(["campaign", "status", str(d)]) == 0
     out = capsys.readouterr().out
     assert "review: 0 open, 6 done, 3 labels changed by review" in out and "Krippendorff's alpha" in out
+
+
+def test_the_next_round_is_ready_before_the_current_one_runs_out(tmp_path):
+    items, X, y, classes = fortunes_items(n_per_class=20)
+    emb, items_path = write_inputs(tmp_path / "inputs", items, X)
+    camp = Campaign.create(tmp_path / "camp", embeddings=emb, items=items_path, classes=classes, batch_size=6,
+                           k=5, audit_fraction=0, review_fraction=0)
+    truth = {it["id"]: classes[c] for it, c in zip(items, y)}
+    a = [it["id"] for it in camp.lease_batch("alice", 3)["items"]]
+    camp.submit("alice", [(i, truth[i]) for i in a])
+    assert camp.current_round() == 0  # 3 of 6 answered, 3 still free: too early
+    b = [it["id"] for it in camp.lease_batch("bob", 3)["items"]]  # nothing left to hand out, half answered
+    camp.wait_idle(60)
+    assert camp.current_round() == 1 and camp.round_progress(0) == {"round": 0, "selected": 6, "done": 3}
+    nxt = camp.lease_batch("alice", 6)["items"]
+    assert len(nxt) == 6 and not {it["id"] for it in nxt} & set(a + b)  # no empty page for alice
+    assert camp.submit("bob", [(i, truth[i]) for i in b])["accepted"] == 3  # round 0's last answers count
+    assert camp.round_progress(0)["done"] == 6
+    rounds = camp.stats()["rounds"]
+    assert rounds[1]["labels_before"] == 3  # chosen from the labels so far: the one-round lag

@@ -633,14 +633,22 @@ class Campaign:
         out["audit"] = result
         return out
 
-    def maybe_advance(self, *, background: bool = True) -> bool:
-        """Start selecting the next round when the current one is fully answered. Returns True
-        when a selection was started (or ran, with ``background=False``)."""
+    def maybe_advance(self, *, background: bool = True, early: bool | None = None) -> bool:
+        """Start selecting the next round when the current one is fully answered or, with
+        ``early`` (the default in the background), as soon as none of its items is left to hand
+        out (all answered or leased) and at least half are answered: the annotators then label
+        their leased items while the model learns from the labels so far, and the next batch is
+        there when they finish. Returns True when a
+        selection was started (or ran, with ``background=False``)."""
+        early = background if early is None else early
         with self._lock:
             if self._worker is not None and self._worker.is_alive():
                 return False
             prog = self.round_progress()
-            if prog["selected"] == 0 or prog["done"] < prog["selected"]:
+            if prog["selected"] == 0:
+                return False
+            if prog["done"] < prog["selected"] and not (
+                    early and 2 * prog["done"] >= prog["selected"] and self._left_in_round(prog["round"]) == 0):
                 return False
             if background and self._left_to_select() == 0:
                 return False  # the campaign is complete (``exhausted``): a state, not an error
@@ -659,6 +667,15 @@ class Campaign:
                                                 daemon=True)
                 self._worker.start()
             return True
+
+    def _left_in_round(self, rnd: int) -> int:
+        """Items of round ``rnd`` that can still be handed out: answered by fewer annotators
+        than asked, counting live leases as answers to come."""
+        return int(self.con.execute(
+            """SELECT COUNT(*) FROM selections s WHERE s.round = ?
+               AND (SELECT COUNT(DISTINCT annotator) FROM labels l WHERE l.pos = s.pos)
+                 + (SELECT COUNT(*) FROM leases e WHERE e.pos = s.pos AND e.done = 0 AND e.expires > ?) < ?""",
+            (rnd, time.time(), self.config["labels_per_item"])).fetchone()[0])
 
     def _left_to_select(self) -> int:
         """Items neither labeled nor ever selected: what a next round can still choose from."""
@@ -703,9 +720,11 @@ class Campaign:
     # -- leases and labels ----------------------------------------------------------------
 
     def lease_batch(self, annotator: str, n: int = 10) -> dict:
-        """Lease up to ``n`` items of the current round to ``annotator``: first the items they
-        already hold, then free ones. An item is not handed to a second annotator while a lease
-        on it is live (unless the campaign asks for several answers per item)."""
+        """Lease up to ``n`` items to ``annotator``: first the review queue's items for them,
+        then the items they already hold, then free ones, oldest open round first. An item is
+        not handed to a second annotator while a lease on it is live (unless the campaign asks
+        for several answers per item). When the latest round has nothing left to hand out, the
+        next one starts to be selected, so the next batch exists before this one is labeled."""
         check_annotator(annotator)
         if not isinstance(n, int) or not (1 <= n <= MAX_BATCH):
             raise ValidationError(f"n must be an integer in 1..{MAX_BATCH} but is {n!r}")
@@ -715,9 +734,13 @@ class Campaign:
         with self._write() as con:
             con.execute("INSERT OR IGNORE INTO annotators VALUES (?, ?)", (annotator, now))
             rnd = self.current_round()
+            open_from = con.execute(
+                """SELECT MIN(s.round) FROM selections s
+                   WHERE (SELECT COUNT(DISTINCT annotator) FROM labels l WHERE l.pos = s.pos) < ?""",
+                (need,)).fetchone()[0]
             rows = con.execute(
                 """SELECT s.pos FROM selections s
-                   WHERE s.round = ?
+                   WHERE s.round >= ?
                      AND NOT EXISTS (SELECT 1 FROM labels l WHERE l.pos = s.pos AND l.annotator = ?)
                      AND (EXISTS (SELECT 1 FROM leases e WHERE e.pos = s.pos AND e.annotator = ?
                                   AND e.done = 0 AND e.expires > ?)
@@ -725,9 +748,10 @@ class Campaign:
                            + (SELECT COUNT(*) FROM leases e WHERE e.pos = s.pos AND e.annotator <> ?
                               AND e.done = 0 AND e.expires > ?) < ?)
                    ORDER BY (SELECT COUNT(*) FROM leases e WHERE e.pos = s.pos AND e.annotator = ?
-                             AND e.done = 0 AND e.expires > ?) DESC, s.rank
+                             AND e.done = 0 AND e.expires > ?) DESC, s.round, s.rank
                    LIMIT ?""",
-                (rnd, annotator, annotator, now, annotator, now, need, annotator, now, n)).fetchall()
+                (rnd if open_from is None else open_from, annotator, annotator, now, annotator, now, need,
+                 annotator, now, n)).fetchall()
             review = self._open_reviews(con, annotator, now)[:n]
             positions = review + [r[0] for r in rows if r[0] not in set(review)][: n - len(review)]
             expires = now + self.config["lease_seconds"]
@@ -736,9 +760,9 @@ class Campaign:
                    ON CONFLICT(pos, annotator) DO UPDATE SET expires = excluded.expires, done = 0""",
                 [(p, annotator, expires) for p in positions])
             items = self._items_at(positions, review=set(review))
-        selecting = self.selecting
-        if not positions and not selecting:  # labels imported meanwhile may have completed the round
-            selecting = self.maybe_advance()
+        # nobody waits: once the round has nothing left to hand out, the next one is selected
+        # (from the labels so far) while these items are being labeled
+        selecting = self.selecting or self.maybe_advance()
         return {"round": rnd, "items": items, "lease_expires": expires,
                 "progress": self.round_progress(rnd), "selecting": selecting}
 
