@@ -141,8 +141,10 @@ def audit_labels(embeddings, labels, *, n_classes: int | None = None, model=None
             raise ValidationError(f"the kNN graph has {len(graph)} rows but embeddings has {X.shape[0]}")
         nb = np.asarray(graph.neighbors[pos], dtype=np.int64)
         sim = np.asarray(graph.similarities[pos], dtype=np.float64)
-        nb_label = np.where(nb >= 0, labels[np.maximum(nb, 0)], -1)
-        conflict = (sim >= duplicate_similarity) & (nb_label >= 0) & (nb_label != y[:, None])
+        valid = nb >= 0
+        sim = np.where(valid, sim, 0.0)  # a missing neighbour may carry any value
+        nb_label = np.where(valid, labels[np.maximum(nb, 0)], -1)
+        conflict = valid & (sim >= duplicate_similarity) & (nb_label >= 0) & (nb_label != y[:, None])
         rows, cols = np.nonzero(conflict)
         if len(rows):
             index_of = np.full(X.shape[0], -1, dtype=np.int64)
@@ -151,9 +153,8 @@ def audit_labels(embeddings, labels, *, n_classes: int | None = None, model=None
             # of each conflicting pair, the member whose label the model believes less
             worse = np.where(quality[rows] <= quality[other], rows, other)
             flags["near-duplicate-conflict"][worse] = True
-        valid = nb >= 0
-        mean_sim = np.where(valid.any(axis=1), (sim * valid).sum(axis=1) / np.maximum(valid.sum(axis=1), 1), -1.0)
         if outlier_quantile > 0:
+            mean_sim = np.where(valid.any(axis=1), sim.sum(axis=1) / np.maximum(valid.sum(axis=1), 1), -1.0)
             flags["outlier"] = mean_sim <= np.quantile(mean_sim, outlier_quantile)
     flagged = np.zeros(len(pos), dtype=bool)
     for f in flags.values():
