@@ -1,5 +1,5 @@
 """Load on the labeling server over loopback: 50 concurrent simulated annotators label for 60 s
-(each: GET /api/batch, then one POST /api/labels per item), with rounds completing and the model
+(each: POST /api/batch, then one POST /api/labels per item), with rounds completing and the model
 retraining in the background in the middle. Reports p50/p95 latency of POST /api/labels and
 checks that no acknowledged label is lost or duplicated.
 
@@ -46,7 +46,7 @@ async def annotator(name, url, truth, deadline, think, lat, acked, errors, round
 
     async with httpx.AsyncClient(base_url=url, timeout=60) as c:
         while time.monotonic() < deadline:
-            r = await c.get("/api/batch", params={"annotator": name, "n": 5})
+            r = await c.post("/api/batch", json={"annotator": name, "n": 5})
             if r.status_code != 200:
                 errors.append((r.status_code, r.text[:200]))
                 continue
@@ -95,7 +95,7 @@ def scenario(think: float, args) -> dict:
         # one annotator alone first: the latency of a POST without queueing
         with httpx.Client(base_url=srv.url, timeout=60) as c:
             while len(seq) < 100:
-                for it in c.get("/api/batch", params={"annotator": "solo", "n": 5}).json()["items"]:
+                for it in c.post("/api/batch", json={"annotator": "solo", "n": 5}).json()["items"]:
                     t1 = time.perf_counter()
                     r = c.post("/api/labels", json={"annotator": "solo",
                                                     "labels": [{"id": it["id"], "label": truth[it["id"]]}]})
