@@ -17,6 +17,7 @@ let token = sessionStorage.getItem(TOKEN_KEY) || "";
   history.replaceState(null, "", location.pathname + location.search + (rest ? "#" + rest : ""));
 })();
 let config = null, queue = [], answered = [], busy = false, current = null, pollTimer = null, imageUrl = null;
+const pending = [];  // keys pressed while an answer is being saved: applied in order, none lost
 
 function setToken(t) {
   token = (t || "").trim();
@@ -54,6 +55,21 @@ function render() {
   current = queue[0] || null;
   const text = $("item-text"), img = $("item-image");
   $("queue").textContent = current ? `${queue.length} left in this batch` : "";
+  for (const b of $("classes").querySelectorAll("button")) b.classList.remove("guessed", "earlier");
+  const guess = current && current.prediction;
+  $("guess").hidden = !guess;
+  if (guess) {
+    $("guess-label").textContent = guess.label;
+    $("guess-prob").textContent = `(${Math.round(100 * guess.probability)}%)`;
+    const b = classButton(guess.label); if (b) b.classList.add("guessed");
+  }
+  const before = current && current.earlier !== undefined;
+  $("before").hidden = !before;
+  if (before) {
+    $("before").textContent = current.earlier === null ? "You skipped this item: your next answer replaces that."
+      : `You answered “${current.earlier}”: your next answer replaces it.`;
+    const b = current.earlier === null ? null : classButton(current.earlier); if (b) b.classList.add("earlier");
+  }
   if (!current) { text.textContent = ""; img.hidden = true; $("item-id").textContent = ""; return; }
   $("item-id").textContent = current.id;
   if (current.kind === "image") {
@@ -99,27 +115,49 @@ async function fetchBatch() {
   } catch (e) { status(e.message, true); }
 }
 
-async function answer(label) {
-  if (busy || !current) return;
+function classButton(name) { return $("classes").querySelector(`button[data-label="${CSS.escape(name)}"]`); }
+
+// Every decision goes through one queue: a key pressed while the previous answer is being saved
+// waits its turn and applies to the item shown by then, so three quick presses label three items.
+function act(action) { pending.push(action); if (!busy) drain(); }
+
+async function drain() {
   busy = true;
-  const item = current;
+  try {
+    while (pending.length) {
+      const action = pending.shift();
+      if (action.kind === "undo") { undo(); continue; }
+      if (!current) { pending.length = 0; break; }  // nothing shown: the keys have nothing to label
+      const label = action.kind === "accept" ? (current.prediction ? current.prediction.label : undefined) : action.label;
+      if (label === undefined) { status("No model guess for this item yet: choose a class with 1-9."); continue; }
+      if (!(await save(current, label))) { pending.length = 0; break; }  // an error: stop, say why
+    }
+  } finally { busy = false; }
+}
+
+async function save(item, label) {
   try {
     const r = await post("/api/labels", { annotator: annotator(), labels: [{ id: item.id, label: label }] });
-    answered.push(item); queue.shift(); showProgress(r.progress);
+    delete item.earlier;
+    answered.push({ item: item, label: label }); queue.shift(); showProgress(r.progress);
     // the last answer stays on screen (in its own line) until the next one, whatever the status says
     $("last").textContent = label === null ? `Skipped ${item.id}.` : `Saved ${item.id} as “${label}”.`;
     status("");
     render();
     if (!queue.length) await fetchBatch();
     refreshStats();
-  } catch (e) { status(e.message, true); }
-  finally { busy = false; }
+    return true;
+  } catch (e) { status(e.message, true); return false; }
 }
 
+function answer(label) { act({ kind: "label", label: label }); }
+
 function undo() {
-  if (busy || !answered.length) return;
-  const item = answered.pop(); queue.unshift(item); render();
-  status(`Back to ${item.id}: your next answer replaces the previous one (both are kept in the history).`);
+  if (!answered.length) return;
+  const last = answered.pop();
+  last.item.earlier = last.label;  // shown, and its button highlighted, when we come back
+  queue.unshift(last.item); render();
+  status(`Back to ${last.item.id}: your next answer replaces the previous one (both are kept in the history).`);
 }
 
 function showProgress(p) {
@@ -142,42 +180,91 @@ function bars(el, rows) {
   }
 }
 
-function curve(points, key) {
-  const svg = $("curve"); svg.replaceChildren();
-  const ns = "http://www.w3.org/2000/svg";
-  const t = document.createElementNS(ns, "text"); t.setAttribute("x", 8); t.setAttribute("y", 14);
-  t.setAttribute("font-size", 10); t.setAttribute("fill", "#6b7482");
-  if (!points.length) { t.textContent = "appears once two classes have 2+ labels"; svg.appendChild(t); return; }
-  const xs = points.map((p) => p.n_labels), x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1);
-  const X = (v) => 30 + 220 * (v - x0) / (x1 - x0), Y = (v) => 100 - 85 * v;
-  const line = document.createElementNS(ns, "polyline");
-  line.setAttribute("points", points.map((p) => `${X(p.n_labels)},${Y(p[key])}`).join(" "));
-  line.setAttribute("fill", "none"); line.setAttribute("stroke", "#2f6fec"); line.setAttribute("stroke-width", 2);
-  svg.appendChild(line);
-  for (const p of points) {
-    const c = document.createElementNS(ns, "circle"); c.setAttribute("cx", X(p.n_labels)); c.setAttribute("cy", Y(p[key]));
-    c.setAttribute("r", 3); c.setAttribute("fill", "#2f6fec"); svg.appendChild(c);
-  }
-  const last = points[points.length - 1];
-  t.textContent = `${key.replace("_", " ")} ${last[key].toFixed(3)} at ${last.n_labels} labels`; svg.appendChild(t);
+function svgEl(name, attrs, text) {
+  const el = document.createElementNS("http://www.w3.org/2000/svg", name);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  if (text !== undefined) el.textContent = text;
+  return el;
 }
 
-let statsPending = false;
+// The learning curve: the audit estimate (labels never trained on) with its 95% interval as the
+// main line, the cross-validated figure on the actively chosen labels as a dashed secondary line.
+function curve(points, key, auditName) {
+  const svg = $("curve"); svg.replaceChildren();
+  const L = 34, R = 270, T = 10, B = 120;
+  const audit = points.filter((p) => p.audit && p.audit.value !== null && p.audit.value !== undefined);
+  const cv = points.filter((p) => typeof p[key] === "number");
+  if (!audit.length && !cv.length) {
+    svg.appendChild(svgEl("text", { x: 8, y: 16 }, "appears once the model is trained on 2+ classes"));
+    return;
+  }
+  const xs = points.map((p) => p.n_labels), x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1);
+  const X = (v) => L + (R - L) * (v - x0) / (x1 - x0), Y = (v) => B - (B - T) * v;
+  svg.appendChild(svgEl("line", { x1: L, y1: B, x2: R, y2: B, stroke: "#9aa3af" }));
+  svg.appendChild(svgEl("line", { x1: L, y1: T, x2: L, y2: B, stroke: "#9aa3af" }));
+  for (const v of [0, 0.5, 1]) {
+    svg.appendChild(svgEl("text", { x: L - 4, y: Y(v) + 3, "text-anchor": "end" }, v.toFixed(1)));
+    svg.appendChild(svgEl("line", { x1: L, y1: Y(v), x2: R, y2: Y(v), stroke: "#e3e6eb" }));
+  }
+  svg.appendChild(svgEl("text", { x: L, y: B + 12 }, String(x0)));
+  svg.appendChild(svgEl("text", { x: R, y: B + 12, "text-anchor": "end" }, String(x1)));
+  svg.appendChild(svgEl("text", { x: (L + R) / 2, y: B + 24, "text-anchor": "middle" }, "labels"));
+  svg.appendChild(svgEl("text", { x: 8, y: (T + B) / 2, transform: `rotate(-90 8 ${(T + B) / 2})`, "text-anchor": "middle" },
+    key.replace("_", " ")));
+  if (cv.length) svg.appendChild(svgEl("polyline", { points: cv.map((p) => `${X(p.n_labels)},${Y(p[key])}`).join(" "),
+    fill: "none", stroke: "#9aa3af", "stroke-width": 1.5, "stroke-dasharray": "4 3", class: "cv-line" }));
+  for (const p of audit) {
+    const ci = p.audit.ci;
+    if (ci) svg.appendChild(svgEl("line", { x1: X(p.n_labels), y1: Y(ci[0]), x2: X(p.n_labels), y2: Y(ci[1]),
+      stroke: "#2f6fec", "stroke-opacity": 0.45, "stroke-width": 5, class: "audit-ci" }));
+  }
+  if (audit.length) svg.appendChild(svgEl("polyline", { points: audit.map((p) => `${X(p.n_labels)},${Y(p.audit.value)}`).join(" "),
+    fill: "none", stroke: "#2f6fec", "stroke-width": 2, class: "audit-line" }));
+  for (const p of audit) svg.appendChild(svgEl("circle", { cx: X(p.n_labels), cy: Y(p.audit.value), r: 3, fill: "#2f6fec" }));
+  $("curve-legend").textContent = `solid: ${auditName} on the audit sample, with its 95% interval` +
+    (cv.length ? "; dashed: cross-validated on the chosen labels (biased toward hard items)" : "");
+}
+
+function auditLine(a) {
+  if (!a || a.value === null || a.value === undefined)
+    return `Audit: ${a ? a.labels : 0} random items labeled so far; the honest estimate appears once the model is trained on 2+ classes.`;
+  const name = a.metric.replace("_", " ");
+  let line = `Audit (${a.labels} random items, never trained on): ${name} ${a.value.toFixed(3)}`;
+  if (a.ci) line += ` [95% ${a.ci[0].toFixed(3)}–${a.ci[1].toFixed(3)}]`;
+  if (a.positives_remaining) line += `; ~${Math.round(a.positives_remaining.value)} positives left in the pool`;
+  return line + ".";
+}
+
+let statsPending = false, statsAgain = false;
 async function refreshStats() {
-  if (statsPending) return; statsPending = true;
+  if (statsPending) { statsAgain = true; return; }  // one more once this one is in: never stale
+  statsPending = true;
   try {
     const s = await api("/api/stats");
-    $("t-labels").textContent = s.labels.answers;
+    $("t-labels").textContent = s.labels.items_labeled;
+    $("t-labels-label").textContent = s.labels.relabels ? `items labeled (${s.labels.relabels} relabels)` : "items labeled";
     $("t-rounds").textContent = s.rounds.length;
-    $("t-positives").textContent = s.positives_found === null ? "–" : s.positives_found;
-    if (s.positive_class !== null) $("t-positives-label").textContent = `“${s.positive_class}” found`;
+    $("t-positives-tile").hidden = s.positive_class === null;  // rare-concept campaigns only
+    if (s.positive_class !== null) {
+      $("t-positives").textContent = s.positives_found;
+      $("t-positives-label").textContent = `“${s.positive_class}” found`;
+    }
     $("t-disagree").textContent = s.disagreements.items;
+    $("t-leased").textContent = s.leases.live;
+    $("t-leased-label").textContent = s.leases.by_annotator.length
+      ? "leased: " + s.leases.by_annotator.map((x) => `${x.annotator} ${x.items}`).join(", ") : "leased now";
+    $("t-review").textContent = s.review.open;
+    $("audit").textContent = auditLine(s.audit);
     bars($("per-round"), s.rounds.map((r) => ["round " + r.round, r.labeled]));
     bars($("class-counts"), Object.entries(s.class_counts));
-    curve(s.learning_curve, s.positive_class !== null ? "average_precision" : "macro_f1");
+    const key = s.positive_class !== null ? "average_precision" : "macro_f1";
+    curve(s.learning_curve, key, key.replace("_", " "));
     showProgress(s.progress);
   } catch (e) { /* the dashboard is best effort */ }
-  finally { statsPending = false; }
+  finally {
+    statsPending = false;
+    if (statsAgain) { statsAgain = false; refreshStats(); }
+  }
 }
 
 $("token-form").addEventListener("submit", (ev) => {
@@ -199,21 +286,25 @@ async function start() {
   for (const id of ["x-csv", "x-jsonl", "x-ls"])
     $(id).addEventListener("click", (ev) => { if (token) { ev.preventDefault(); download(ev.currentTarget); } });
   $("skip").addEventListener("click", () => answer(null));
-  $("undo").addEventListener("click", undo);
+  $("undo").addEventListener("click", () => act({ kind: "undo" }));
   const who = params.get("annotator") || localStorage.getItem("datascout-annotator") || "";
   $("annotator").value = who;
   $("annotator").addEventListener("change", () => { localStorage.setItem("datascout-annotator", annotator()); answered = []; fetchBatch(); });
+  // Enter in the name field hands the keyboard back to the item: label keys never go into a field
+  $("annotator").addEventListener("keydown", (ev) => { if (ev.key === "Enter") { ev.preventDefault(); $("annotator").blur(); } });
   document.addEventListener("keydown", (ev) => {
     if (ev.target.tagName === "INPUT" || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    if (ev.target.tagName === "BUTTON" && (ev.key === "Enter" || ev.key === " ")) ev.target.blur();
     if (/^[1-9]$/.test(ev.key)) {
       const name = config.classes[Number(ev.key) - 1];
       if (name !== undefined) {
-        const b = box.querySelector(`button[data-label="${CSS.escape(name)}"]`);
+        const b = classButton(name);
         if (b) { b.classList.add("flash"); setTimeout(() => b.classList.remove("flash"), 150); }
         answer(name); ev.preventDefault();
       }
-    } else if (ev.key === "s") { answer(null); ev.preventDefault(); }
-    else if (ev.key === "u") { undo(); ev.preventDefault(); }
+    } else if (ev.key === "Enter") { act({ kind: "accept" }); ev.preventDefault(); }
+    else if (ev.key === "s") { answer(null); ev.preventDefault(); }
+    else if (ev.key === "u") { act({ kind: "undo" }); ev.preventDefault(); }
   });
   refreshStats(); setInterval(refreshStats, 5000);
   await fetchBatch();

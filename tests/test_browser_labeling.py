@@ -1,0 +1,93 @@
+"""The labeling page as a labeler uses it, in real headless Chromium: the model's guess is shown
+and Enter accepts it, keys pressed while a save is in flight are all applied in order, the name
+field hands the keyboard back, undo shows the earlier answer, and the dashboard shows the audit."""
+
+from __future__ import annotations
+
+import json
+
+from test_browser import db_rows, launch, playwright, watch
+from test_campaign_support import Server, fortunes_items, write_inputs
+
+
+def _campaign(tmp_path, **kw):
+    """A campaign whose first round already has a model: seed labels on two items per class."""
+    from datascout.campaign import Campaign
+
+    items, X, y, classes = fortunes_items(n_per_class=30)
+    emb, items_path = write_inputs(tmp_path / "inputs", items, X)
+    seed = tmp_path / "inputs" / "seed.jsonl"
+    picks = [0, 1, 30, 31, 60, 61]
+    seed.write_text("".join(json.dumps({"id": items[i]["id"], "label": classes[y[i]]}) + "\n" for i in picks))
+    kw.setdefault("batch_size", 10)
+    camp = Campaign.create(tmp_path / "camp", embeddings=emb, items=items_path, classes=classes, k=8,
+                           seed_labels=seed, **kw)
+    camp.close()
+    truth = {it["id"]: classes[c] for it, c in zip(items, y)}
+    return classes, truth
+
+
+def _latest(directory, annotator):
+    rows = db_rows(directory, f"SELECT i.id, l.class FROM labels l JOIN items i ON i.pos = l.pos "
+                              f"WHERE l.annotator = '{annotator}' ORDER BY l.label_id")
+    return rows
+
+
+def test_guess_enter_queued_keys_focus_and_undo(tmp_path):
+    sync_api = playwright()
+    classes, truth = _campaign(tmp_path)
+    srv = Server(tmp_path / "camp")
+    console = []
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = launch(p)
+            page = browser.new_page(viewport={"width": 1200, "height": 800})
+            watch(page, console)
+            try:
+                page.goto(srv.url + "/")
+                # the name typed, Enter, then a label key: the key labels the item, not the name
+                page.click("#annotator")
+                page.keyboard.type("alice")
+                page.keyboard.press("Enter")
+                page.wait_for_function("() => document.getElementById('item-id').textContent.length > 0")
+                first = page.locator("#item-id").text_content()
+                page.keyboard.press("1")
+                page.wait_for_function(f"() => document.getElementById('last').textContent.includes({first!r})")
+                assert page.locator("#annotator").input_value() == "alice"
+                # the model's guess is shown; Enter accepts it
+                assert page.locator("#guess").is_visible()
+                shown, guess = page.locator("#item-id").text_content(), page.locator("#guess-label").text_content()
+                assert guess in classes and page.locator(f"#classes button.guessed[data-label='{guess}']").count() == 1
+                page.keyboard.press("Enter")
+                page.wait_for_function(f"() => document.getElementById('last').textContent.includes({shown!r})")
+                # three keys at once: three labels on three items, none lost
+                before = [page.locator("#item-id").text_content()]
+                page.keyboard.press("2")
+                page.keyboard.press("3")
+                page.keyboard.press("s")
+                page.wait_for_function("() => document.getElementById('last').textContent.startsWith('Skipped')")
+                # undo shows the earlier answer (the skip) and relabels
+                page.keyboard.press("u")
+                page.wait_for_function("() => !document.getElementById('before').hidden")
+                assert "skipped" in page.locator("#before").text_content()
+                skipped = page.locator("#item-id").text_content()
+                page.keyboard.press("1")
+                page.wait_for_function(f"() => document.getElementById('last').textContent === "
+                                       f"{'Saved ' + skipped + ' as “' + classes[0] + '”.'!r}")
+                page.wait_for_function("() => document.getElementById('audit').textContent.startsWith('Audit')")
+                page.screenshot(path=str(tmp_path / "labeling.png"), full_page=True)
+            except Exception as exc:
+                state = page.evaluate("['item-id', 'last', 'status', 'guess-label', 'before']"
+                                      ".map((k) => k + '=' + document.getElementById(k).textContent)")
+                raise AssertionError(f"page: {state}\nbrowser:\n" + "\n".join(console[-30:])
+                                     + f"\nserver:\n{srv.output()[-3000:]}") from exc
+            browser.close()
+    finally:
+        srv.stop()
+    rows = _latest(tmp_path / "camp", "alice")
+    ids = [r[0] for r in rows]
+    assert ids[0] == first and rows[0][1] == 0  # "1" labeled the item, not the name field
+    assert rows[1] == (shown, classes.index(guess))  # Enter saved the guess
+    assert len(rows) == 6 and len(set(ids[2:5])) == 3 and ids[2] == before[0]  # 2, 3, s: three items
+    assert [r[1] for r in rows[2:5]] == [1, 2, None]
+    assert rows[5] == (ids[4], 0)  # the relabel after undo, kept as history
