@@ -91,3 +91,71 @@ def test_guess_enter_queued_keys_focus_and_undo(tmp_path):
     assert len(rows) == 6 and len(set(ids[2:5])) == 3 and ids[2] == before[0]  # 2, 3, s: three items
     assert [r[1] for r in rows[2:5]] == [1, 2, None]
     assert rows[5] == (ids[4], 0)  # the relabel after undo, kept as history
+
+
+def test_rare_concept_grid_pages_and_its_labeling_rate(tmp_path, capsys):
+    """The grid: each card starts at the model's guess, arrows move, space flips, Enter saves
+    the page; then the same scripted labeler one item at a time, for the rate (items/minute,
+    printed: timing is measured, never asserted)."""
+    import time
+
+    from datascout.campaign import Campaign
+
+    sync_api = playwright()
+    items, X, y, classes = fortunes_items(n_per_class=60)
+    emb, items_path = write_inputs(tmp_path / "inputs", items, X)
+    seed = tmp_path / "inputs" / "seed.csv"
+    seed.write_text("id,label\n" + "".join(f"{items[i]['id']},{'art' if y[i] == 2 else 'not art'}\n"
+                                          for i in (0, 1, 60, 61, 120, 121)))
+    Campaign.create(tmp_path / "camp", embeddings=emb, items=items_path, positive_class="art", batch_size=48,
+                    k=8, seed_labels=seed).close()
+    truth = {it["id"]: "art" if c == 2 else "not art" for it, c in zip(items, y)}
+    srv = Server(tmp_path / "camp")
+    console = []
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = launch(p)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            watch(page, console)
+            try:
+                page.goto(srv.url + "/?annotator=gina")
+                page.wait_for_function("() => document.querySelectorAll('#grid .gcard').length === 24")
+                cards = page.locator("#grid .gcard")
+                ids = [cards.nth(i).get_attribute("data-id") for i in range(24)]
+                pre = [cards.nth(i).get_attribute("class").split().count("pos") == 1 for i in range(24)]
+                lease = db_rows(tmp_path / "camp", "SELECT COUNT(*) FROM leases WHERE annotator = 'gina'")[0][0]
+                assert lease == 24
+                # a scripted labeler: walk the cards, flip the ones whose guess is wrong, save
+                t0 = time.perf_counter()
+                want = [truth[i] == "art" for i in ids]
+                for i in range(24):
+                    if pre[i] != want[i]:
+                        page.keyboard.press(" ")
+                    page.keyboard.press("ArrowRight")
+                page.keyboard.press("Enter")
+                page.wait_for_function("() => document.getElementById('last').textContent.startsWith('Saved 24 items')")
+                grid_seconds = time.perf_counter() - t0
+                page.screenshot(path=str(tmp_path / "grid.png"), full_page=True)
+                # the same labeler one item at a time, for 24 items
+                page.keyboard.press("g")
+                page.wait_for_function("() => document.getElementById('item-id').textContent.length > 0")
+                t0 = time.perf_counter()
+                for step in range(24):
+                    if step:  # the next item is already there: no empty card between batches
+                        assert page.locator("#item-id").text_content() != ""
+                    shown = page.locator("#item-id").text_content()
+                    page.keyboard.press("2" if truth[shown] == "art" else "1")
+                    page.wait_for_function(f"() => document.getElementById('last').textContent.includes({shown!r})")
+                single_seconds = time.perf_counter() - t0
+            except Exception as exc:
+                raise AssertionError("browser:\n" + "\n".join(console[-30:]) + f"\nserver:\n{srv.output()[-3000:]}") from exc
+            browser.close()
+    finally:
+        srv.stop()
+    got = dict(db_rows(tmp_path / "camp", "SELECT i.id, l.class FROM labels l JOIN items i ON i.pos = l.pos "
+                                          "WHERE l.annotator = 'gina'"))
+    assert all(got[i] == (1 if w else 0) for i, w in zip(ids, want))  # the page saved what was marked
+    assert len(got) == 48
+    with capsys.disabled():
+        print(f"\n[grid vs one at a time] grid {24 / grid_seconds * 60:.0f} items/min, "
+              f"one at a time {24 / single_seconds * 60:.0f} items/min (scripted labeler, headless Chromium)")

@@ -18,6 +18,9 @@ let token = sessionStorage.getItem(TOKEN_KEY) || "";
 })();
 let config = null, queue = [], answered = [], busy = false, current = null, pollTimer = null, imageUrl = null;
 const pending = [];  // keys pressed while an answer is being saved: applied in order, none lost
+// rare-concept campaigns label a page of cards at once: each starts at the model's guess
+const GRID_N = 24, GRID_COLS = 4;
+let gridMode = false, grid = [], gridFocus = 0;
 
 function setToken(t) {
   token = (t || "").trim();
@@ -103,7 +106,7 @@ async function download(link) {  // an export, fetched with the token header and
 async function fetchBatch() {
   if (!annotator()) { status("Type your name to start."); return; }
   try {
-    const b = await post("/api/batch", { annotator: annotator(), n: 10 });
+    const b = await post("/api/batch", { annotator: annotator(), n: gridMode ? GRID_N : 10 });
     queue = b.items; showProgress(b.progress); refreshStats();
     clearTimeout(pollTimer);
     if (!queue.length && b.exhausted) status("Every item is labeled: the campaign is complete. Thank you!");
@@ -111,8 +114,74 @@ async function fetchBatch() {
       status(b.selecting ? "The model is choosing the next round… (a few seconds)" : "Nothing to label right now: waiting for the round to finish.");
       pollTimer = setTimeout(fetchBatch, 1500);
     } else status("");
-    render();
+    if (gridMode) { grid = queue.map((it) => ({ item: it, pos: !!it.prediction && it.prediction.label === config.positive_class })); gridFocus = 0; renderGrid(); }
+    else render();
   } catch (e) { status(e.message, true); }
+}
+
+let toppingUp = false;
+async function topUp() {  // lease more while the last items of the batch are being labeled
+  if (toppingUp) return; toppingUp = true;
+  try {
+    const b = await post("/api/batch", { annotator: annotator(), n: 10 });
+    const have = new Set(queue.map((it) => it.id).concat(current ? [current.id] : []));
+    const fresh = b.items.filter((it) => !have.has(it.id));  // our own leases come back first
+    if (fresh.length) { queue.push(...fresh); $("queue").textContent = `${queue.length} left in this batch`; }
+  } catch (e) { /* the next fetch will say what is wrong */ }
+  finally { toppingUp = false; }
+}
+
+function renderGrid() {
+  const box = $("grid"); box.replaceChildren();
+  grid.forEach((g, i) => {
+    const c = document.createElement("div");
+    c.className = "gcard" + (g.pos ? " pos" : "") + (i === gridFocus ? " focus" : "");
+    c.dataset.id = g.item.id;
+    const mark = document.createElement("span"); mark.className = "gmark";
+    mark.textContent = g.pos ? config.positive_class : "–";
+    c.appendChild(mark);
+    if (g.item.kind === "image") {
+      const img = document.createElement("img"); img.alt = "item " + g.item.id; c.appendChild(img);
+      call("/api/items/" + encodeURIComponent(g.item.id) + "/image").then(async (r) => {
+        if (r.ok) img.src = URL.createObjectURL(await r.blob());
+      }).catch(() => {});
+    } else {
+      const t = document.createElement("div"); t.className = "gtext"; t.textContent = g.item.text; c.appendChild(t);
+    }
+    c.addEventListener("click", () => { gridFocus = i; g.pos = !g.pos; renderGrid(); });
+    box.appendChild(c);
+  });
+  $("queue").textContent = grid.length ? `${grid.length} on this page` : "";
+}
+
+async function gridKey(key) {
+  if (!grid.length) return;
+  const moves = { ArrowLeft: -1, ArrowRight: 1, ArrowUp: -GRID_COLS, ArrowDown: GRID_COLS };
+  if (key in moves) { gridFocus = Math.min(grid.length - 1, Math.max(0, gridFocus + moves[key])); renderGrid(); }
+  else if (key === " ") { grid[gridFocus].pos = !grid[gridFocus].pos; renderGrid(); }
+  else if (key === "Enter") await saveGrid();
+}
+
+async function saveGrid() {
+  const negative = config.classes.find((c) => c !== config.positive_class);
+  const labels = grid.map((g) => ({ id: g.item.id, label: g.pos ? config.positive_class : negative }));
+  try {
+    const r = await post("/api/labels", { annotator: annotator(), labels: labels });
+    const n = labels.filter((x) => x.label === config.positive_class).length;
+    $("last").textContent = `Saved ${labels.length} items: ${n} “${config.positive_class}”, ${labels.length - n} not.`;
+    showProgress(r.progress); grid = []; renderGrid();
+    await fetchBatch();
+    refreshStats();
+  } catch (e) { status(e.message, true); }
+}
+
+function setMode(toGrid) {
+  gridMode = toGrid;
+  for (const id of ["card", "classes", "actions", "single-hint"]) $(id).hidden = toGrid;
+  $("grid-view").hidden = !toGrid;
+  $("to-grid").hidden = toGrid; $("to-single").hidden = !toGrid;
+  answered = []; grid = []; pending.length = 0;
+  fetchBatch();
 }
 
 function classButton(name) { return $("classes").querySelector(`button[data-label="${CSS.escape(name)}"]`); }
@@ -127,6 +196,7 @@ async function drain() {
     while (pending.length) {
       const action = pending.shift();
       if (action.kind === "undo") { undo(); continue; }
+      if (action.kind === "grid") { await gridKey(action.key); continue; }
       if (!current) { pending.length = 0; break; }  // nothing shown: the keys have nothing to label
       const label = action.kind === "accept" ? (current.prediction ? current.prediction.label : undefined) : action.label;
       if (label === undefined) { status("No model guess for this item yet: choose a class with 1-9."); continue; }
@@ -145,6 +215,7 @@ async function save(item, label) {
     status("");
     render();
     if (!queue.length) await fetchBatch();
+    else if (queue.length <= 3) topUp();  // the next items are there before this batch runs out
     refreshStats();
     return true;
   } catch (e) { status(e.message, true); return false; }
@@ -260,7 +331,7 @@ async function refreshStats() {
     const key = s.positive_class !== null ? "average_precision" : "macro_f1";
     curve(s.learning_curve, key, key.replace("_", " "));
     showProgress(s.progress);
-  } catch (e) { /* the dashboard is best effort */ }
+  } catch (e) { console.error("dashboard: " + e.message); }  // best effort: the labeling goes on
   finally {
     statsPending = false;
     if (statsAgain) { statsAgain = false; refreshStats(); }
@@ -295,6 +366,13 @@ async function start() {
   document.addEventListener("keydown", (ev) => {
     if (ev.target.tagName === "INPUT" || ev.ctrlKey || ev.metaKey || ev.altKey) return;
     if (ev.target.tagName === "BUTTON" && (ev.key === "Enter" || ev.key === " ")) ev.target.blur();
+    if (ev.key === "g" && config.positive_class !== null) { setMode(!gridMode); ev.preventDefault(); return; }
+    if (gridMode) {
+      if (["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", " ", "Enter"].includes(ev.key)) {
+        act({ kind: "grid", key: ev.key }); ev.preventDefault();
+      }
+      return;
+    }
     if (/^[1-9]$/.test(ev.key)) {
       const name = config.classes[Number(ev.key) - 1];
       if (name !== undefined) {
@@ -307,6 +385,13 @@ async function start() {
     else if (ev.key === "u") { act({ kind: "undo" }); ev.preventDefault(); }
   });
   refreshStats(); setInterval(refreshStats, 5000);
+  if (config.positive_class !== null) {  // a rare concept: the grid first, one at a time on "g"
+    $("view-switch").hidden = false;
+    $("to-grid").addEventListener("click", () => setMode(true));
+    $("to-single").addEventListener("click", () => setMode(false));
+    setMode(params.get("view") !== "single");
+    return;
+  }
   await fetchBatch();
 }
 start().catch((e) => status(e.message, true));
