@@ -513,3 +513,24 @@ def test_the_next_round_is_ready_before_the_current_one_runs_out(tmp_path):
     assert camp.round_progress(0)["done"] == 6
     rounds = camp.stats()["rounds"]
     assert rounds[1]["labels_before"] == 3  # chosen from the labels so far: the one-round lag
+
+
+def test_parquet_items_are_read_with_the_column_flags(tmp_path, capsys):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    items, X, _, classes = fortunes_items(n_per_class=8)
+    emb, _ = write_inputs(tmp_path / "inputs", items, X)
+    ids = [it["id"] for it in items]
+    np.save(emb.parent / "ids.npy", np.asarray(ids))
+    order = np.random.default_rng(3).permutation(len(items))
+    pq.write_table(pa.table({"key": [ids[i] for i in order], "quote": [items[i]["text"] for i in order]}),
+                   tmp_path / "inputs" / "q.parquet")
+    d = tmp_path / "camp"
+    assert main(["campaign", "init", str(d), "--embeddings", str(emb), "--items", str(tmp_path / "inputs" / "q.parquet"),
+                 "--id-column", "key", "--text-column", "quote", "--classes", ",".join(classes), "--k", "5"]) == 0
+    by_pos = _items_by_pos(d)
+    assert [by_pos[p] for p in range(len(ids))] == ids
+    text = dict(Campaign(d).con.execute("SELECT id, payload FROM items").fetchall())
+    assert all(text[it["id"]] == it["text"] for it in items)
+    capsys.readouterr()
