@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from datascout import datasets
-from datascout.datasets import Dataset, cache_dir, file_sha256, load
+from datascout.datasets import Dataset, cache_dir, load
+from datascout.files import file_sha256
 from datascout.exceptions import MissingDependencyError, ValidationError
 
 

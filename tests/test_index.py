@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from datascout.exceptions import DatascoutError, IndexMismatchError, ValidationError
-from datascout.index import SimilarityIndex, check_factory, normalize_rows, recall_at_k
+from datascout.index import SimilarityIndex, check_factory, recall_at_k
+from datascout.pool import normalize_rows
 
 
 def clustered(n=4000, d=32, n_clusters=30, noise=0.5, seed=0):

@@ -13,7 +13,6 @@ Nothing here downloads. When a file is missing, the error says exactly what to i
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -195,9 +194,3 @@ def load(name: str) -> Dataset:
     return LOADERS[name]()
 
 
-def file_sha256(path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()

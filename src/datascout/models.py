@@ -16,7 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from datascout.exceptions import ValidationError
-from datascout.pool import row_max, row_sum
+from datascout.pool import softmax
 
 
 SMALL_FIT_ELEMENTS = 1 << 22  # labeled-set size (items x dims) below which fits use one BLAS thread
@@ -138,10 +138,7 @@ class FittedModel:
             out[:, self.columns_[1]] = np.where(positive, likely, e)
             out[:, self.columns_[0]] = np.where(positive, e, likely)
             return out
-        # softmax in place; row reductions by column loops (short rows reduce slowly)
-        logits -= row_max(logits)[:, None]
-        np.exp(logits, out=logits)
-        logits *= np.reciprocal(row_sum(logits))[:, None]
+        softmax(logits, out=logits)
         if self._all_columns:
             return logits
         out = np.zeros((n, self.n_classes), dtype=np.float32)

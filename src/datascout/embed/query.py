@@ -14,7 +14,9 @@ import numpy as np
 
 from datascout.exceptions import ValidationError
 
-from .models import ImageEmbedder, TextEmbedder, l2_normalize
+from datascout.pool import normalize_rows
+
+from .models import ImageEmbedder, TextEmbedder
 from .pipeline import MANIFEST
 
 
@@ -60,5 +62,5 @@ def embed_query(manifest: dict, *, text: str | None = None, image=None) -> np.nd
         raise ValidationError(f"the query embeds to {vec.shape[1]} dimensions but the pool has "
                               f"{manifest.get('dimension')}: the pool's model is not the one installed")
     if manifest.get("normalization") == "l2":
-        vec = l2_normalize(vec)
+        vec = normalize_rows(vec)
     return np.asarray(vec[0], dtype=np.float32)
