@@ -95,7 +95,7 @@ def embed_dataset(name: str, out=None, *, model=None, image_size: int = 112, bat
         chunk = chunk_size or 1024
     else:
         if model not in (None, "identity"):
-            raise ValidationError(f"{name} holds feature vectors: expected no --model but got {model!r}")
+            raise ValidationError(f"{name} holds feature vectors: expected no model but got {model!r}")
         embedder = None
         source.dim_ = int(d.data.shape[1])
         norm = False if normalize is None else normalize

@@ -282,7 +282,7 @@ class ImageEmbedder:
         else:
             raise MissingDependencyError(
                 f"image model {model!r} is not installed: expected 'efficientnet-lite0' or "
-                "'torchvision:ARCH' with --weights FILE"
+                "'torchvision:ARCH' with a local weights file"
             )
         torch = _import_torch()
         net.eval()
@@ -336,7 +336,7 @@ class ImageEmbedder:
             ) from exc
         if self.weights is None or not Path(self.weights).is_file():
             raise MissingDependencyError(
-                f"image model 'torchvision:{arch}' needs a local weights file (--weights) but got {self.weights!r}"
+                f"image model 'torchvision:{arch}' needs a local weights file but got {self.weights!r}"
             )
         try:
             net = torchvision.models.get_model(arch, weights=None)

@@ -123,7 +123,7 @@ def embed_to_dir(source, embedder, out, *, dtype: str = "float32", normalize: bo
         raise ValidationError(f"chunk_size must be >= 1 but is {chunk_size}")
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ValidationError(f"--out must be a folder but {str(out)!r} is a file")
+        raise ValidationError(f"the output must be a folder but {str(out)!r} is a file")
     if not hasattr(source, "ids_"):
         source.open()
     if embedder is not None and not hasattr(embedder, "dim_"):
@@ -147,7 +147,7 @@ def embed_to_dir(source, embedder, out, *, dtype: str = "float32", normalize: bo
         if not overwrite:
             raise ValidationError(
                 f"{str(out)!r} already holds a pool made from other input or settings "
-                f"(model {old.get('model')!r}, {old.get('count')} items): pass --overwrite or another --out"
+                f"(model {old.get('model')!r}, {old.get('count')} items): overwrite it or choose another output folder"
             )
     partial = out / ".partial"
     state_path = partial / "state.json"

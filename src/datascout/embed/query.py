@@ -29,7 +29,7 @@ def pool_manifest(embeddings) -> dict:
     if not m.is_file() or (not p.is_dir() and p.name != "embeddings.npy"):
         raise ValidationError(
             f"a text or image query needs embeddings made by 'datascout embed' (a pool folder with "
-            f"{MANIFEST}) but {str(p)!r} has none: embed the query yourself and pass --query-embedding FILE.npy")
+            f"{MANIFEST}) but {str(p)!r} has none: embed the query yourself and pass its embedding")
     return json.loads(m.read_text(encoding="utf-8"))
 
 

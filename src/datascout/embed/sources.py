@@ -275,7 +275,7 @@ class ImageSource:
                 if "" in top:
                     bad = rels[top.index("")]
                     raise ValidationError(
-                        f"--labels-from-folders expects every image in a class sub-folder but "
+                        f"labels from folders expect every image in a class sub-folder but "
                         f"{bad!r} lies directly in {str(path)!r}"
                     )
                 self.classes_ = sorted(set(top))
@@ -283,7 +283,7 @@ class ImageSource:
                 self.labels_ = np.asarray([index[t] for t in top], dtype=np.int64)
         elif path.is_file():
             if self.labels_from_folders:
-                raise ValidationError("--labels-from-folders needs a folder but got the list file "
+                raise ValidationError("labels from folders need a folder but got the list file "
                                       f"{str(path)!r}")
             try:
                 with open(path, encoding="utf-8") as fh:

@@ -48,7 +48,7 @@ def _read_dataset(ray, path: Path, fmt: str, id_column: str, text_column: str):
         ds = ray.data.read_parquet(str(path))
     else:
         raise ValidationError(
-            f"embed --ray reads CSV, JSONL or Parquet files with an id and a text column but received "
+            f"embedding on Ray reads CSV, JSONL or Parquet files with an id and a text column but received "
             f"{str(path)!r} (format {fmt!r})")
     missing = [c for c in (id_column, text_column) if c not in ds.schema().names]
     if missing:
