@@ -9,6 +9,7 @@ import numpy as np
 from datascout.cli import command
 from datascout.exceptions import ValidationError
 from datascout.io import load_embeddings, load_labels
+from datascout.loop import DENSITY_REFERENCES
 from datascout.models import MODEL_NAMES
 from datascout.pool import check_embeddings, check_ids
 from datascout.simulate import SimulationConfig, check_result_paths, simulate, write_result
@@ -40,8 +41,9 @@ def register(sub) -> None:
     p.add_argument("--explore", type=int, default=0, metavar="M",
                    help="SEALS: also score M random items outside the candidate set each round "
                         "(redrawn every round; lets MaxEnt/margin see regions no label is near yet)")
-    p.add_argument("--density-reference", choices=("pool", "candidates", "neighbors"), default="pool",
-                   help="SEALS + density: what mean similarity is measured against")
+    p.add_argument("--density-reference", choices=DENSITY_REFERENCES, default="pool",
+                   help="SEALS + density: what mean similarity is measured against: "
+                        + "; ".join(f"{k}: {v}" for k, v in DENSITY_REFERENCES.items()))
     p.add_argument("--initial-positives", type=int, default=None)
     p.add_argument("--initial-negatives", type=int, default=None)
     p.add_argument("--initial", type=int, default=None, help="random seed set size (default 100)")
