@@ -267,13 +267,7 @@ def test_cli_vectors_and_user_errors(tmp_path, capsys):
         (["embed", "images", str(tmp_path / "v.parquet")], "is not text"),
         (["embed", "images", str(tmp_path / "imgs"), "--model", "resnet9000"], "is not installed"),
     ]
-    for argv, message in cases:
-        capsys.readouterr()
-        out = tmp_path / "never"
-        assert main(argv + ["--out", str(out), "--quiet"]) == 2
-        err = capsys.readouterr().err
-        assert message in err and err.count("\n") == 1, err
-        assert not out.exists()  # refused before any work
+    _all_refused(cases, tmp_path, capsys)
 
 
 def test_cli_datasets_embed_digits(tmp_path, capsys):
@@ -310,6 +304,16 @@ def test_cli_vectors_chunk_size_and_id_column_are_never_silently_replaced(tmp_pa
          "has columns ['id', 'embedding']: expected an id column 'nope'"),
         (["embed", "vectors", str(tmp_path / "v.npy"), "--id-column", "key"], "an id column applies to Parquet"),
     ]
+    _all_refused(cases, tmp_path, capsys)
+    assert main(["embed", "vectors", str(tmp_path / "v.parquet"), "--out", str(tmp_path / "p"), "--quiet"]) == 0
+    assert load_pool_dir(tmp_path / "p").ids.tolist() == [f"r{i}" for i in range(5)]
+    assert main(["embed", "vectors", str(tmp_path / "v.npy"), "--out", str(tmp_path / "q"), "--quiet",
+                 "--chunk-size", "2"]) == 0
+    assert load_pool_dir(tmp_path / "q").manifest["settings"]["chunk_size"] == 2
+
+
+def _all_refused(cases, tmp_path, capsys):
+    """Each command exits 2 with its one-line message, refused before any work."""
     for argv, message in cases:
         capsys.readouterr()
         out = tmp_path / "never"
@@ -317,8 +321,3 @@ def test_cli_vectors_chunk_size_and_id_column_are_never_silently_replaced(tmp_pa
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
         assert not out.exists()
-    assert main(["embed", "vectors", str(tmp_path / "v.parquet"), "--out", str(tmp_path / "p"), "--quiet"]) == 0
-    assert load_pool_dir(tmp_path / "p").ids.tolist() == [f"r{i}" for i in range(5)]
-    assert main(["embed", "vectors", str(tmp_path / "v.npy"), "--out", str(tmp_path / "q"), "--quiet",
-                 "--chunk-size", "2"]) == 0
-    assert load_pool_dir(tmp_path / "q").manifest["settings"]["chunk_size"] == 2
