@@ -60,12 +60,14 @@ def normalize_rows(X) -> np.ndarray:
     return X
 
 
-def unit_rows_sum(X, rows=slice(None)) -> np.ndarray:
-    """Sum (float64) of the unit-normalised rows ``X[rows]`` (zeros for no rows)."""
-    R = np.asarray(X[rows], dtype=np.float32)
-    if R.shape[0] == 0:
-        return np.zeros(X.shape[1], dtype=np.float64)
-    return normalize_rows(R).sum(axis=0, dtype=np.float64)
+def unit_rows_sum(X, positions) -> np.ndarray:
+    """Sum (float64) of the unit-normalised rows of ``X`` at ``positions`` (sorted positions read a
+    memory map sequentially), read in chunks; zeros for no positions."""
+    positions = np.asarray(positions, dtype=np.int64)
+    total = np.zeros(X.shape[1], dtype=np.float64)
+    for rows in iter_row_chunks(len(positions)):
+        total += normalize_rows(X[positions[rows]]).sum(axis=0, dtype=np.float64)
+    return total
 
 
 def softmax(logits: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
