@@ -246,7 +246,7 @@ def test_a_model_that_does_not_converge_gives_one_note(tmp_path, digits_files, c
     from datascout import models
 
     # one lbfgs iteration cannot converge: every round's refit warns
-    monkeypatch.setattr(models, "default_model", lambda random_state=None: LogisticRegression(max_iter=1))
+    monkeypatch.setitem(models.MODELS, "logreg", (lambda random_state=None: LogisticRegression(max_iter=1), ""))
     e, y = digits_files
     code = main(args_for(e, y, tmp_path / "run.json", "--strategy", "margin", "--initial", "50",
                          "--batch-size", "20", "--rounds", "3"))
