@@ -454,3 +454,15 @@ def test_cli_index_build(tmp_path, capsys):
         assert msg in capsys.readouterr().err
     assert main(["index", "build", "--embeddings", str(tmp_path / "none.npy")]) == 2
     assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("name,ref,norms,sums", [
+    ("entropy", "pool", False, False), ("density", "pool", True, False),
+    ("density", "candidates", True, True), ("density", "neighbors", False, False)])
+def test_a_learner_keeps_only_what_its_strategy_reads(pool, name, ref, norms, sums):
+    """Norms and the unit-vector sum of C cost O(new candidates * d) a round: kept only for density."""
+    X, _, g = pool
+    al = ActiveLearner(X, 2, name, candidates=CandidatePool(X, graph=g, k=10), density_reference=ref)
+    al.teach(np.arange(10), np.arange(10) % 2)
+    assert (al.candidates_.norms, al.candidates_.unit_sum) == (norms, sums)
+    assert (al.view().norms is not None) == norms

@@ -103,7 +103,10 @@ class ActiveLearner:
             self.n_holdout_ = len(holdout)
             self._unit_sum_labeled += unit_rows_sum(self.pool.embeddings, holdout)
         # the learner's own candidate set: the CandidatePool passed in is never changed
-        self.candidates_ = candidates.start(self.labels_) if candidates is not None else None
+        density = self.strategy.needs_similarity
+        self.candidates_ = None if candidates is None else candidates.start(
+            self.labels_, norms=density and density_reference != "neighbors",
+            unit_sum=density and density_reference == "candidates")
         # the pool's own labels are taught, except on held-out items: those stay out of training
         # (a pool loaded with ground truth for every item, test split included, is common)
         labeled = np.flatnonzero((self.pool.labels != UNLABELED) & (self.labels_ != HELD_OUT))

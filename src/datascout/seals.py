@@ -210,16 +210,21 @@ class CandidatePool:
         if int(self.explore) != self.explore or self.explore < 0:
             raise ValidationError(f"explore must be an integer >= 0 but is {self.explore!r}")
 
-    def start(self, labels) -> "CandidateSet":
+    def start(self, labels, *, norms: bool = True, unit_sum: bool = True) -> "CandidateSet":
         """An empty candidate set over this pool. ``labels`` is the learner's own label array
         (``-1`` = unlabeled, anything else = labeled or held out): the set reads it, never
-        writes it, and never keeps a copy, so the learner is the one holder of what is labeled."""
+        writes it, and never keeps a copy, so the learner is the one holder of what is labeled.
+
+        ``norms``: keep the buffer rows' norms (the views carry them; density scores divide by
+        them); ``unit_sum``: keep the sum of the candidates' unit vectors (density measured
+        against C). Each costs O(new candidates * d) per round; a learner asks only for what its
+        strategy reads."""
         self.check()
         labels = np.asarray(labels)
         if labels.shape != (self.embeddings.shape[0],):
             raise ValidationError(
                 f"labels has shape {labels.shape} but the pool has {self.embeddings.shape[0]} items")
-        return CandidateSet(self, labels)
+        return CandidateSet(self, labels, norms=norms or unit_sum, unit_sum=unit_sum)
 
 
 class CandidateSet:
@@ -230,9 +235,11 @@ class CandidateSet:
     measured against C). Which items are labeled is read from the learner's label array.
     """
 
-    def __init__(self, spec: CandidatePool, labels: np.ndarray):
+    def __init__(self, spec: CandidatePool, labels: np.ndarray, *, norms: bool, unit_sum: bool):
         self.spec = spec
         self.labels = labels
+        self.norms = norms
+        self.unit_sum = unit_sum
         n, d = spec.embeddings.shape
         self._member = np.zeros(n, dtype=bool)  # ever added to the buffer
         self._n_unseen = int(np.count_nonzero(labels == UNLABELED))  # neither member nor labeled
@@ -254,7 +261,8 @@ class CandidateSet:
         positions = np.asarray(positions, dtype=np.int64)
         was_member = self._member[positions]
         self._n_labeled_in_buffer += int(np.count_nonzero(was_member))
-        self._unit_sum -= unit_rows_sum(spec.embeddings, positions[was_member])
+        if self.unit_sum:
+            self._unit_sum -= unit_rows_sum(spec.embeddings, positions[was_member])
         self._n_unseen -= int(np.count_nonzero(~was_member))
         if len(positions) == 0:
             return 0
@@ -295,13 +303,15 @@ class CandidateSet:
             np.take(src, positions, axis=0, out=self._emb[start:end], mode="clip")
         else:
             self._emb[start:end] = src[positions]
-        self._nrm[start:end] = row_norms(self._emb[start:end])
+        if self.norms:
+            self._nrm[start:end] = row_norms(self._emb[start:end])
         return end
 
     def _append(self, fresh: np.ndarray) -> None:
         end = self._write_rows(self._size, fresh)
-        rows = self._emb[self._size : end]
-        self._unit_sum += (rows / self._nrm[self._size : end, None]).sum(axis=0, dtype=np.float64)
+        if self.unit_sum:
+            rows = self._emb[self._size : end]
+            self._unit_sum += (rows / self._nrm[self._size : end, None]).sum(axis=0, dtype=np.float64)
         self._size = end
 
     def _compact(self) -> None:
@@ -321,7 +331,8 @@ class CandidateSet:
 
     def view(self, rng=None) -> CandidateView:
         """This round's :class:`~datascout.pool.CandidateView` of the buffer: its rows, their
-        pool positions and norms, and which rows are labeled since they were added (excluded).
+        pool positions and norms (``None`` unless kept), and which rows are labeled since they
+        were added (excluded).
 
         With ``explore > 0`` and a generator ``rng``, the view ends with ``explore`` fresh
         uniformly random unseen items (neither candidates nor labeled). They are written past
@@ -332,7 +343,8 @@ class CandidateSet:
         end = self._write_rows(self._size, m) if len(m) else self._size
         pos = self._pos[:end]
         excluded = self.labels[pos] != UNLABELED
-        return CandidateView.of(self._emb[:end], pos, excluded, self._nrm[:end], explored=len(m))
+        norms = self._nrm[:end] if self.norms else None
+        return CandidateView.of(self._emb[:end], pos, excluded, norms, explored=len(m))
 
     def _draw_unseen(self, m: int, rng) -> np.ndarray:
         """Up to ``m`` distinct uniformly random unseen positions, sorted: rejection sampling,
@@ -364,6 +376,8 @@ class CandidateSet:
     def density_direction(self) -> np.ndarray:
         """Mean unit vector of the current candidates (for density measured against C), from a
         sum kept up to date as items join and leave C: O(changes * d) per round, no pass over C."""
+        if not self.unit_sum:  # a bug, not a user's mistake
+            raise RuntimeError("this candidate set was started without unit_sum=True")
         return (self._unit_sum / max(len(self), 1)).astype(np.float32)
 
     def neighbor_similarity(self, positions) -> np.ndarray:
