@@ -35,3 +35,16 @@ def test_a_command_module_that_fails_to_import_is_reported(monkeypatch, capsys):
     assert err.count("\n") == 1
     assert main(["index"]) == 2  # the other commands still load
     assert capsys.readouterr().out.startswith("usage: datascout index")
+
+
+def test_ray_embedding_reports_shards_with_the_library_progress_bar(capsys):
+    from argparse import Namespace
+
+    from datascout.cli.embed import _shard_progress
+
+    assert _shard_progress(Namespace(quiet=True)) is None
+    advance = _shard_progress(Namespace(quiet=False))
+    advance(1, 2)
+    advance(2, 2)
+    err = capsys.readouterr().err  # not a terminal: one line per update
+    assert "shards written: 1/2" in err and "shards written: 2/2" in err

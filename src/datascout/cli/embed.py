@@ -163,7 +163,21 @@ def _ray_setup(args) -> None:
 
 
 def _shard_progress(args):
-    return None if args.quiet else (lambda done, total: print(f"shard {done}/{total} written", flush=True))
+    """The ``progress(done, total)`` callback of the Ray embedders: the library's progress bar."""
+    if args.quiet:
+        return None
+    from datascout.progress import ProgressBar
+
+    bars = []
+
+    def advance(done: int, total: int) -> None:
+        if not bars:
+            bars.append(ProgressBar(total, "shards written").start())
+        bars[0].update(done)
+        if done == total:
+            bars[0].close()
+
+    return advance
 
 
 def _run_images_on_ray(args) -> int:
