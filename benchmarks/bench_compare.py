@@ -78,9 +78,14 @@ def run(tree: Path, argv: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def both(i: int, base: Path, new: Path, argv_of) -> dict:
-    order = [("base", base), ("new", new)] if i % 2 == 0 else [("new", new), ("base", base)]
-    return {tag: run(tree, argv_of(tree)) for tag, tree in order}
+def both(i: int, base: Path, new: Path, argv_of, repeats: int = 1) -> dict:
+    """Each tree's result (the smallest of ``repeats`` runs per figure), runs alternating trees."""
+    got = {"base": [], "new": []}
+    for r in range(repeats):
+        order = [("base", base), ("new", new)] if (i + r) % 2 == 0 else [("new", new), ("base", base)]
+        for tag, tree in order:
+            got[tag].append(run(tree, argv_of(tree)))
+    return {tag: {k: min(x[k] for x in runs) for k in runs[0]} for tag, runs in got.items()}
 
 
 def scoring(args, base: Path, new: Path) -> str:
@@ -122,7 +127,8 @@ def seals(args, base: Path, new: Path) -> str:
     rows = []
     for i, (strategy, explore, on) in enumerate(SEALS_CASES):
         r = both(i, base, new, lambda tree: [str(HERE / "bench_compare.py"), "--seals-child", str(path),
-                                             str(gdir), strategy, str(explore), "1" if on else "0"])
+                                             str(gdir), strategy, str(explore), "1" if on else "0"],
+                 repeats=args.seals_repeats)
         rows.append(["SEALS" if on else "full pool", strategy, f"{explore:,}",
                      f"{r['base']['select_ms']:.2f}", f"{r['new']['select_ms']:.2f}",
                      f"{r['new']['select_ms'] / r['base']['select_ms']:.2f}",
@@ -131,7 +137,7 @@ def seals(args, base: Path, new: Path) -> str:
         print(rows[-1], flush=True)
     return (f"SEALS rounds, {args.n_seals:,} x 256 float32 (bench_seals_scale's clustered pool, 0.1% "
             "positives), kNN graph IVF1024,Flat k = 100, 20 rounds x 100 from 5 + 95 seed labels, a "
-            "random 10% held out; mean ms per round:\n\n" + markdown_table(
+            f"random 10% held out; mean ms per round, the smallest of {args.seals_repeats} runs per tree:\n\n" + markdown_table(
                 ["arm", "strategy", "explore", "base select ms", "new select ms", "new / base",
                  "base lookup ms", "new lookup ms", "found base / new"], rows))
 
@@ -143,6 +149,7 @@ def main() -> None:
     ap.add_argument("--n-scoring", type=int, default=1_000_000)
     ap.add_argument("--n-seals", type=int, default=200_000)
     ap.add_argument("--strategies", default="entropy,margin,least-confidence")
+    ap.add_argument("--seals-repeats", type=int, default=3, help="runs per tree and SEALS case (alternating)")
     ap.add_argument("--parts", default="scoring,seals")
     ap.add_argument("--data-dir", default=None, help="where the SEALS pool and graph are kept")
     ap.add_argument("--section", default="before-after")
