@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import markdown_table, peak_rss_mib, write_section  # noqa: E402
 
-from datascout import distributed as dist  # noqa: E402
+from datascout import ray as dist  # noqa: E402
 from datascout.index import SimilarityIndex  # noqa: E402
 from datascout.models import FittedModel, default_model  # noqa: E402
 from datascout.seals import KNNGraph  # noqa: E402

@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import markdown_table, peak_rss_mib, write_section  # noqa: E402
 
 from datascout.datasets import cache_dir  # noqa: E402
-from datascout.index import SimilarityIndex, normalize_rows, recall_at_k  # noqa: E402
+from datascout.index import SimilarityIndex, drop_self, recall_at_k  # noqa: E402
 from datascout.loop import ActiveLearner  # noqa: E402
-from datascout.pool import iter_row_chunks  # noqa: E402
-from datascout.seals import CandidatePool, KNNGraph, _drop_self, find_graph, graph_dir  # noqa: E402
+from datascout.pool import iter_row_chunks, normalize_rows  # noqa: E402
+from datascout.seals import CandidatePool, KNNGraph, find_graph, graph_dir  # noqa: E402
 
 SECTION = "seals-scale"
 
@@ -107,7 +107,7 @@ def exact_knn(X, queries_pos, k):
         best_s, best_p = np.take_along_axis(s, top, 1), np.take_along_axis(p, top, 1)
     order = np.argsort(-best_s, axis=1)
     best_s, best_p = np.take_along_axis(best_s, order, 1), np.take_along_axis(best_p, order, 1)
-    return _drop_self(best_s, best_p, np.asarray(queries_pos), k)[1]
+    return drop_self(best_s, best_p, np.asarray(queries_pos), k)[1]
 
 
 def seed_set(y, test_mask, n_pos, n_neg, rng):
@@ -135,9 +135,9 @@ def run_loop(X, y, test_pos, strategy, candidates, seed, rounds, batch, X_test):
         ids = al.query(batch)
         sel = time.perf_counter() - t0
         n_cand = al.last_query_["candidates"]
-        look0 = candidates.neighbor_seconds if candidates is not None else 0.0
+        look0 = al.candidates_.neighbor_seconds if candidates is not None else 0.0
         al.teach(ids, y[ids])
-        look = (candidates.neighbor_seconds - look0) if candidates is not None else 0.0
+        look = (al.candidates_.neighbor_seconds - look0) if candidates is not None else 0.0
         al.fit()
         out.append({"select": sel, "lookup": look, "candidates": n_cand, "prepare": prepare_s})
     p = al.model_.predict_proba(X_test)[:, 1]
@@ -169,7 +169,7 @@ def part1(args, lines):
         idx = SimilarityIndex(factory, ef_construction=args.ef_construction, nprobe=args.nprobe).build(X)
         t_index = time.perf_counter() - t0
         _, got = idx.search(X[sample], args.k + 1, exact_embeddings=X)
-        got = _drop_self(np.zeros(got.shape, np.float32), got, sample, args.k)[1]
+        got = drop_self(np.zeros(got.shape, np.float32), got, sample, args.k)[1]
         rec = recall_at_k(got, exact)
         t_graph = None
         gdir = graph_dir(path, factory, args.k)

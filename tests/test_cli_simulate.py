@@ -141,21 +141,21 @@ BAD = [
     ("short labels", dict(y=np.zeros(150, np.int64)), [], "labels has 150 entries but embeddings has 200 rows"),
     ("1-D embeddings", dict(X=np.zeros(200, np.float32)), [], "2-D array"),
     ("3-D embeddings", dict(X=np.zeros((200, 2, 4), np.float32)), [], "has 3 dimension(s)"),
-    ("batch 0", {}, ["--batch-size", "0"], "--batch-size must be > 0 but is 0"),
-    ("batch negative", {}, ["--batch-size", "-5"], "--batch-size must be > 0 but is -5"),
-    ("batch above pool", {}, ["--batch-size", "500", "--rounds", "1"], "--batch-size 500 is larger than"),
+    ("batch 0", {}, ["--batch-size", "0"], "batch_size must be > 0 but is 0"),
+    ("batch negative", {}, ["--batch-size", "-5"], "batch_size must be > 0 but is -5"),
+    ("batch above pool", {}, ["--batch-size", "500", "--rounds", "1"], "batch_size 500 is larger than"),
     ("absent positive class", {}, ["--positive-class", "7"], "positive class 7 does not occur"),
     ("empty pool", dict(X=np.zeros((0, 8), np.float32), y=np.zeros(0, np.int64)), [],
      "embeddings is empty"),
     ("not json", {}, ["--out-name", "run.txt"], "--out must name a .json file"),
     ("missing labels file", dict(y="missing"), [], "expected a file at"),
-    ("explore without seals", {}, ["--explore", "50"], "--explore adds random items to the SEALS candidate set"),
-    ("explore negative", {}, ["--seals", "--index", "Flat", "--explore", "-1"], "--explore must be >= 0 but is -1"),
+    ("explore without seals", {}, ["--explore", "50"], "explore adds random items to the SEALS candidate set"),
+    ("explore negative", {}, ["--seals", "--index", "Flat", "--explore", "-1"], "explore must be >= 0 but is -1"),
     ("test split below the classes", {}, ["--test-size", "0.005"],
      "splits 200 items into 199 for the pool and 1 for the test, but a stratified split needs at least 3"),
     ("pool below the classes", {}, ["--test-size", "0.995"], "199 for the test, but a stratified split"),
-    ("seed negative", {}, ["--seed", "-1"], "--seed must be in 0..4294967295 but is -1"),
-    ("seed too large", {}, ["--seed", "5000000000"], "--seed must be in 0..4294967295 but is 5000000000"),
+    ("seed negative", {}, ["--seed", "-1"], "seed must be in 0..4294967295 but is -1"),
+    ("seed too large", {}, ["--seed", "5000000000"], "seed must be in 0..4294967295 but is 5000000000"),
 ]
 
 
@@ -193,7 +193,7 @@ def test_usage_errors_exit_2(tmp_path, digits_files, capsys):
 
 def test_debug_shows_the_traceback(tmp_path, digits_files):
     e, y = digits_files
-    with pytest.raises(ValidationError, match="--batch-size must be > 0"):
+    with pytest.raises(ValidationError, match="batch_size must be > 0"):
         main(["--debug", *args_for(e, y, tmp_path / "r.json", "--batch-size", "0")])
     with pytest.raises(ValidationError):
         main([*args_for(e, y, tmp_path / "r.json", "--batch-size", "0"), "--debug"])
@@ -246,7 +246,7 @@ def test_a_model_that_does_not_converge_gives_one_note(tmp_path, digits_files, c
     from datascout import models
 
     # one lbfgs iteration cannot converge: every round's refit warns
-    monkeypatch.setattr(models, "default_model", lambda random_state=None: LogisticRegression(max_iter=1))
+    monkeypatch.setitem(models.MODELS, "logreg", (lambda random_state=None: LogisticRegression(max_iter=1), ""))
     e, y = digits_files
     code = main(args_for(e, y, tmp_path / "run.json", "--strategy", "margin", "--initial", "50",
                          "--batch-size", "20", "--rounds", "3"))

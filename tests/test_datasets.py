@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from datascout import datasets
-from datascout.datasets import Dataset, cache_dir, file_sha256, load
+from datascout.datasets import Dataset, cache_dir, load
+from datascout.files import file_sha256
 from datascout.exceptions import MissingDependencyError, ValidationError
 
 
@@ -82,8 +83,24 @@ def test_shuttle():
 
 
 def test_unknown_dataset():
-    with pytest.raises(ValidationError, match="unknown data set 'mnist': expected one of digits"):
+    with pytest.raises(ValidationError, match="unknown data set 'mnist': expected one of fortunes, fashion-mnist"):
         load("mnist")
+
+
+def test_one_table_of_data_sets_feeds_the_loader_the_pools_and_the_command(capsys):
+    from datascout.cli import main
+    from datascout.datasets import DATASETS
+    from datascout.embed import embed_dataset
+
+    assert main(["datasets", "list"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert listed == list(DATASETS)
+    assert DATASETS["digits"].installed() and load("digits").kind == DATASETS["digits"].kind
+    with pytest.raises(ValidationError, match="unknown data set 'mnist'"):
+        embed_dataset("mnist")
+    with pytest.raises(SystemExit) as info:  # argparse refuses it, from the same table
+        main(["datasets", "embed", "mnist"])
+    assert info.value.code == 2 and "invalid choice: 'mnist'" in capsys.readouterr().err
 
 
 def test_missing_fashion_mnist_says_what_to_install(tmp_path):

@@ -267,13 +267,7 @@ def test_cli_vectors_and_user_errors(tmp_path, capsys):
         (["embed", "images", str(tmp_path / "v.parquet")], "is not text"),
         (["embed", "images", str(tmp_path / "imgs"), "--model", "resnet9000"], "is not installed"),
     ]
-    for argv, message in cases:
-        capsys.readouterr()
-        out = tmp_path / "never"
-        assert main(argv + ["--out", str(out), "--quiet"]) == 2
-        err = capsys.readouterr().err
-        assert message in err and err.count("\n") == 1, err
-        assert not out.exists()  # refused before any work
+    _all_refused(cases, tmp_path, capsys)
 
 
 def test_cli_datasets_embed_digits(tmp_path, capsys):
@@ -291,3 +285,39 @@ def test_cli_datasets_embed_digits(tmp_path, capsys):
     assert main(["datasets", "list"]) == 0
     listing = capsys.readouterr().out
     assert all(name in listing for name in ("fortunes", "fashion-mnist", "letter", "digits"))
+
+
+def test_cli_vectors_chunk_size_and_id_column_are_never_silently_replaced(tmp_path, capsys):
+    """--chunk-size 0 is refused (not read as the default); a named id column must exist (the
+    ids are not silently the row numbers); without --id-column a Parquet 'id' column is used."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    X = _vectors(n=5, d=3)
+    pq.write_table(pa.table({"id": [f"r{i}" for i in range(5)], "embedding": [r.tolist() for r in X]}),
+                   tmp_path / "v.parquet")
+    np.save(tmp_path / "v.npy", X)
+    cases = [
+        (["embed", "vectors", str(tmp_path / "v.npy"), "--chunk-size", "0"], "--chunk-size must be >= 1 but is 0"),
+        (["embed", "vectors", str(tmp_path / "v.npy"), "--chunk-size", "-2"], "--chunk-size must be >= 1 but is -2"),
+        (["embed", "vectors", str(tmp_path / "v.parquet"), "--id-column", "nope"],
+         "has columns ['id', 'embedding']: expected an id column 'nope'"),
+        (["embed", "vectors", str(tmp_path / "v.npy"), "--id-column", "key"], "an id column applies to Parquet"),
+    ]
+    _all_refused(cases, tmp_path, capsys)
+    assert main(["embed", "vectors", str(tmp_path / "v.parquet"), "--out", str(tmp_path / "p"), "--quiet"]) == 0
+    assert load_pool_dir(tmp_path / "p").ids.tolist() == [f"r{i}" for i in range(5)]
+    assert main(["embed", "vectors", str(tmp_path / "v.npy"), "--out", str(tmp_path / "q"), "--quiet",
+                 "--chunk-size", "2"]) == 0
+    assert load_pool_dir(tmp_path / "q").manifest["settings"]["chunk_size"] == 2
+
+
+def _all_refused(cases, tmp_path, capsys):
+    """Each command exits 2 with its one-line message, refused before any work."""
+    for argv, message in cases:
+        capsys.readouterr()
+        out = tmp_path / "never"
+        assert main(argv + ["--out", str(out), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+        assert not out.exists()

@@ -1,11 +1,14 @@
 """SimilarityIndex: exact search against a numpy reference, recall floors of every approximate
 backend against Flat on seeded clustered data, add / save / load, and input errors."""
 
+import json
+
 import numpy as np
 import pytest
 
 from datascout.exceptions import DatascoutError, IndexMismatchError, ValidationError
-from datascout.index import SimilarityIndex, check_factory, normalize_rows, recall_at_k
+from datascout.index import SimilarityIndex, check_factory, recall_at_k
+from datascout.pool import normalize_rows
 
 
 def clustered(n=4000, d=32, n_clusters=30, noise=0.5, seed=0):
@@ -143,3 +146,80 @@ def test_bad_inputs():
 def test_normalize_rows_keeps_zero_rows():
     X = np.array([[3.0, 4.0], [0.0, 0.0]])
     np.testing.assert_allclose(normalize_rows(X), [[0.6, 0.8], [0.0, 0.0]])
+
+
+def _sidecar_variants(meta: dict) -> dict:
+    """Ten ways an index description can be damaged."""
+    def without(key):
+        return {k: v for k, v in meta.items() if k != key}
+
+    return {
+        "not json": "{not json",
+        "truncated": json.dumps(meta)[:40],
+        "a list": "[1, 2]",
+        "no factory": json.dumps(without("factory")),
+        "no dim": json.dumps(without("dim")),
+        "dim is text": json.dumps({**meta, "dim": "32"}),
+        "nprobe is null": json.dumps({**meta, "nprobe": None}),
+        "refine is 0": json.dumps({**meta, "refine": 0}),
+        "unknown factory": json.dumps({**meta, "factory": "HNSW"}),
+        "not utf-8": b"\xff\xfe{}",
+    }
+
+
+def test_load_refuses_a_damaged_description_with_one_line(tmp_path, data):
+    X, _, _ = data
+    path = tmp_path / "i.faiss"
+    SimilarityIndex("Flat").build(X[:200]).save(path)
+    meta = json.loads((tmp_path / "i.faiss.json").read_text())
+    for name, text in _sidecar_variants(meta).items():
+        raw = text if isinstance(text, bytes) else text.encode()
+        (tmp_path / "i.faiss.json").write_bytes(raw)
+        with pytest.raises(ValidationError) as info:
+            SimilarityIndex.load(path)
+        msg = str(info.value)
+        assert "i.faiss.json" in msg and "\n" not in msg, (name, msg)
+
+
+def test_load_refuses_an_index_that_does_not_match_its_description(tmp_path, data):
+    """An interrupted save (new index file, old description) or a damaged index file is caught."""
+    X, _, _ = data
+    a, b = tmp_path / "a.faiss", tmp_path / "b.faiss"
+    SimilarityIndex("Flat").build(X[:200]).save(a)
+    SimilarityIndex("Flat").build(X[:300]).save(b)
+    a.write_bytes(b.read_bytes())  # the index of another save under a's description
+    with pytest.raises(ValidationError, match="do not match its description"):
+        SimilarityIndex.load(a)
+    b.write_bytes(b.read_bytes()[:-10])
+    with pytest.raises(ValidationError, match="do not match its description"):
+        SimilarityIndex.load(b)
+    assert not list(tmp_path.glob("*.tmp*"))  # every write went through a temporary and a rename
+
+
+def test_lsh_similarities_are_cosines_or_the_search_is_refused(data):
+    """LSH ranks by Hamming distance: searched with the pool its similarities are exact cosines,
+    and without it the search says so instead of returning negative distances."""
+    X, Q, _ = data
+    idx = SimilarityIndex("LSH").build(X)
+    with pytest.raises(ValidationError, match="Hamming distance, not cosine: search it with exact_embeddings"):
+        idx.search(Q[:5], 10)
+    sims, pos = idx.search(Q[:5], 10, exact_embeddings=X)
+    ref = np.einsum("qkd,qd->qk", normalize_rows(X)[pos], normalize_rows(Q[:5]))
+    np.testing.assert_allclose(sims, ref, atol=1e-5)
+    assert (sims <= 1.0 + 1e-5).all() and (sims[:, 0] > 0.99).all()  # each query finds itself
+
+
+def test_train_makes_an_empty_trained_index_and_from_faiss_adopts_one(data):
+    X, Q, _ = data
+    trained = SimilarityIndex("IVF16,Flat", nprobe=16).train(X)
+    assert trained.ntotal_ == 0 and trained.dim_ == 32 and trained.index_.is_trained
+    full = SimilarityIndex("IVF16,Flat", nprobe=16).build(X)
+    trained.add(X)
+    np.testing.assert_array_equal(trained.search(Q[:20], 5)[1], full.search(Q[:20], 5)[1])
+    other = SimilarityIndex("IVF16,Flat", nprobe=16).from_faiss(full.index_)
+    assert (other.dim_, other.ntotal_) == (32, len(X))
+    import pickle
+
+    back = pickle.loads(pickle.dumps(full))  # travels to a Ray task whole, options included
+    assert (back.factory, back.nprobe, back.refine, back.ntotal_) == ("IVF16,Flat", 16, 4, len(X))
+    np.testing.assert_array_equal(back.search(Q[:20], 5)[1], full.search(Q[:20], 5)[1])

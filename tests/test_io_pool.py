@@ -250,3 +250,18 @@ def test_staged_dir_appears_whole_or_not_at_all(tmp_path):
         (tmp / "new.txt").write_text("new")
     assert sorted(p.name for p in final.iterdir()) == ["new.txt"]
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["out"]
+
+
+def test_row_helpers_by_hand():
+    """The one helper each for norms, unit rows, their sum and softmax."""
+    from datascout.pool import normalize_rows, row_norms, softmax, unit_rows_sum
+
+    X = np.array([[3.0, 4.0], [0.0, 0.0], [0.0, 2.0]], dtype=np.float32)
+    np.testing.assert_allclose(row_norms(X), [5.0, 1e-12, 2.0])
+    np.testing.assert_allclose(normalize_rows(X), [[0.6, 0.8], [0.0, 0.0], [0.0, 1.0]])
+    np.testing.assert_allclose(unit_rows_sum(X, [0, 2]), [0.6, 1.8], rtol=1e-6)
+    np.testing.assert_array_equal(unit_rows_sum(X, []), [0.0, 0.0])
+    logits = np.array([[0.0, np.log(3.0)], [1000.0, 1000.0]], dtype=np.float32)
+    np.testing.assert_allclose(softmax(logits), [[0.25, 0.75], [0.5, 0.5]], rtol=1e-6)
+    softmax(logits, out=logits)  # in place
+    np.testing.assert_allclose(logits, [[0.25, 0.75], [0.5, 0.5]], rtol=1e-6)

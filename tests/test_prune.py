@@ -363,3 +363,36 @@ def test_cli_plot_with_more_classes_than_a_stratified_split_allows(tmp_path, dig
                    "--out", str(tmp_path / "k.csv")])
     assert rc == 0, capsys.readouterr().err
     assert (tmp_path / "k.png").is_file() and sum(1 for _ in open(tmp_path / "k.csv")) == 41
+
+
+@pytest.mark.parametrize("method,sampler,fraction,direction,ran", [
+    ("random", "top", 0.5, "higher kept", "top"),
+    ("random", "bottom", 0.5, "lower kept", "bottom"),
+    ("random", "class-balanced", 0.5, "higher kept", "class-balanced"),
+    ("random", "ccs", 0.5, "stratified", "ccs"),
+    ("prototypes", "auto", 0.3, "lower kept", "bottom"),
+    ("prototypes", "auto", 0.8, "higher kept", "top"),
+    ("semdedup", "auto", None, "threshold", "threshold"),
+    ("semdedup", "ccs", 0.5, "stratified", "ccs"),
+])
+def test_direction_is_one_of_four_values_and_the_sampler_that_ran_is_recorded(
+        digits, method, sampler, fraction, direction, ran):
+    from datascout.prune import DIRECTIONS
+
+    X, y = digits
+    res = prune(X[:400], y[:400], PruneConfig(method=method, sampler=sampler, fraction=fraction, n_clusters=8))
+    assert res.direction == direction and res.direction in DIRECTIONS
+    assert res.sampler == ran and res.summary()["sampler"] == ran
+    if fraction is not None:
+        assert res.kept.sum() == round(fraction * 400)
+
+
+def test_unknown_method_or_sampler_never_falls_through(digits):
+    """compute_scores / select read one table each: an unknown name is an error, not SemDeDup / CCS."""
+    from datascout.prune import compute_scores, select
+
+    X, y = digits
+    with pytest.raises(ValidationError, match="unknown pruning method 'el2m': expected one of prototypes, el2n"):
+        compute_scores(X[:50], y[:50], PruneConfig(method="el2m"))
+    with pytest.raises(ValidationError, match="unknown sampler 'topp': expected one of auto, top"):
+        select(np.arange(50.0), y[:50], PruneConfig(method="random", sampler="topp"))

@@ -8,10 +8,11 @@ import sys
 import numpy as np
 import pytest
 
-from datascout import distributed as dist
+from datascout import ray as dist
 from datascout.exceptions import MissingDependencyError, ValidationError
 from datascout.index import SimilarityIndex
 from datascout.models import FittedModel, default_model
+from datascout.pool import normalize_rows
 from datascout.seals import KNNGraph
 from datascout.shards import write_shards
 from datascout.strategies import entropy, top_b
@@ -118,6 +119,18 @@ def test_graph_over_shards_equals_single_machine_graph(ray_session, pool, tmp_pa
     assert not list(tmp_path.glob("*.tmp"))
 
 
+@pytest.mark.parametrize("refine", [1, 8])
+def test_graph_over_shards_re_ranks_with_the_index_refine(ray_session, pool, tmp_path, refine):
+    """A lossy index re-ranks refine * (k+1) candidates: the same on Ray as on one machine."""
+    path, X, _ = pool
+    index = SimilarityIndex("IVF16,PQ8", nprobe=4, refine=refine, train_size=1797).build(X)
+    got = dist.build_graph(path, index, 6, tmp_path / "g", num_tasks=3)
+    want = KNNGraph.build(X, 6, index)
+    np.testing.assert_allclose(got.similarities, want.similarities, atol=1e-6)
+    assert (got.neighbors == want.neighbors).all(axis=1).mean() > 0.99
+    assert got.meta["refine"] == refine
+
+
 def test_graph_from_an_index_built_over_shards(ray_session, pool, tmp_path):
     path, X, _ = pool
     index = dist.build_index(path, "IVF16,Flat", train_size=800, nprobe=16)
@@ -138,7 +151,7 @@ def model(pool):
     return FittedModel(default_model(0), 10).fit(X[seed], y[seed]), seed
 
 
-@pytest.mark.parametrize("strategy", ["entropy", "margin", "least_confidence", "most_likely_positive"])
+@pytest.mark.parametrize("strategy", ["entropy", "margin", "least-confidence", "most-likely-positive"])
 def test_full_pool_top_b_over_shards_equals_single_machine(ray_session, pool, model, strategy):
     path, X, _ = pool
     m, seed = model
@@ -165,7 +178,7 @@ def test_tied_scores_are_broken_as_on_one_machine(ray_session, pool, model):
             return np.round(self.inner.predict_proba(X), 1)
 
     path, X, _ = pool
-    scorer = dist.ShardScorer(_RoundedModel(model[0]), "least_confidence")
+    scorer = dist.ShardScorer(_RoundedModel(model[0]), "least-confidence")
     scores = scorer(X)
     assert len(np.unique(scores)) < 15  # heavily tied
     for seed in (0, 1):
@@ -180,7 +193,7 @@ def test_information_density_over_shards(ray_session, pool, model):
     keep = np.setdiff1d(np.arange(len(X)), seed)
     U = X[keep] / np.linalg.norm(X[keep], axis=1, keepdims=True)
     np.testing.assert_allclose(direction, U.mean(axis=0), rtol=1e-5, atol=1e-6)
-    scorer = dist.ShardScorer(m, "information_density", beta=1.0, direction=direction)
+    scorer = dist.ShardScorer(m, "density", beta=1.0, direction=direction)
     pos, _ = dist.score_top_b(path, scorer, 10, random_state=0, exclude=seed)
     # by hand: entropy times mean cosine to the unlabeled pool
     p = m.predict_proba(X)
@@ -190,10 +203,34 @@ def test_information_density_over_shards(ray_session, pool, model):
 
 
 def test_unscorable_strategy_is_refused(ray_session, pool, model):
-    with pytest.raises(ValidationError, match="cannot be scored over shards"):
-        dist.score_top_b(pool[0], dist.ShardScorer(model[0], "random"), 5)
-    with pytest.raises(ValidationError, match="batch size must be in 1..1797"):
+    for name in ("kcenter", "bald", "hybrid"):  # their batch is no top b of one model's score
+        with pytest.raises(ValidationError, match=f"strategy '{name}' cannot be scored over shards"):
+            dist.score_top_b(pool[0], dist.ShardScorer(model[0], name), 5)
+    with pytest.raises(ValidationError, match="unknown strategy 'least_confidence' .did you mean 'least-confidence'"):
+        dist.ShardScorer(model[0], "least_confidence").check()
+    with pytest.raises(ValidationError, match="batch size must be > 0 but is 0"):
         dist.score_top_b(pool[0], dist.ShardScorer(model[0]), 0)
+
+
+def test_shard_strategies_are_read_from_the_registry():
+    from datascout.strategies import STRATEGY_NAMES
+
+    assert set(dist.SHARD_STRATEGIES) == {"random", "entropy", "margin", "least-confidence", "density",
+                                          "most-likely-positive"}
+    assert set(dist.SHARD_STRATEGIES) <= set(STRATEGY_NAMES)
+
+
+def test_a_batch_above_what_exclude_leaves_is_refused_as_in_the_learner(ray_session, pool, model):
+    """One contract with ActiveLearner.query: never an excluded item, so b > the rest raises."""
+    path, X, _ = pool
+    exclude = np.arange(5, len(X))  # 5 items left
+    scorer = dist.ShardScorer(model[0])
+    pos, _ = dist.score_top_b(path, scorer, 5, random_state=0, exclude=exclude)
+    np.testing.assert_array_equal(np.sort(pos), np.arange(5))
+    with pytest.raises(ValidationError, match="batch size 6 is larger than the 5 items left after exclude"):
+        dist.score_top_b(path, scorer, 6, random_state=0, exclude=exclude)
+    with pytest.raises(ValidationError, match="outside the pool's 0..1796"):
+        dist.score_top_b(path, scorer, 1, exclude=[len(X)])
 
 
 # --------------------------------------------------------------------------- pruning scores over shards
@@ -204,7 +241,7 @@ def test_pruning_scores_over_shards_equal_the_single_machine_scores(ray_session,
 
     path, X, y = pool
     # prototypes: distance to the nearest centroid, as prune.prototype_scores computes it
-    centroids, _, dist_ref = prune.kmeans(prune._normalize_rows(X), 12, random_state=0)
+    centroids, _, dist_ref = prune.kmeans(normalize_rows(X), 12, random_state=0)
     got = dist.map_rows(path, dist.PrototypeDistance(centroids), num_tasks=4)
     assert got.shape == (len(X),)
     np.testing.assert_allclose(got, dist_ref, atol=1e-4)

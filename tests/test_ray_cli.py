@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from datascout import distributed as dist
+from datascout import ray as dist
 from datascout.cli import main
 from datascout.seals import KNNGraph
 
@@ -92,5 +92,20 @@ def test_unreachable_ray_address_fails_fast_with_one_line(emb, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot connect to the Ray cluster at '127.0.0.1:1'" in err
     assert main(args + ["--ray-address", "nonsense"]) == 2
-    assert "--ray-address must be 'auto', 'host:port' or 'ray://host:port' but is 'nonsense'" in capsys.readouterr().err
+    assert "a Ray address must be 'auto', 'host:port' or 'ray://host:port' but is 'nonsense'" in capsys.readouterr().err
     assert not (path.parent / "E.shards").exists()  # nothing written before the cluster is reached
+
+
+def test_embed_overwrite_keeps_the_folder_when_the_cluster_is_unreachable(tmp_path, capsys):
+    """Nothing is removed before the step that can fail (reaching Ray) has succeeded."""
+    pytest.importorskip("ray")
+    (tmp_path / "quotes.csv").write_text("id,text\n1,a quote\n")
+    out = tmp_path / "pool.shards"
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier work")
+    for kind in ("text", "images"):
+        args = ["embed", kind, str(tmp_path / "quotes.csv"), "--out", str(out), "--ray", "--overwrite",
+                "--ray-address", "127.0.0.1:1"]
+        assert main(args) == 2
+        assert "cannot connect to the Ray cluster at '127.0.0.1:1'" in capsys.readouterr().err
+        assert (out / "keep.txt").read_text() == "earlier work"

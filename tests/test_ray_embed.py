@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from datascout import distributed as dist
+from datascout import ray as dist
 from datascout.exceptions import ValidationError
 from datascout.io import load_embeddings
 
@@ -135,3 +135,19 @@ def test_embed_images_cli_over_ray(ray_session, tmp_path, capsys):
     assert main(["embed", "images", str(root), "--out", str(tmp_path / "p"), "--ray",
                  "--labels-from-folders"]) == 2
     assert "--labels-from-folders is not available with --ray" in capsys.readouterr().err
+
+
+def test_embed_text_command_on_ray(ray_session, texts_csv, tmp_path, capsys):
+    """``datascout embed text --ray`` once Ray is up: the shard directory embed_text writes."""
+    from datascout.cli import main
+
+    out = tmp_path / "cli.shards"
+    assert main(["embed", "text", str(texts_csv), "--out", str(out), "--ray", "--shard-rows", "12",
+                 "--batch-size", "5", "--quiet"]) == 0
+    assert "wrote 24 x 384 float32 in 2 shards" in capsys.readouterr().out
+    ref = dist.embed_text(texts_csv, tmp_path / "lib.shards", batch_size=5, shard_rows=12)
+    X, ids = load_embeddings(out)
+    np.testing.assert_allclose(X[:], load_embeddings(ref)[0][:], atol=1e-6)
+    assert ids.tolist() == [f"q{i:02d}" for i in range(24)]
+    assert main(["embed", "text", str(texts_csv), "--out", str(out), "--ray", "--chunk-size", "4"]) == 2
+    assert "--chunk-size does not apply with --ray" in capsys.readouterr().err

@@ -8,7 +8,8 @@ import pytest
 
 from datascout.cli import main
 from datascout.exceptions import IndexMismatchError, ValidationError
-from datascout.index import SimilarityIndex, normalize_rows
+from datascout.index import SimilarityIndex
+from datascout.pool import normalize_rows
 from datascout.loop import ActiveLearner
 from datascout.seals import CandidatePool, KNNGraph, build_or_load_graph, find_graph, graph_dir
 from datascout.simulate import SimulationConfig, simulate
@@ -146,57 +147,104 @@ class RecordingArray(np.ndarray):
         return np.asarray(super().__getitem__(item))
 
 
+def start(X, g=None, k=5, *, blocked=(), explore=0, index=None):
+    """A candidate set as a learner holds it: the labels array (-2 = held out) is the caller's."""
+    labels = np.full(len(X), -1, dtype=np.int64)
+    labels[np.asarray(blocked, dtype=np.int64)] = -2
+    return CandidatePool(X, graph=g, index=index, k=k, explore=explore).start(labels), labels
+
+
+def label(cs, labels, new):
+    """Record labels (as the learner does first), then tell the candidate set."""
+    new = np.unique(np.asarray(new, dtype=np.int64))
+    labels[new] = 0
+    return cs.add_labeled(new)
+
+
 def test_candidate_pool_incremental_and_exact(pool):
     X, _, g = pool
     rec = X.view(RecordingArray)
     rec.reads = []
-    cp = CandidatePool(rec, graph=g, k=5)
     rng = np.random.default_rng(1)
     labeled, blocked = [], rng.choice(len(X), 100, replace=False).tolist()
-    cp.block(blocked)
+    cs, labels = start(rec, g, 5, blocked=blocked)
     nb = np.asarray(g.neighbors)[:, :5]
     for step in range(6):
         free = np.setdiff1d(np.arange(len(X)), np.r_[labeled, blocked].astype(int))
         new = rng.choice(free, 40, replace=False)
-        before = set(cp.positions.tolist())
+        before = set(cs.positions.tolist())
         rec.reads = []
-        added = cp.add_labeled(new)
+        added = label(cs, labels, new)
         labeled += new.tolist()
         ref = reference_candidates(nb, labeled, blocked)
-        np.testing.assert_array_equal(cp.positions, ref)
-        assert len(cp) == len(ref)
-        # only the new candidates' rows were read (O(new labels * k), no pass over the pool; no
-        # density term asked for, so not even the newly labeled candidates' rows)
+        np.testing.assert_array_equal(cs.positions, ref)
+        assert len(cs) == len(ref)
+        # the pool rows read: the new candidates (copied into the buffer) and the newly labeled
+        # items that were candidates (their unit vectors leave C's sum); O(new labels * k)
         read = np.concatenate(rec.reads) if rec.reads else np.empty(0, int)
-        np.testing.assert_array_equal(np.sort(read), np.asarray(sorted(set(ref) - before)))
+        left = np.intersect1d(new, np.fromiter(before, dtype=np.int64))
+        np.testing.assert_array_equal(np.sort(read), np.sort(np.r_[sorted(set(ref) - before), left]))
         assert added == len(set(ref) - before)
-        emb, pos, exclude = cp.view()
-        np.testing.assert_array_equal(emb, X[pos])  # buffer rows align with pool positions
-        np.testing.assert_array_equal(np.sort(pos[~exclude]), ref)
-    with pytest.raises(ValidationError, match="out of range"):
-        cp.add_labeled([len(X)])
+        view = cs.view()
+        np.testing.assert_array_equal(view.embeddings, X[view.positions])  # rows align with positions
+        np.testing.assert_array_equal(np.sort(view.positions[~view.excluded]), ref)
+        np.testing.assert_allclose(view.norms, np.linalg.norm(X[view.positions], axis=1), rtol=1e-6)
+        for a in (view.embeddings, view.positions, view.excluded, view.norms):
+            assert not a.flags.writeable  # one read-only view per round
+
+
+def test_reading_positions_or_a_view_changes_nothing(pool):
+    """Reading ``positions`` or taking a view has no side effect: views taken in any order agree."""
+    X, _, g = pool
+    cs, labels = start(X, g, 10, explore=20)
+    label(cs, labels, np.arange(0, 40))
+    first = cs.positions.copy()
+    v1 = cs.view(np.random.default_rng(5))
+    _ = cs.positions
+    v2 = cs.view(np.random.default_rng(5))
+    np.testing.assert_array_equal(v1.positions, v2.positions)
+    np.testing.assert_array_equal(v1.norms, v2.norms)
+    assert v1.explored == v2.explored == 20 and len(v2.norms) == len(v2.positions)
+    np.testing.assert_array_equal(cs.positions, first)
+
+
+def test_the_learner_leaves_the_candidate_pool_it_was_given_unchanged(pool):
+    X, lab, g = pool
+    cp = CandidatePool(X, graph=g, k=10)
+    before = dict(vars(cp))
+    n_classes = int(lab.max()) + 1
+    a = ActiveLearner(X, n_classes, "entropy", candidates=cp, random_state=0)
+    b = ActiveLearner(X, n_classes, "entropy", candidates=cp, random_state=0)  # one pool, two learners
+    a.teach(np.arange(30), lab[:30])
+    assert vars(cp) == before
+    assert len(b.candidates_) == 0 and len(a.candidates_) > 0
+    b.teach(np.arange(30), lab[:30])
+    np.testing.assert_array_equal(a.query(10), b.query(10))
 
 
 def test_on_the_fly_index_matches_graph(pool):
     X, _, g = pool
-    a = CandidatePool(X, graph=g, k=7)
-    b = CandidatePool(X, index=SimilarityIndex("Flat").build(X), k=7)
+    a, la = start(X, g, 7)
+    b, lb = start(X, index=SimilarityIndex("Flat").build(X), k=7)
     for batch in (np.arange(0, 30), np.arange(500, 540)):
-        a.add_labeled(batch)
-        b.add_labeled(batch)
+        label(a, la, batch)
+        label(b, lb, batch)
     np.testing.assert_array_equal(a.positions, b.positions)
-    emb, pos, exclude = b.view()
-    np.testing.assert_array_equal(emb, X[pos])
+    view = b.view()
+    np.testing.assert_array_equal(view.embeddings, X[view.positions])
 
 
 def test_candidate_pool_errors(pool):
     X, _, g = pool
+    labels = np.full(len(X), -1)
     with pytest.raises(ValidationError, match="needs a kNN graph or a similarity index"):
-        CandidatePool(X)
+        CandidatePool(X).start(labels)
     with pytest.raises(ValidationError, match="k=11 is larger than the graph's k=10"):
-        CandidatePool(X, graph=g, k=11)
+        CandidatePool(X, graph=g, k=11).start(labels)
     with pytest.raises(IndexMismatchError, match="1500 rows but the pool has 100"):
-        CandidatePool(X[:100], graph=g, k=5)
+        CandidatePool(X[:100], graph=g, k=5).start(labels[:100])
+    with pytest.raises(IndexMismatchError, match="1500 rows but the pool has 100"):
+        ActiveLearner(X[:100], 2, "entropy", candidates=CandidatePool(X[:100], graph=g, k=5))
     with pytest.raises(ValidationError, match="needs a kNN graph"):
         ActiveLearner(X, 2, "density", density_reference="neighbors",
                       candidates=CandidatePool(X, index=SimilarityIndex("Flat").build(X), k=5))
@@ -231,18 +279,18 @@ def test_label_remove_requery_no_misalignment(pool):
 
 def test_candidate_density_direction_follows_c_through_labels_and_blocks(pool):
     """The maintained sum behind density_direction equals the brute-force mean unit vector of C
-    after every change: neighbours joining, candidates labeled, candidates blocked."""
+    after every change: neighbours joining, candidates labeled, held-out items never joining."""
     X, _, g = pool
     Xn = normalize_rows(X).astype(np.float64)
-    cp = CandidatePool(X, graph=g, k=10)
+    cs, labels = start(X, g, 10, blocked=np.arange(0, len(X), 9))
     rng = np.random.default_rng(3)
-    cp.add_labeled(rng.choice(len(X), 15, replace=False))  # before tracking starts
-    cp.density_direction()
+    free = lambda: np.flatnonzero(labels == -1)  # noqa: E731
     for step in range(6):
-        cp.add_labeled(rng.choice(len(X), 15, replace=False))
+        label(cs, labels, rng.choice(free(), 15, replace=False))
         if step % 2:
-            cp.block(cp.positions[:7])  # some current candidates leave C without neighbours
-        np.testing.assert_allclose(cp.density_direction(), Xn[cp.positions].mean(axis=0), atol=1e-5)
+            label(cs, labels, cs.positions[:7])  # some current candidates leave C
+        assert not np.isin(cs.positions, np.arange(0, len(X), 9)).any()
+        np.testing.assert_allclose(cs.density_direction(), Xn[cs.positions].mean(axis=0), atol=1e-5)
 
 
 def test_explore_adds_fresh_random_unseen_items(pool):
@@ -250,51 +298,48 @@ def test_explore_adds_fresh_random_unseen_items(pool):
     labeled nor blocked, with their own embeddings; they never join C; redrawn each round."""
     X, _, g = pool
     nb = np.asarray(g.neighbors)
-    cp = CandidatePool(X, graph=g, k=10, explore=50)
     blocked = np.arange(0, len(X), 7)
-    cp.block(blocked)
+    cs, labels = start(X, g, 10, blocked=blocked, explore=50)
     labeled = [3, 400, 900]
-    cp.add_labeled(labeled)
+    label(cs, labels, labeled)
     ref = reference_candidates(nb, labeled, blocked)
     rng = np.random.default_rng(0)
-    emb, pos, exclude = cp.view(rng)
-    assert cp.last_explored == 50 and len(pos) == len(ref) + 50
+    v = cs.view(rng)
+    pos, exclude = v.positions, v.excluded
+    assert v.explored == 50 and len(pos) == len(ref) + 50
     extra = pos[~exclude][~np.isin(pos[~exclude], ref)]
     assert len(extra) == 50 and len(np.unique(extra)) == 50
     assert not np.isin(extra, np.r_[blocked, labeled]).any()
-    np.testing.assert_array_equal(emb[~exclude], X[pos[~exclude]])
-    np.testing.assert_array_equal(cp.positions, ref)  # C itself is unchanged
-    _, pos2, exclude2 = cp.view(rng)
-    extra2 = np.setdiff1d(pos2[~exclude2], ref)
+    np.testing.assert_array_equal(v.embeddings[~exclude], X[pos[~exclude]])
+    np.testing.assert_allclose(v.norms, np.linalg.norm(X[pos], axis=1), rtol=1e-6)
+    np.testing.assert_array_equal(cs.positions, ref)  # C itself is unchanged
+    v2 = cs.view(rng)
+    extra2 = np.setdiff1d(v2.positions[~v2.excluded], ref)
     assert len(extra2) == 50 and not np.array_equal(np.sort(extra), np.sort(extra2))
-    emb0, pos0, _ = cp.view()  # no generator: the candidate set alone
-    np.testing.assert_array_equal(np.sort(pos0), ref)
-    assert cp.last_explored == 0
+    v0 = cs.view()  # no generator: the candidate set alone
+    np.testing.assert_array_equal(np.sort(v0.positions), ref)
+    assert v0.explored == 0
 
 
 def test_explore_is_uniform_and_stops_at_the_unseen_count():
     X = np.random.default_rng(1).normal(size=(60, 4)).astype(np.float32)
     g = KNNGraph.build(X, 3, "Flat")
-    cp = CandidatePool(X, graph=g, k=3, explore=10)
-    cp.block(np.arange(20))  # 40 unseen items remain
+    cs, labels = start(X, g, 3, blocked=np.arange(20), explore=10)  # 40 unseen items remain
     rng = np.random.default_rng(0)
     counts = np.zeros(60)
     for _ in range(2000):
-        _, pos, _ = cp.view(rng)
-        counts[pos] += 1
+        counts[cs.view(rng).positions] += 1
     assert counts[:20].sum() == 0
     # each of the 40 is drawn with probability 10/40: 500 expected, binomial sd ~19
     assert np.abs(counts[20:] - 500).max() < 100
-    cp.add_labeled([20])  # labels one, its 3 neighbours become candidates
     n_unseen = 40 - 1 - len(reference_candidates(np.asarray(g.neighbors), [20], np.arange(20)))
-    big = CandidatePool(X, graph=g, k=3, explore=1000)
-    big.block(np.arange(20))
-    big.add_labeled([20])
-    _, pos, exclude = big.view(rng)
-    assert big.last_explored == n_unseen
-    assert len(np.unique(pos[~exclude])) == n_unseen + len(big.positions)
+    big, big_labels = start(X, g, 3, blocked=np.arange(20), explore=1000)
+    label(big, big_labels, [20])  # labels one, its 3 neighbours become candidates
+    v = big.view(rng)
+    assert v.explored == n_unseen
+    assert len(np.unique(v.positions[~v.excluded])) == n_unseen + len(big.positions)
     with pytest.raises(ValidationError, match="explore must be an integer >= 0"):
-        CandidatePool(X, graph=g, k=3, explore=-1)
+        CandidatePool(X, graph=g, k=3, explore=-1).start(labels)
 
 
 def test_explore_learner_never_returns_labeled_or_held_out(pool):
@@ -322,11 +367,10 @@ def test_density_references(pool):
     y = (np.arange(len(X)) % 2).astype(np.int64)
 
     def learner(ref):
-        cp = CandidatePool(X, graph=g, k=10)
-        al = ActiveLearner(X, 2, "density", candidates=cp, density_reference=ref,
-                           holdout=holdout, random_state=0)
+        al = ActiveLearner(X, 2, "density", candidates=CandidatePool(X, graph=g, k=10),
+                           density_reference=ref, holdout=holdout, random_state=0)
         al.teach(seed, y[seed])
-        return al, cp
+        return al, al.candidates_
 
     al, cp = learner("pool")
     unl = np.setdiff1d(np.arange(len(X)), np.r_[holdout, seed])
@@ -353,8 +397,9 @@ def test_seals_density_query_matches_brute_force(pool, ref):
     X, lab, g = pool
     y = (lab == 3).astype(np.int64)
     Xn = normalize_rows(X).astype(np.float64)
-    cp = CandidatePool(X, graph=g, k=10, explore=30)
-    al = ActiveLearner(X, 2, "density", candidates=cp, density_reference=ref, random_state=0)
+    al = ActiveLearner(X, 2, "density", candidates=CandidatePool(X, graph=g, k=10, explore=30),
+                       density_reference=ref, random_state=0)
+    cp = al.candidates_
     seed = np.r_[np.flatnonzero(y == 1)[:4], np.flatnonzero(y == 0)[:30]]
     al.teach(seed, y[seed])
     al.fit()
@@ -363,8 +408,8 @@ def test_seals_density_query_matches_brute_force(pool, ref):
     else:
         direction = Xn[cp.positions].mean(axis=0)
     state = al.rng.bit_generator.state
-    _, pos, exclude = cp.view(al.rng)  # the rows the query will see (same draw below)
-    rows = pos[~exclude]
+    v = al.view()  # the rows the query will see (same draw below)
+    rows = v.positions[~v.excluded]
     al.rng.bit_generator.state = state
     ids = al.query(8)
     p = al.model_.predict_proba(X[rows])
@@ -409,3 +454,15 @@ def test_cli_index_build(tmp_path, capsys):
         assert msg in capsys.readouterr().err
     assert main(["index", "build", "--embeddings", str(tmp_path / "none.npy")]) == 2
     assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("name,ref,norms,sums", [
+    ("entropy", "pool", False, False), ("density", "pool", True, False),
+    ("density", "candidates", True, True), ("density", "neighbors", False, False)])
+def test_a_learner_keeps_only_what_its_strategy_reads(pool, name, ref, norms, sums):
+    """Norms and the unit-vector sum of C cost O(new candidates * d) a round: kept only for density."""
+    X, _, g = pool
+    al = ActiveLearner(X, 2, name, candidates=CandidatePool(X, graph=g, k=10), density_reference=ref)
+    al.teach(np.arange(10), np.arange(10) % 2)
+    assert (al.candidates_.norms, al.candidates_.unit_sum) == (norms, sums)
+    assert (al.view().norms is not None) == norms

@@ -145,16 +145,16 @@ def test_fashion_slice_margin_beats_the_seed(fashion_slice):
 
 
 BAD = [
-    ("batch 0", dict(batch_size=0), "--batch-size must be > 0 but is 0"),
-    ("batch too large", dict(batch_size=2000, rounds=1), "--batch-size 2000 is larger than"),
+    ("batch 0", dict(batch_size=0), "batch_size must be > 0 but is 0"),
+    ("batch too large", dict(batch_size=2000, rounds=1), "batch_size 2000 is larger than"),
     ("budget too large", dict(batch_size=500, rounds=5), "more than the pool's 1437 items"),
     ("absent class", dict(positive_class=12), "positive class 12 does not occur"),
-    ("test size", dict(test_size=1.5), r"--test-size must be in \(0, 1\) but is 1.5"),
+    ("test size", dict(test_size=1.5), r"test_size must be in \(0, 1\) but is 1.5"),
     ("both seeds", dict(positive_class=1, initial=10, initial_positives=2, initial_negatives=3), "not both"),
-    ("seed without class", dict(initial_positives=2, initial_negatives=3), "need --positive-class"),
+    ("seed without class", dict(initial_positives=2, initial_negatives=3), "need positive_class"),
     ("half a seed", dict(positive_class=1, initial_positives=2), "go together"),
     ("unknown strategy", dict(strategy="best"), "unknown strategy 'best'"),
-    ("k", dict(k=0), "--k must be >= 1"),
+    ("k", dict(k=0), "k must be >= 1"),
     ("unknown model", dict(model="svm"), "unknown model 'svm': expected one of logreg, mlp, random-forest"),
 ]
 

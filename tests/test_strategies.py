@@ -453,3 +453,52 @@ def test_kcenter_is_exact_on_rows_far_from_the_origin():
         dist = np.minimum(dist, ((X64 - X64[j]) ** 2).sum(axis=1))
         dist[j] = -1.0
     assert kcenter_greedy(X, X[:1], 10, np.random.default_rng(0)).tolist() == expected
+
+
+def test_positive_class_outside_the_classes_is_an_error(pool):
+    """Not a bare IndexError for a class >= n_classes, not the last column for -1."""
+    from datascout.strategies import MostLikelyPositive
+
+    X, y = pool
+    with pytest.raises(ValidationError, match="the positive class must be in 0..9 but is 10"):
+        ActiveLearner(X, N_CLASSES, MostLikelyPositive(10))
+    with pytest.raises(ValidationError, match="the positive class must be in 0..9 but is 12"):
+        ActiveLearner(X, N_CLASSES, make_strategy("most-likely-positive", positive=12))
+    with pytest.raises(ValidationError, match="the positive class must be in 0..1 but is 3"):
+        ActiveLearner(X, 2, Hybrid(MostLikelyPositive(3)))
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValidationError, match="the positive class must be"):
+            MostLikelyPositive(bad)
+    with pytest.raises(ValidationError, match="the positive class must be in 0..2 but is -1"):
+        most_likely_positive(P3, positive=-1)
+    with pytest.raises(ValidationError, match="the positive class must be in 0..2 but is 3"):
+        most_likely_positive(P3, positive=3)
+
+
+def test_one_spelling_per_strategy():
+    """The registry has one name per strategy; old spellings are clear errors with a hint."""
+    assert len(STRATEGY_NAMES) == len(set(STRATEGY_NAMES))
+    for old, new in (("least_confidence", "least-confidence"), ("information_density", None),
+                     ("maxent", None), ("most_likely_positive", "most-likely-positive")):
+        with pytest.raises(ValidationError, match=f"unknown strategy '{old}'") as info:
+            make_strategy(old)
+        if new:
+            assert f"did you mean '{new}'" in str(info.value)
+
+
+def test_hybrid_over_a_committee_score_selects_by_kcenter_among_its_top(pool):
+    """Hybrid(BALD()) / Hybrid(VoteEntropy()): a committee of the base's size is fitted, and the
+    batch is k-center greedy over the top m*b by the committee score."""
+    from datascout.strategies import BALD, VoteEntropy
+
+    X, y = pool
+    s = seed_positions()
+    for base in (BALD(n_members=3), VoteEntropy(n_members=4)):
+        L = learner_for(Hybrid(base, m=3), X)
+        L.teach(s, y[s])
+        ids = L.query(6)
+        assert len(L.committee_.members_) == base.n_members
+        scores = L.score_rows(X)
+        free = eligible(L)
+        assert np.all(scores[ids] >= np.sort(scores[free])[-18])
+        assert len(np.unique(ids)) == 6 and not np.isin(ids, np.r_[s, HOLDOUT]).any()

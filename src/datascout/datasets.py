@@ -13,9 +13,9 @@ Nothing here downloads. When a file is missing, the error says exactly what to i
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -175,29 +175,55 @@ def load_shuttle() -> Dataset:
     return Dataset("shuttle", X, y, classes, "vectors")
 
 
-# the mlbench file behind each data set read from r-cran-mlbench
-MLBENCH_FILES = {"letter": "LetterRecognition.rda", "satellite": "Satellite.rda", "shuttle": "Shuttle.rda"}
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One entry of :data:`DATASETS`: how to load the data set and what its ready pool holds."""
+
+    load: Callable[[], Dataset]
+    kind: str  # "vectors", "text" or "images"
+    model: str  # the default embedder of its pool ("identity": the feature vectors themselves)
+    items: str
+    package: str  # how to install it
+    installed: Callable[[], bool]
 
 
-LOADERS = {
-    "digits": load_digits,
-    "fashion-mnist": load_fashion_mnist,
-    "fortunes": load_fortunes,
-    "letter": load_letter,
-    "satellite": load_satellite,
-    "shuttle": load_shuttle,
+def _mlbench_installed(rda: str) -> Callable[[], bool]:
+    def installed() -> bool:
+        try:
+            return _mlbench_rda(rda).is_file()
+        except MissingDependencyError:
+            return False
+    return installed
+
+
+_MLBENCH = "apt-get download r-cran-mlbench + dpkg -x; pip: rdata"
+
+# the one table of offline data sets: the loaders, `datascout datasets`, the pools and the docs read it
+DATASETS = {
+    "fortunes": DatasetSpec(load_fortunes, "text", "all-MiniLM-L6-v2", "~15k quotes, ~43 classes",
+                            "apt: fortunes", lambda: FORTUNES_DIR.is_dir()),
+    "fashion-mnist": DatasetSpec(load_fashion_mnist, "images", "efficientnet-lite0", "70,000 images, 10 classes",
+                                 "apt: dataset-fashion-mnist",
+                                 lambda: (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file()),
+    "letter": DatasetSpec(load_letter, "vectors", "identity", "20,000 x 16, 26 classes", _MLBENCH,
+                          _mlbench_installed("LetterRecognition.rda")),
+    "satellite": DatasetSpec(load_satellite, "vectors", "identity", "6,435 x 36, 6 classes", _MLBENCH,
+                             _mlbench_installed("Satellite.rda")),
+    "shuttle": DatasetSpec(load_shuttle, "vectors", "identity", "58,000 x 9, 7 classes", _MLBENCH,
+                           _mlbench_installed("Shuttle.rda")),
+    "digits": DatasetSpec(load_digits, "vectors", "identity", "1,797 x 64, 10 classes",
+                          "scikit-learn (bundled)", lambda: True),
 }
 
 
+def check_dataset(name: str) -> DatasetSpec:
+    """The entry of ``name`` in :data:`DATASETS`, or a one-line error listing the names."""
+    if name not in DATASETS:
+        raise ValidationError(f"unknown data set {name!r}: expected one of {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
 def load(name: str) -> Dataset:
-    if name not in LOADERS:
-        raise ValidationError(f"unknown data set {name!r}: expected one of {', '.join(LOADERS)}")
-    return LOADERS[name]()
+    return check_dataset(name).load()
 
 
-def file_sha256(path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()

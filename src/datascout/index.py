@@ -8,9 +8,15 @@ a random rotation and per-bit thresholds trained on the data, which plain ``LSH`
 vectors that are not centred, such as non-negative features, plain ``LSH`` recalls far less).
 
 Similarity is cosine: vectors are L2-normalised (in chunks, never the whole pool at once) before
-they reach faiss. Whatever the backend returns is re-scored with the exact cosine of the
-returned items, so similarities are comparable across backends; the ranking of the *returned*
-set is exact, what an approximate backend may miss is only which items are returned.
+they reach faiss. What :meth:`SimilarityIndex.search` returns as similarities:
+
+* backends that store the unit vectors (``Flat``, ``HNSW*``, ``IVF*,Flat``): exact cosines;
+* lossy backends (``PQ``, ``SQ``) searched with ``exact_embeddings`` (the pool): ``refine * k``
+  items re-ranked by their exact cosine, so the ranking of the returned set is exact and what the
+  backend may miss is only which items are returned; without ``exact_embeddings``: the backend's
+  approximate inner product of the unit vectors (an approximate cosine);
+* ``LSH*`` ranks by Hamming distance, which is no cosine: it is searched only with
+  ``exact_embeddings`` (and then re-ranked as above); without them the search is refused.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from datascout.exceptions import IndexMismatchError, MissingDependencyError, ValidationError
-from datascout.pool import check_embeddings, iter_row_chunks
+from datascout.files import atomic_write_bytes, file_sha256
+from datascout.pool import check_embeddings, iter_row_chunks, normalize_rows
 
 _FACTORY = re.compile(
     r"^(Flat|HNSW\d+(,Flat)?|IVF\d+(_HNSW\d+)?,(Flat|PQ\d+(x\d+)?|SQ8|SQfp16)|LSH(r|t|rt)?|PQ\d+"
@@ -36,14 +43,6 @@ def _faiss():
     except ImportError as exc:  # pragma: no cover - faiss-cpu is a core dependency
         raise MissingDependencyError("similarity search needs faiss: pip install faiss-cpu") from exc
     return faiss
-
-
-def normalize_rows(X) -> np.ndarray:
-    """float32 copy of ``X`` with unit-length rows (zero rows stay zero)."""
-    X = np.array(X, dtype=np.float32, copy=True)
-    norms = np.sqrt(np.einsum("ij,ij->i", X, X))
-    X /= np.maximum(norms, 1e-12)[:, None]
-    return X
 
 
 def check_factory(factory: str) -> str:
@@ -109,8 +108,19 @@ class SimilarityIndex:
 
     def build(self, embeddings, *, chunk_rows: int = 65536, progress=None) -> "SimilarityIndex":
         """Train (where the backend needs it) and add every row of ``embeddings``, in chunks."""
-        check_factory(self.factory)
         X = check_embeddings(embeddings)
+        self._train(X)
+        self.add(X, chunk_rows=chunk_rows, progress=progress)
+        return self
+
+    def train(self, embeddings) -> "SimilarityIndex":
+        """Make the empty index and train it (IVF lists, PQ codebooks, LSH thresholds) on a sample
+        of ``train_size`` rows drawn with ``random_state``; nothing is added. An index built over
+        shards is trained this way once, then filled by :meth:`add` or merged from parts."""
+        return self._train(check_embeddings(embeddings))
+
+    def _train(self, X) -> "SimilarityIndex":
+        check_factory(self.factory)
         faiss = _faiss()
         n, d = X.shape
         metric = faiss.METRIC_L2 if self.factory.startswith("LSH") else faiss.METRIC_INNER_PRODUCT
@@ -137,11 +147,30 @@ class SimilarityIndex:
             except RuntimeError as exc:  # e.g. PQ's 256 centroids per sub-space need 256 rows
                 raise ValidationError(f"index {self.factory!r} cannot be trained on {m} rows: "
                                       f"{_faiss_message(exc)}") from None
+        return self._adopt(index)
+
+    def from_faiss(self, index) -> "SimilarityIndex":
+        """Use an existing faiss index built by this class's rules (unit vectors, the metric of
+        :attr:`factory`), e.g. one merged from shard indexes. Returns ``self``."""
+        return self._adopt(index)
+
+    def _adopt(self, index) -> "SimilarityIndex":
         self.index_ = index
-        self.dim_ = d
-        self.ntotal_ = 0
-        self.add(X, chunk_rows=chunk_rows, progress=progress)
+        self.dim_ = int(index.d)
+        self.ntotal_ = int(index.ntotal)
         return self
+
+    def __getstate__(self):
+        """Pickles with its faiss index serialised (a Ray task receives the whole index)."""
+        state = dict(self.__dict__)
+        if "index_" in state:
+            state["index_"] = _faiss().serialize_index(state["index_"])
+        return state
+
+    def __setstate__(self, state):
+        if "index_" in state:
+            state = {**state, "index_": _faiss().deserialize_index(np.asarray(state["index_"], dtype=np.uint8))}
+        self.__dict__.update(state)
 
     def add(self, embeddings, *, chunk_rows: int = 65536, progress=None) -> np.ndarray:
         """Add rows; they get the next positions. Returns the positions they were given."""
@@ -195,6 +224,10 @@ class SimilarityIndex:
             )
         if k < 1:
             raise ValidationError(f"k must be >= 1 but is {k}")
+        if self.factory.startswith("LSH") and exact_embeddings is None:
+            raise ValidationError(
+                f"index {self.factory!r} ranks by Hamming distance, not cosine: search it with "
+                "exact_embeddings (the pool) to get cosine similarities")
         k_eff = min(k, self.ntotal_)
         rerank = exact_embeddings is not None and not self.exact_scores
         k_search = min(k_eff * max(int(self.refine), 1), self.ntotal_) if rerank else k_eff
@@ -204,8 +237,6 @@ class SimilarityIndex:
         pos = pos.astype(np.int64)
         if rerank:
             sims = exact_cosine(Qn, exact_embeddings, pos)
-        elif self.factory.startswith("LSH"):
-            sims = np.where(pos >= 0, -dist.astype(np.float32), -np.inf)
         else:
             sims = np.where(pos >= 0, dist.astype(np.float32), -np.inf)
         if k_search > k_eff:
@@ -224,44 +255,97 @@ class SimilarityIndex:
     # -- persistence ---------------------------------------------------------------------
 
     def save(self, path) -> None:
+        """Write the faiss index to ``path`` and its description to ``path.json``, each through
+        a temporary file and a rename. The description records the index file's size and
+        SHA-256, so a pair left mismatched by an interrupted save is refused by :meth:`load`."""
         self._check_built()
-        faiss = _faiss()
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        faiss.write_index(self.index_, str(tmp))
-        tmp.replace(path)
-        meta = {"factory": self.factory, "dim": self.dim_, "ntotal": self.ntotal_,
+        data = np.asarray(_faiss().serialize_index(self.index_), dtype=np.uint8).tobytes()
+        atomic_write_bytes(path, data)
+        meta = {"version": 1, "factory": self.factory, "dim": self.dim_, "ntotal": self.ntotal_,
                 "ef_search": self.ef_search, "ef_construction": self.ef_construction,
                 "nprobe": self.nprobe, "train_size": self.train_size, "refine": self.refine,
-                "random_state": self.random_state}
-        mtmp = path.with_name(path.name + ".json.tmp")
-        mtmp.write_text(json.dumps(meta))
-        mtmp.replace(path.with_name(path.name + ".json"))
+                "random_state": self.random_state, "index_bytes": len(data),
+                "index_sha256": file_sha256(path)}
+        atomic_write_bytes(_meta_path(path), json.dumps(meta).encode())
 
     @classmethod
     def load(cls, path) -> "SimilarityIndex":
+        """Read an index written by :meth:`save`; a missing, corrupt or mismatched description or
+        index file is a :class:`ValidationError` naming it."""
         path = Path(path)
         if not path.is_file():
             raise ValidationError(f"expected an index file at {str(path)!r} but none exists")
-        meta_path = path.with_name(path.name + ".json")
+        meta_path = _meta_path(path)
         if not meta_path.is_file():
             raise ValidationError(f"expected the index description {str(meta_path)!r} beside the index but none exists")
-        meta = json.loads(meta_path.read_text())
+        meta = _read_meta(meta_path)
+        size = path.stat().st_size
+        if size != meta["index_bytes"] or file_sha256(path) != meta["index_sha256"]:
+            raise ValidationError(
+                f"{str(path)!r} holds {size} bytes that do not match its description "
+                f"({meta['index_bytes']} bytes and a checksum): an interrupted save? build the index again")
         self = cls(meta["factory"], ef_search=meta["ef_search"], nprobe=meta["nprobe"],
-                   ef_construction=meta.get("ef_construction", 80),
-                   train_size=meta.get("train_size", 100_000), refine=meta.get("refine", 4),
-                   random_state=meta.get("random_state", 0))
-        self.index_ = _faiss().read_index(str(path))
-        if self.index_.d != meta["dim"]:
-            raise IndexMismatchError(f"the index file has {self.index_.d} dimensions but its description says {meta['dim']}")
-        self.dim_ = meta["dim"]
-        self.ntotal_ = int(self.index_.ntotal)
-        return self
+                   ef_construction=meta["ef_construction"], train_size=meta["train_size"],
+                   refine=meta["refine"], random_state=meta["random_state"])
+        try:
+            index = _faiss().read_index(str(path))
+        except RuntimeError as exc:
+            raise ValidationError(f"cannot read the index file {str(path)!r}: {_faiss_message(exc)}") from None
+        if index.d != meta["dim"]:
+            raise IndexMismatchError(f"the index file has {index.d} dimensions but its description says {meta['dim']}")
+        return self._adopt(index)
 
     def _check_built(self) -> None:
         if not hasattr(self, "index_"):
             raise ValidationError("the index is not built yet: call build(embeddings) first")
+
+
+def _meta_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+# what an index description holds: name -> (accepted types, may be None)
+_META_FIELDS = {"version": ((int,), False), "factory": ((str,), False), "dim": ((int,), False),
+                "ntotal": ((int,), False), "ef_search": ((int,), True), "ef_construction": ((int,), False),
+                "nprobe": ((int,), False), "train_size": ((int,), False), "refine": ((int,), False),
+                "random_state": ((int,), True), "index_bytes": ((int,), False),
+                "index_sha256": ((str,), False)}
+
+
+def _read_meta(meta_path: Path) -> dict:
+    """The index description, checked field by field (one line naming what is wrong)."""
+    where = str(meta_path)
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValidationError(f"the index description {where!r} is not valid JSON: {exc}") from None
+    if not isinstance(meta, dict):
+        raise ValidationError(f"the index description {where!r} must be a JSON object but is a {type(meta).__name__}")
+    for name, (types, nullable) in _META_FIELDS.items():
+        if name not in meta:
+            raise ValidationError(f"the index description {where!r} lacks the field {name!r}")
+        v = meta[name]
+        if (v is None and not nullable) or (v is not None and (isinstance(v, bool) or not isinstance(v, types))):
+            raise ValidationError(
+                f"the index description {where!r} has {name}={v!r}: expected {'/'.join(t.__name__ for t in types)}")
+    if meta["version"] != 1:
+        raise ValidationError(f"the index description {where!r} has version {meta['version']}: expected 1")
+    try:
+        check_factory(meta["factory"])
+        _check_positive(ef_search=meta["ef_search"], ef_construction=meta["ef_construction"],
+                        nprobe=meta["nprobe"], train_size=meta["train_size"], refine=meta["refine"])
+    except ValidationError as exc:
+        raise ValidationError(f"the index description {where!r} is invalid: {exc}") from None
+    return meta
+
+
+def drop_self(sims, pos, self_pos, k):
+    """Remove each query's own position from its row of search results (the last column when it
+    is absent), keeping the order of the rest: ``(sims, pos)`` with ``k`` columns."""
+    order = np.argsort(pos == np.asarray(self_pos)[:, None], axis=1, kind="stable")  # self to the end
+    return (np.take_along_axis(sims, order, axis=1)[:, :k],
+            np.take_along_axis(pos, order, axis=1)[:, :k])
 
 
 def exact_cosine(unit_queries: np.ndarray, embeddings, positions: np.ndarray) -> np.ndarray:

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import glob
-import os
-import shutil
-import threading
-import uuid
 from pathlib import Path
 
 import numpy as np
 
-from datascout.exceptions import MissingDependencyError, ValidationError
+from datascout.exceptions import ValidationError
+# the file primitives live one layer down (shards use them too); they stay importable from here
+from datascout.files import atomic_write_bytes, atomic_write_text, dir_lock, read_parquet_vectors, staged_dir
+from datascout.shards import is_shard_dir, open_shards
+
+__all__ = ["atomic_write_bytes", "atomic_write_text", "dir_lock", "iter_jsonl", "load_embeddings", "load_labels",
+           "open_text", "raster_media_type", "staged_dir"]
 
 
 RASTER_MAGIC = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"),
@@ -38,34 +39,20 @@ def _require_file(path) -> Path:
     return path
 
 
-def _read_parquet(path: Path):
-    try:
-        import pyarrow.parquet as pq
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise MissingDependencyError(
-            "reading Parquet needs pyarrow: pip install 'datascout[parquet]'"
-        ) from exc
-    try:
-        return pq.read_table(path)
-    except Exception as exc:
-        raise ValidationError(f"cannot read Parquet file {str(path)!r}: {exc}") from exc
-
-
 def load_embeddings(path, *, mmap: bool = True, id_column: str = "id",
-                    vector_column: str = "embedding"):
+                    vector_column: str = "embedding", require_ids: bool = False):
     """Load embeddings and (where the file holds them) ids.
 
     * ``.npy``: memory-mapped read-only when ``mmap`` (never copied whole into memory).
     * ``.npz``: the array ``embeddings`` (or the only array), and ``ids`` when present.
-    * ``.parquet``: an id column and a vector column (a list of floats per row).
+    * ``.parquet``: an id column (required with ``require_ids``) and a vector column (a list of
+      floats per row).
 
     * a shard directory (``manifest.json`` + shards, see :mod:`datascout.shards`): a read-only
       view over the shards, as if they were one array (memory-mapped, never copied whole).
 
     Returns ``(embeddings, ids)``; ``ids`` is ``None`` when the file has none.
     """
-    from datascout.shards import is_shard_dir, open_shards
-
     if is_shard_dir(path):
         return open_shards(path)
     path = _require_file(path)
@@ -95,34 +82,8 @@ def load_embeddings(path, *, mmap: bool = True, id_column: str = "id",
             raise ValidationError(f"cannot read {str(path)!r} as a .npz archive: {exc}") from exc
         return emb, ids
     if suffix in (".parquet", ".pq"):
-        table = _read_parquet(path)
-        names = table.column_names
-        if vector_column not in names:
-            raise ValidationError(
-                f"{str(path)!r} has columns {names}: expected a vector column {vector_column!r}"
-            )
-        col = table.column(vector_column).combine_chunks()
-        try:
-            flat = np.asarray(col.flatten().to_numpy(zero_copy_only=False))
-            if hasattr(col.type, "list_size"):  # fixed_size_list<float>[d]: one length by its type
-                lengths = np.full(len(col), col.type.list_size, dtype=np.int64)
-            else:
-                lengths = np.diff(np.asarray(col.offsets))
-        except Exception as exc:
-            raise ValidationError(
-                f"column {vector_column!r} of {str(path)!r} must hold lists of floats: {exc}"
-            ) from exc
-        if len(lengths) and (lengths != lengths[0]).any():
-            raise ValidationError(
-                f"column {vector_column!r} must hold vectors of one length but has lengths "
-                f"{int(lengths.min())} to {int(lengths.max())}"
-            )
-        d = int(lengths[0]) if len(lengths) else 0
-        emb = flat.reshape(len(lengths), d)
-        if emb.dtype == np.float64:
-            emb = emb.astype(np.float32)
-        ids = np.asarray(table.column(id_column).to_numpy(zero_copy_only=False)) if id_column in names else None
-        return emb, ids
+        return read_parquet_vectors(path, id_column=id_column, vector_column=vector_column,
+                                    require_ids=require_ids)
     raise ValidationError(
         f"unsupported embeddings file {path.name!r}: expected .npy, .npz or .parquet"
     )
@@ -210,26 +171,6 @@ def _names_to_ids(raw: np.ndarray, classes):
     return out, names
 
 
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename: no half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def atomic_write_text(path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
 @contextlib.contextmanager
 def open_text(path):
     """A user's text file, opened for reading as UTF-8 (``newline=""``, as :mod:`csv` wants).
@@ -262,58 +203,3 @@ def iter_jsonl(path):
                 raise ValidationError(f"{path.name} line {lineno}: expected JSON: {exc.msg}") from None
 
 
-_held = threading.local()  # the folder locks this thread holds (dir_lock is re-entrant)
-
-
-@contextlib.contextmanager
-def dir_lock(final):
-    """Hold an exclusive lock on the folder ``final`` (flock on a hidden, empty ``.NAME.lock``
-    file beside it, which stays): one writer at a time across processes and threads. Re-entrant within a thread, so a caller
-    may take it to check-then-build while the builder takes it again."""
-    import fcntl
-
-    final = Path(final)
-    key = os.path.abspath(final)
-    held = getattr(_held, "paths", None)
-    if held is None:
-        held = _held.paths = set()
-    if key in held:
-        yield
-        return
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(final.with_name(f".{final.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        held.add(key)
-        try:
-            yield
-        finally:
-            held.discard(key)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def staged_dir(final, tmp=None):
-    """Build a folder beside ``final`` and move it into place only when the block succeeds: the
-    folder appears whole or not at all, and a failed block leaves ``final`` as it was and no
-    staging folder behind. Each writer stages in a folder of its own (``final.tmp-PID-RANDOM``,
-    or ``tmp``) under :func:`dir_lock`, so two writers of one folder never share files; staging
-    folders that killed writers left behind are removed."""
-    final = Path(final)
-    with dir_lock(final):
-        for stale in final.parent.glob(glob.escape(final.name) + ".tmp*"):
-            shutil.rmtree(stale, ignore_errors=True)  # under the lock: no live writer owns them
-        tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}") if tmp is None else Path(tmp)
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        try:
-            yield tmp
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)

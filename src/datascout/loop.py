@@ -1,7 +1,11 @@
 """The active-learning loop state: ``ActiveLearner.query(n) -> ids`` and ``teach(ids, labels)``.
 
 The learner holds the one mutable state of a campaign or a simulation: which items are
-labeled, with what, and (with SEALS) the candidate pool. Strategies stay stateless.
+labeled, with what (``labels_``, the only record of it), and with SEALS its candidate set, which
+reads ``labels_`` and never keeps its own copy. Each round the learner takes one read-only
+:class:`~datascout.pool.CandidateView` (the whole pool, or the candidate set) and hands it to the
+strategy, which chooses the batch itself (:meth:`~datascout.strategies.Strategy.select`).
+Strategies stay stateless.
 """
 
 from __future__ import annotations
@@ -12,20 +16,17 @@ import numpy as np
 
 from datascout.exceptions import LabelingError, ValidationError
 from datascout.models import BootstrapCommittee, FittedModel, default_model
-from datascout.pool import UNLABELED, Pool, iter_row_chunks
+from datascout.pool import UNLABELED, CandidateView, Pool, iter_row_chunks, row_norms, unit_rows_sum
 from datascout.seals import CandidatePool
-from datascout.strategies import (
-    Hybrid,
-    ScoreInputs,
-    Strategy,
-    cosine_to_direction,
-    kcenter_greedy,
-    make_strategy,
-    top_b,
-)
+from datascout.strategies import ScoreInputs, Strategy, cosine_to_direction, make_strategy
 
 HELD_OUT = -2
-DENSITY_REFERENCES = ("pool", "candidates", "neighbors")
+# the one table of density references: name -> what Information Density measures similarity to
+DENSITY_REFERENCES = {
+    "pool": "the exact mean cosine to the whole unlabeled pool",
+    "candidates": "the mean cosine to the SEALS candidate set C",
+    "neighbors": "the mean cosine to the item's unlabeled kNN-graph neighbours",
+}
 
 
 class ActiveLearner:
@@ -65,13 +66,14 @@ class ActiveLearner:
         self.model = model if model is not None else default_model(random_state)
         if not (hasattr(self.model, "fit") and hasattr(self.model, "predict_proba")):
             raise ValidationError(f"model must have fit and predict_proba, got {type(self.model).__name__}")
+        self.strategy.check(self.n_classes)
         if candidates is not None and candidates.embeddings.shape != self.pool.embeddings.shape:
             raise ValidationError(
                 f"the candidate pool covers {candidates.embeddings.shape[0]} items but the pool has {len(self.pool)}"
             )
         if density_reference not in DENSITY_REFERENCES:
             raise ValidationError(
-                f"density_reference must be one of {DENSITY_REFERENCES} but is {density_reference!r}"
+                f"density_reference must be one of {', '.join(DENSITY_REFERENCES)} but is {density_reference!r}"
             )
         if density_reference == "neighbors" and candidates is not None and candidates.graph is None:
             raise ValidationError(
@@ -95,12 +97,16 @@ class ActiveLearner:
         if holdout is not None:
             holdout = np.unique(np.asarray(holdout, dtype=np.int64))
             if len(holdout) and (holdout[0] < 0 or holdout[-1] >= n):
-                raise ValidationError(f"holdout positions must be in 0..{n - 1}")
+                bad = int(holdout[0] if holdout[0] < 0 else holdout[-1])
+                raise ValidationError(f"holdout positions must be in 0..{n - 1} but include {bad}")
             self.labels_[holdout] = HELD_OUT
             self.n_holdout_ = len(holdout)
-            self._add_unit_sum(holdout)
-            if candidates is not None:
-                candidates.block(holdout)
+            self._unit_sum_labeled += unit_rows_sum(self.pool.embeddings, holdout)
+        # the learner's own candidate set: the CandidatePool passed in is never changed
+        density = self.strategy.needs_similarity
+        self.candidates_ = None if candidates is None else candidates.start(
+            self.labels_, norms=density and density_reference != "neighbors",
+            unit_sum=density and density_reference == "candidates")
         # the pool's own labels are taught, except on held-out items: those stay out of training
         # (a pool loaded with ground truth for every item, test split included, is common)
         labeled = np.flatnonzero((self.pool.labels != UNLABELED) & (self.labels_ != HELD_OUT))
@@ -163,16 +169,15 @@ class ActiveLearner:
         self.labels_[positions] = labels
         self.labeled_order_.append(np.asarray(positions, dtype=np.int64))
         self.n_labeled_ += len(positions)
-        self._add_unit_sum(positions)
-        if self.candidates is not None:
-            self.candidates.add_labeled(positions)
+        ordered = np.sort(positions)  # sequential reads of a memory map
+        self._unit_sum_labeled += unit_rows_sum(self.pool.embeddings, ordered)
+        if self.candidates_ is not None:
+            self.candidates_.add_labeled(ordered)
         self._stale = True
 
-    def _add_unit_sum(self, positions: np.ndarray) -> None:
-        positions = np.sort(positions)
-        for rows in iter_row_chunks(len(positions), 65536):
-            X = np.asarray(self.pool.embeddings[positions[rows]], dtype=np.float64)
-            self._unit_sum_labeled += (X / np.maximum(np.linalg.norm(X, axis=1), 1e-12)[:, None]).sum(axis=0)
+    def _labeled_embeddings(self) -> np.ndarray:
+        """The labeled items' embeddings (float32, pool order): k-center's initial centers."""
+        return np.asarray(self.pool.embeddings[np.sort(self.labeled_positions)], dtype=np.float32)
 
     def prepare(self) -> "ActiveLearner":
         """Make now the one-time pass over the pool that later queries would otherwise make in
@@ -213,7 +218,8 @@ class ActiveLearner:
         With SEALS, candidates are the labeled items' neighbours; when fewer than ``n`` exist
         (e.g. before any label) the batch is completed with uniformly random unlabeled items,
         and ``last_query_["padded"]`` says how many. ``last_query_["candidates"]`` counts the
-        rows scored, with the candidate pool's random exploration items (``"explored"``).
+        rows that could be chosen, with the candidate set's random exploration items
+        (``"explored"``).
         """
         n = int(n)
         if n <= 0:
@@ -221,47 +227,30 @@ class ActiveLearner:
         if n > self.n_unlabeled:
             raise ValidationError(f"batch size {n} is larger than the {self.n_unlabeled} unlabeled items")
         t0 = time.perf_counter()
-        X, positions, exclude = self._candidate_view()
-        n_cand = X.shape[0] - (int(exclude.sum()) if exclude is not None else 0)
-        take = min(n, n_cand)
+        view = self.view()
+        take = min(n, view.n_eligible)
         chosen = np.empty(0, dtype=np.int64)
         if take > 0:
             if self.n_labeled_ == 0 and (self.strategy.needs_probs or self.strategy.needs_committee):
                 raise ValidationError("no labeled items yet: teach a seed set before a model-based query")
-            rows = self._select_rows(X, positions, exclude, take)
-            chosen = rows if positions is None else positions[rows]
+            rows = self.strategy.select(view, take, self.rng, centers=self._labeled_embeddings,
+                                        scores=lambda: self.score_rows(view.embeddings, view.positions,
+                                                                       row_norms=view.norms))
+            chosen = view.pool_positions(rows)
         padded = n - len(chosen)
         if padded:
             chosen = np.concatenate([chosen, self._random_unlabeled(padded, exclude_positions=chosen)])
-        explored = self.candidates.last_explored if self.candidates is not None else 0
-        self.last_query_ = {"candidates": int(n_cand), "explored": explored, "padded": int(padded),
+        self.last_query_ = {"candidates": view.n_eligible, "explored": view.explored, "padded": int(padded),
                             "seconds": time.perf_counter() - t0}
         return self.pool.ids_at(chosen)
 
-    def _candidate_view(self):
-        """(X, positions or None, exclude mask or None) of the rows that may be chosen."""
-        if self.candidates is not None:
-            return self.candidates.view(self.rng)  # with explore > 0: C + fresh random items
-        return self.pool.embeddings, None, self.labels_ != UNLABELED
-
-    def _select_rows(self, X, positions, exclude, n) -> np.ndarray:
-        s = self.strategy
-        if s.diverse and not isinstance(s, Hybrid):
-            centers = np.asarray(self.pool.embeddings[np.sort(self.labeled_positions)], dtype=np.float32)
-            return kcenter_greedy(X, centers, n, self.rng, exclude=exclude)
-        norms = None
-        if positions is not None and self.strategy.needs_similarity and self.density_reference != "neighbors":
-            norms = self.candidates.view_norms()  # aligned with the view's rows
-        scores = self.score_rows(X, positions, row_norms=norms)
-        if exclude is not None:
-            scores[exclude] = -np.inf
-        if isinstance(s, Hybrid):
-            m = min(n * s.m, X.shape[0] - (int(exclude.sum()) if exclude is not None else 0))
-            top = top_b(scores, m, self.rng)
-            centers = np.asarray(self.pool.embeddings[np.sort(self.labeled_positions)], dtype=np.float32)
-            sub = np.asarray(X[np.sort(top)], dtype=np.float32)
-            return np.sort(top)[kcenter_greedy(sub, centers, n, self.rng)]
-        return top_b(scores, n, self.rng)
+    def view(self) -> CandidateView:
+        """This round's rows to choose from: the candidate set (with its exploration items, drawn
+        from the learner's generator) or, without SEALS, the whole pool with the labeled and
+        held-out items excluded."""
+        if self.candidates_ is not None:
+            return self.candidates_.view(self.rng)
+        return CandidateView.of(self.pool.embeddings, None, self.labels_ != UNLABELED, self._norms_all)
 
     def score_rows(self, X, positions=None, chunk_rows: int = 65536, row_norms=None) -> np.ndarray:
         """Scores of the rows of ``X`` (whose pool positions are ``positions``, or ``None`` when
@@ -287,7 +276,7 @@ class ActiveLearner:
                 inputs.member_probs = self.committee_.predict_proba_members(xc)
             if s.needs_similarity and inputs.similarity is None:
                 if direction is None:
-                    inputs.similarity = self.candidates.neighbor_similarity(positions[rows])
+                    inputs.similarity = self.candidates_.neighbor_similarity(positions[rows])
                 else:
                     inputs.similarity = cosine_to_direction(xc, direction)
             out[rows] = s.score(inputs)
@@ -298,14 +287,13 @@ class ActiveLearner:
         the density pass fills, else computed."""
         if self._norms_all is not None:
             return self._norms_all[where]
-        xc = np.asarray(xc, dtype=np.float32)
-        return np.maximum(np.sqrt(np.einsum("ij,ij->i", xc, xc)), 1e-12)
+        return row_norms(xc)
 
     def _density_direction(self):
         """Mean unit vector of the density reference set (``None`` = per-item graph neighbours)."""
-        if self.candidates is not None and self.density_reference == "candidates":
-            return self.candidates.density_direction()
-        if self.candidates is not None and self.density_reference == "neighbors":
+        if self.candidates_ is not None and self.density_reference == "candidates":
+            return self.candidates_.density_direction()
+        if self.candidates_ is not None and self.density_reference == "neighbors":
             return None
         if self._unit_sum_all is None:
             # one pass over the pool: the sum of its unit vectors, and every row's norm (kept: the
@@ -314,7 +302,7 @@ class ActiveLearner:
             norms = np.empty(len(self.pool), dtype=np.float32)
             for rows in iter_row_chunks(len(self.pool)):
                 X = np.asarray(self.pool.embeddings[rows], dtype=np.float32)
-                norms[rows] = np.maximum(np.sqrt(np.einsum("ij,ij->i", X, X)), 1e-12)
+                norms[rows] = row_norms(X)
                 total += (X / norms[rows][:, None]).sum(axis=0, dtype=np.float64)
             self._unit_sum_all, self._norms_all = total, norms
         m = max(self.n_unlabeled, 1)

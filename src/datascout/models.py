@@ -16,7 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from datascout.exceptions import ValidationError
-from datascout.pool import row_max, row_sum
+from datascout.pool import softmax
 
 
 SMALL_FIT_ELEMENTS = 1 << 22  # labeled-set size (items x dims) below which fits use one BLAS thread
@@ -27,25 +27,33 @@ def default_model(random_state=None) -> LogisticRegression:
     return LogisticRegression(class_weight="balanced", max_iter=1000, random_state=random_state)
 
 
-MODEL_NAMES = ("logreg", "mlp", "random-forest")
+def _mlp(random_state=None):
+    from sklearn.neural_network import MLPClassifier
+
+    return MLPClassifier(hidden_layer_sizes=(128,), max_iter=300, random_state=random_state)
+
+
+def _random_forest(random_state=None):
+    from sklearn.ensemble import RandomForestClassifier
+
+    return RandomForestClassifier(n_estimators=200, class_weight="balanced", n_jobs=-1, random_state=random_state)
+
+
+# the one table of named classifiers: name -> (unfitted estimator from a random_state, help).
+# mlp and random-forest are for embeddings or features a linear model underfits (raw tabular data).
+MODELS = {
+    "logreg": (default_model, "logistic regression with balanced class weights (the default)"),
+    "mlp": (_mlp, "one hidden layer of 128 ReLU units (Adam)"),
+    "random-forest": (_random_forest, "200 trees with balanced class weights"),
+}
+MODEL_NAMES = tuple(MODELS)
 
 
 def make_model(name: str, random_state=None):
-    """A named unfitted classifier: ``logreg`` (:func:`default_model`); ``mlp``, one hidden layer of
-    128 ReLU units (Adam); ``random-forest``, 200 trees with balanced class weights. The last two
-    are for embeddings or features a linear model underfits (e.g. raw tabular features)."""
-    if name == "logreg":
-        return default_model(random_state)
-    if name == "mlp":
-        from sklearn.neural_network import MLPClassifier
-
-        return MLPClassifier(hidden_layer_sizes=(128,), max_iter=300, random_state=random_state)
-    if name == "random-forest":
-        from sklearn.ensemble import RandomForestClassifier
-
-        return RandomForestClassifier(n_estimators=200, class_weight="balanced", n_jobs=-1,
-                                      random_state=random_state)
-    raise ValidationError(f"unknown model {name!r}: expected one of {', '.join(MODEL_NAMES)}")
+    """A named unfitted classifier of :data:`MODELS`."""
+    if name not in MODELS:
+        raise ValidationError(f"unknown model {name!r}: expected one of {', '.join(MODEL_NAMES)}")
+    return MODELS[name][0](random_state)
 
 
 class FittedModel:
@@ -138,10 +146,7 @@ class FittedModel:
             out[:, self.columns_[1]] = np.where(positive, likely, e)
             out[:, self.columns_[0]] = np.where(positive, e, likely)
             return out
-        # softmax in place; row reductions by column loops (short rows reduce slowly)
-        logits -= row_max(logits)[:, None]
-        np.exp(logits, out=logits)
-        logits *= np.reciprocal(row_sum(logits))[:, None]
+        softmax(logits, out=logits)
         if self._all_columns:
             return logits
         out = np.zeros((n, self.n_classes), dtype=np.float32)

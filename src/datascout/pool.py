@@ -8,6 +8,8 @@ candidate pool and the learner all store pool positions. Ids are what a user see
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -42,6 +44,49 @@ def row_sum(a: np.ndarray) -> np.ndarray:
     for j in range(1, a.shape[1]):
         np.add(m, a[:, j], out=m)
     return m
+
+
+def row_norms(X) -> np.ndarray:
+    """L2 norm of each row as float32, at least 1e-12 (a safe divisor: zero rows stay zero)."""
+    X = np.asarray(X, dtype=np.float32)
+    return np.maximum(np.sqrt(np.einsum("ij,ij->i", X, X)), 1e-12)
+
+
+def normalize_rows(X) -> np.ndarray:
+    """float32 copy of ``X`` with unit-length rows; all-zero rows stay zero (the one rule for
+    normalising rows in the library: divide by :func:`row_norms`)."""
+    X = np.array(X, dtype=np.float32, copy=True)
+    X /= row_norms(X)[:, None]
+    return X
+
+
+def unit_rows_sum(X, positions) -> np.ndarray:
+    """Sum (float64) of the unit-normalised rows of ``X`` at ``positions`` (sorted positions read a
+    memory map sequentially), read in chunks; zeros for no positions."""
+    positions = np.asarray(positions, dtype=np.int64)
+    total = np.zeros(X.shape[1], dtype=np.float64)
+    for rows in iter_row_chunks(len(positions)):
+        total += normalize_rows(X[positions[rows]]).sum(axis=0, dtype=np.float64)
+    return total
+
+
+def softmax(logits: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Row-wise softmax of a 2-D array (max-shifted); ``out=logits`` works in place."""
+    out = np.subtract(logits, row_max(logits)[:, None], out=out)
+    np.exp(out, out=out)
+    out *= np.reciprocal(row_sum(out))[:, None]
+    return out
+
+
+def as_float32(X) -> np.ndarray:
+    """``X`` as a contiguous in-memory float32 array: itself when it already is one, else a copy
+    (a memory map or a shard view is read chunk by chunk)."""
+    if type(X) is np.ndarray and X.dtype == np.float32 and X.flags.c_contiguous:
+        return X
+    out = np.empty(X.shape, dtype=np.float32)
+    for rows in iter_row_chunks(X.shape[0]):
+        out[rows] = X[rows]
+    return out
 
 
 def check_embeddings(embeddings, name: str = "embeddings") -> np.ndarray:
@@ -182,3 +227,47 @@ class Pool:
         """Ids of the given pool positions."""
         positions = np.asarray(positions, dtype=np.int64)
         return positions.copy() if self.ids is None else self.ids[positions]
+
+
+def _read_only(a):
+    """A read-only view of an array (other array-likes, e.g. a shard view, are returned as they are)."""
+    if isinstance(a, np.ndarray):
+        a = a.view()
+        a.flags.writeable = False
+    return a
+
+
+@dataclass(frozen=True)
+class CandidateView:
+    """One round's rows to choose from, as a strategy sees them; its arrays are read-only.
+
+    ``embeddings`` (m, d); ``positions`` (m,) their pool positions, or ``None`` when the rows are
+    the whole pool in order; ``excluded`` (m,) rows that may not be chosen (labeled, held out);
+    ``norms`` (m,) the rows' L2 norms (at least 1e-12) when known, else ``None``; ``explored``:
+    how many of the rows are random exploration items (SEALS). A view describes the round it was
+    taken for: take a new one after the labels change.
+    """
+
+    embeddings: object
+    positions: np.ndarray | None
+    excluded: np.ndarray
+    norms: np.ndarray | None = None
+    explored: int = 0
+
+    @classmethod
+    def of(cls, embeddings, positions, excluded, norms=None, explored: int = 0) -> "CandidateView":
+        return cls(_read_only(embeddings), None if positions is None else _read_only(positions),
+                   _read_only(excluded), None if norms is None else _read_only(norms), int(explored))
+
+    def __len__(self) -> int:
+        return self.embeddings.shape[0]
+
+    @cached_property
+    def n_eligible(self) -> int:
+        """Rows that may be chosen."""
+        return len(self) - int(np.count_nonzero(self.excluded))
+
+    def pool_positions(self, rows) -> np.ndarray:
+        """Pool positions of the view's ``rows``."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return rows if self.positions is None else self.positions[rows]

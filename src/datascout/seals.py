@@ -3,10 +3,11 @@
 * :class:`KNNGraph`: the k nearest neighbours (pool positions + cosine similarities) of every
   pool item, computed once in batches through a :class:`~datascout.index.SimilarityIndex`,
   saved next to the embeddings and loaded memory-mapped.
-* :class:`CandidatePool`: ``C = union of kNN(labeled) - labeled``. Adding newly labeled items
-  costs O(new labels * k) (a graph lookup, or an index query when there is no graph); the
-  candidates' embeddings live in a contiguous buffer that grows, so scoring C never touches the
-  rest of the pool.
+* :class:`CandidatePool`: ``C = union of kNN(labeled) - labeled``, grown by the learner's
+  :class:`CandidateSet`. Adding newly labeled items costs O(new labels * k) (a graph lookup, or
+  an index query when there is no graph); the candidates' embeddings live in a contiguous buffer
+  that grows, so scoring C never touches the rest of the pool. Each round the learner takes one
+  read-only :class:`~datascout.pool.CandidateView` of it.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from datascout.exceptions import DatascoutError, IndexMismatchError, ValidationError
-from datascout.index import SimilarityIndex, check_factory, exact_cosine, normalize_rows
+from datascout.index import SimilarityIndex, check_factory, drop_self
 from datascout.io import dir_lock, staged_dir
-from datascout.pool import check_embeddings, iter_row_chunks
+from datascout.progress import ProgressBar
+from datascout.pool import UNLABELED, CandidateView, check_embeddings, iter_row_chunks, row_norms, unit_rows_sum
 
 log = logging.getLogger("datascout")
 
@@ -101,7 +103,7 @@ class KNNGraph:
             try:
                 for rows in iter_row_chunks(n, batch_rows):
                     s, p = index.search(np.asarray(X[rows]), k + 1, exact_embeddings=X)
-                    sims[rows], neighbors[rows] = _drop_self(s, p, np.arange(rows.start, rows.stop), k)
+                    sims[rows], neighbors[rows] = drop_self(s, p, np.arange(rows.start, rows.stop), k)
                     if bar is not None:
                         bar(rows.stop - rows.start)
             finally:
@@ -182,43 +184,22 @@ def fingerprint(X, chunk_rows: int = 65536) -> str:
     return h.hexdigest()[:16]
 
 
-def _drop_self(sims, pos, self_pos, k):
-    """Remove each query's own position from its row (or the last column if absent)."""
-    is_self = pos == self_pos[:, None]
-    # push self to the end, keep the order of the rest
-    order = np.argsort(is_self, axis=1, kind="stable")
-    pos = np.take_along_axis(pos, order, axis=1)[:, :k]
-    sims = np.take_along_axis(sims, order, axis=1)[:, :k]
-    return sims, pos
-
-
 def _progress(total: int, label: str):
-    """A small rich progress bar, as a callable ``advance(n, done=False)``."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    prog = Progress(TextColumn(label), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                    TimeRemainingColumn(), transient=False)
-    prog.start()
-    task = prog.add_task(label, total=total)
+    """A :class:`~datascout.progress.ProgressBar`, as a callable ``advance(n, done=False)``."""
+    bar = ProgressBar(total, label).start()
 
     def advance(n: int, done: bool = False):
-        prog.advance(task, n)
+        bar(n)
         if done:
-            prog.stop()
+            bar.close()
 
     return advance
 
 
-def _unit_rows_sum(X, rows) -> np.ndarray:
-    """Sum (float64) of the unit-normalised rows ``X[rows]``."""
-    R = np.asarray(X[rows], dtype=np.float32)
-    if R.shape[0] == 0:
-        return np.zeros(X.shape[1], dtype=np.float64)
-    return normalize_rows(R).sum(axis=0, dtype=np.float64)
-
-
 class CandidatePool:
-    """The SEALS candidate set ``C = union_{l in L} kNN(l) - L``, grown incrementally.
+    """How to grow the SEALS candidate set ``C = union_{l in L} kNN(l) - L``: what to look
+    neighbours up in, and how many. It only stores its arguments; :meth:`start` makes the growing
+    set (:class:`CandidateSet`) for one learner, so one ``CandidatePool`` can serve several.
 
     Parameters
     ----------
@@ -237,28 +218,63 @@ class CandidatePool:
 
     def __init__(self, embeddings, *, graph: KNNGraph | None = None,
                  index: SimilarityIndex | None = None, k: int = 100, explore: int = 0):
-        if graph is None and index is None:
-            raise ValidationError("a candidate pool needs a kNN graph or a similarity index")
         self.embeddings = embeddings
-        n, d = embeddings.shape
-        if graph is not None:
-            if len(graph) != n:
-                raise IndexMismatchError(f"the kNN graph has {len(graph)} rows but the pool has {n} items")
-            if k > graph.k:
-                raise ValidationError(f"k={k} is larger than the graph's k={graph.k}")
-        if index is not None and index.dim_ != d:
-            raise IndexMismatchError(f"embeddings has {d} columns but the index was built with {index.dim_}")
-        if k < 1:
-            raise ValidationError(f"k must be >= 1 but is {k}")
-        if int(explore) != explore or explore < 0:
-            raise ValidationError(f"explore must be an integer >= 0 but is {explore!r}")
-        self.graph, self.index, self.k, self.explore = graph, index, int(k), int(explore)
-        self._state = np.zeros(n, dtype=np.int8)  # 0 unseen, 1 candidate, 2 labeled
-        self._n_unseen = n
-        self.last_explored = 0  # random items in the last view
+        self.graph = graph
+        self.index = index
+        self.k = k
+        self.explore = explore
+
+    def check(self) -> None:
+        """Raise when the arguments do not fit together (called by :meth:`start`)."""
+        n, d = self.embeddings.shape
+        if self.graph is None and self.index is None:
+            raise ValidationError("a candidate pool needs a kNN graph or a similarity index")
+        if self.graph is not None:
+            if len(self.graph) != n:
+                raise IndexMismatchError(f"the kNN graph has {len(self.graph)} rows but the pool has {n} items")
+            if self.k > self.graph.k:
+                raise ValidationError(f"k={self.k} is larger than the graph's k={self.graph.k}")
+        if self.index is not None and self.index.dim_ != d:
+            raise IndexMismatchError(f"embeddings has {d} columns but the index was built with {self.index.dim_}")
+        if int(self.k) != self.k or self.k < 1:
+            raise ValidationError(f"k must be an integer >= 1 but is {self.k!r}")
+        if int(self.explore) != self.explore or self.explore < 0:
+            raise ValidationError(f"explore must be an integer >= 0 but is {self.explore!r}")
+
+    def start(self, labels, *, norms: bool = True, unit_sum: bool = True) -> "CandidateSet":
+        """An empty candidate set over this pool. ``labels`` is the learner's own label array
+        (``-1`` = unlabeled, anything else = labeled or held out): the set reads it, never
+        writes it, and never keeps a copy, so the learner is the one holder of what is labeled.
+
+        ``norms``: keep the buffer rows' norms (the views carry them; density scores divide by
+        them); ``unit_sum``: keep the sum of the candidates' unit vectors (density measured
+        against C). Each costs O(new candidates * d) per round; a learner asks only for what its
+        strategy reads."""
+        self.check()
+        labels = np.asarray(labels)
+        if labels.shape != (self.embeddings.shape[0],):
+            raise ValidationError(
+                f"labels has shape {labels.shape} but the pool has {self.embeddings.shape[0]} items")
+        return CandidateSet(self, labels, norms=norms or unit_sum, unit_sum=unit_sum)
+
+
+class CandidateSet:
+    """The growing candidate set of one learner (made by :meth:`CandidatePool.start`).
+
+    The candidates' embeddings and norms live in a contiguous buffer that grows, so scoring C never
+    touches the rest of the pool; the sum of their unit vectors is kept up to date (density
+    measured against C). Which items are labeled is read from the learner's label array.
+    """
+
+    def __init__(self, spec: CandidatePool, labels: np.ndarray, *, norms: bool, unit_sum: bool):
+        self.spec = spec
+        self.labels = labels
+        self.norms = norms
+        self.unit_sum = unit_sum
+        n, d = spec.embeddings.shape
+        self._member = np.zeros(n, dtype=bool)  # ever added to the buffer
+        self._n_unseen = int(np.count_nonzero(labels == UNLABELED))  # neither member nor labeled
         self._unit_sum = np.zeros(d, dtype=np.float64)  # sum of the candidates' unit vectors
-        self._norms_on = False  # _nrm maintained (from the first density score on)
-        self._sum_on = False  # _unit_sum maintained (from the first density_direction on)
         self._pos = np.empty(1024, dtype=np.int64)
         self._emb = np.empty((1024, d), dtype=np.float32)
         self._nrm = np.empty(1024, dtype=np.float32)  # the buffer rows' L2 norms (>= 1e-12)
@@ -269,54 +285,33 @@ class CandidatePool:
     # -- growth --------------------------------------------------------------------------
 
     def add_labeled(self, positions) -> int:
-        """Record newly labeled pool positions: drop them from C and add their neighbours.
-        Returns how many new candidates were added."""
+        """Newly labeled pool positions (already recorded in the learner's labels, sorted, unique):
+        they leave C and their neighbours join it. Returns how many candidates were added."""
         t0 = time.perf_counter()
-        positions = self._check_positions(positions)
-        newly = positions[self._state[positions] != 2]
-        was_candidate = self._state[newly] == 1
-        self._n_labeled_in_buffer += int(was_candidate.sum())
-        if self._sum_on:
-            self._unit_sum -= _unit_rows_sum(self.embeddings, newly[was_candidate])
-        self._n_unseen -= int((self._state[newly] == 0).sum())
-        self._state[newly] = 2
-        if len(newly) == 0:
+        spec = self.spec
+        positions = np.asarray(positions, dtype=np.int64)
+        was_member = self._member[positions]
+        self._n_labeled_in_buffer += int(np.count_nonzero(was_member))
+        if self.unit_sum:
+            self._unit_sum -= unit_rows_sum(spec.embeddings, positions[was_member])
+        self._n_unseen -= int(np.count_nonzero(~was_member))
+        if len(positions) == 0:
             return 0
-        if self.graph is not None:
-            nb = np.asarray(self.graph.neighbors[newly][:, : self.k], dtype=np.int64)
+        if spec.graph is not None:
+            nb = np.asarray(spec.graph.neighbors[positions][:, : spec.k], dtype=np.int64)
         else:
-            s, nb = self.index.search(np.asarray(self.embeddings[newly]), self.k + 1,
-                                      exact_embeddings=self.embeddings)
-            _, nb = _drop_self(s, nb, newly, self.k)  # as in the graph: k neighbours, self excluded
-        nb = nb[nb >= 0]
-        nb = np.unique(nb)
-        fresh = nb[self._state[nb] == 0]
-        self._state[fresh] = 1
+            s, nb = spec.index.search(np.asarray(spec.embeddings[positions]), spec.k + 1,
+                                      exact_embeddings=spec.embeddings)
+            _, nb = drop_self(s, nb, positions, spec.k)  # as in the graph: k neighbours, self excluded
+        nb = np.unique(nb[nb >= 0])
+        fresh = nb[~self._member[nb] & (self.labels[nb] == UNLABELED)]
+        self._member[fresh] = True
         self._n_unseen -= len(fresh)
         self._append(fresh)
         self.neighbor_seconds += time.perf_counter() - t0
         if self._n_labeled_in_buffer > max(1024, self._size // 4):
-            self.compact()
+            self._compact()
         return len(fresh)
-
-    def block(self, positions) -> None:
-        """Positions that may never become candidates (held-out items); no neighbours added."""
-        positions = self._check_positions(positions)
-        was_candidate = self._state[positions] == 1
-        self._n_labeled_in_buffer += int(was_candidate.sum())
-        if self._sum_on:
-            self._unit_sum -= _unit_rows_sum(self.embeddings, positions[was_candidate])
-        self._n_unseen -= int((self._state[positions] == 0).sum())
-        self._state[positions] = 2
-
-    def _check_positions(self, positions) -> np.ndarray:
-        """Sorted unique int64 pool positions; raises on one outside 0..N-1."""
-        positions = np.unique(np.asarray(positions, dtype=np.int64).reshape(-1))
-        n = len(self._state)
-        if len(positions) and (positions[0] < 0 or positions[-1] >= n):
-            bad = positions[0] if positions[0] < 0 else positions[-1]
-            raise ValidationError(f"pool position {int(bad)} is out of range: expected 0..{n - 1}")
-        return positions
 
     def _reserve(self, need: int) -> None:
         """Grow the buffer (doubling) to hold at least ``need`` rows."""
@@ -328,42 +323,31 @@ class CandidatePool:
             grown[: self._size] = self._emb[: self._size]
             self._emb = grown
 
+    def _write_rows(self, start: int, positions: np.ndarray) -> int:
+        """Copy the pool rows at sorted ``positions`` (and their norms) into the buffer at ``start``."""
+        end = start + len(positions)
+        self._reserve(end)
+        self._pos[start:end] = positions
+        src = self.spec.embeddings  # sorted positions: sequential reads of a memory map
+        if type(src) is np.ndarray and src.dtype == np.float32:
+            # straight into the buffer (mode="clip" writes without a temporary; positions are in range)
+            np.take(src, positions, axis=0, out=self._emb[start:end], mode="clip")
+        else:
+            self._emb[start:end] = src[positions]
+        if self.norms:
+            self._nrm[start:end] = row_norms(self._emb[start:end])
+        return end
+
     def _append(self, fresh: np.ndarray) -> None:
-        need = self._size + len(fresh)
-        self._reserve(need)
-        self._pos[self._size : need] = fresh
-        self._emb[self._size : need] = self.embeddings[fresh]  # fresh is sorted: sequential reads
-        if self._norms_on:
-            self._fill_norms(self._size, need)
-        if self._sum_on:
-            rows = self._emb[self._size : need]
-            self._unit_sum += (rows / self._nrm[self._size : need, None]).sum(axis=0, dtype=np.float64)
-        self._size = need
+        end = self._write_rows(self._size, fresh)
+        if self.unit_sum:
+            rows = self._emb[self._size : end]
+            self._unit_sum += (rows / self._nrm[self._size : end, None]).sum(axis=0, dtype=np.float64)
+        self._size = end
 
-    def _track_norms(self) -> None:
-        """From the first density score on, keep the buffer rows' norms (one pass over C now,
-        O(new candidates * d) per round after); other strategies never pay for them."""
-        if not self._norms_on:
-            self._fill_norms(0, self._size)
-            self._norms_on = True
-
-    def _track_sum(self) -> None:
-        """From the first ``density_direction`` on, keep the sum of the candidates' unit vectors
-        up to date (one pass over C now, O(changes * d) per round after)."""
-        if not self._sum_on:
-            self._track_norms()
-            live = self._state[self._pos[: self._size]] == 1
-            rows = self._emb[: self._size][live]
-            self._unit_sum = (rows / self._nrm[: self._size][live, None]).sum(axis=0, dtype=np.float64)
-            self._sum_on = True
-
-    def _fill_norms(self, start: int, stop: int) -> None:
-        rows = self._emb[start:stop]
-        self._nrm[start:stop] = np.maximum(np.sqrt(np.einsum("ij,ij->i", rows, rows)), 1e-12)
-
-    def compact(self) -> None:
+    def _compact(self) -> None:
         """Drop buffer rows of items labeled since they became candidates."""
-        keep = self._state[self._pos[: self._size]] == 1
+        keep = self.labels[self._pos[: self._size]] == UNLABELED
         m = int(keep.sum())
         self._pos[:m] = self._pos[: self._size][keep]
         self._emb[:m] = self._emb[: self._size][keep]
@@ -376,83 +360,66 @@ class CandidatePool:
     def __len__(self) -> int:
         return self._size - self._n_labeled_in_buffer
 
-    def view(self, rng=None):
-        """``(embeddings, positions, exclude)`` of the buffer: rows to score, their pool
-        positions, and a mask of rows labeled since they were added (not to be chosen).
+    def view(self, rng=None) -> CandidateView:
+        """This round's :class:`~datascout.pool.CandidateView` of the buffer: its rows, their
+        pool positions and norms (``None`` unless kept), and which rows are labeled since they
+        were added (excluded).
 
         With ``explore > 0`` and a generator ``rng``, the view ends with ``explore`` fresh
         uniformly random unseen items (neither candidates nor labeled). They are written past
-        the candidates in the same buffer, so nothing of C is copied, and they do not join C."""
-        m = self._draw_unseen(self.explore, rng) if (self.explore and rng is not None) else None
-        self.last_explored = 0 if m is None else len(m)
-        if not self.last_explored:
-            pos = self._pos[: self._size]
-            return self._emb[: self._size], pos, self._state[pos] != 1
-        end = self._size + len(m)
-        self._reserve(end)
-        self._pos[self._size : end] = m
-        src = self.embeddings  # sorted positions: sequential reads of a memory map
-        if isinstance(src, np.ndarray) and src.dtype == np.float32:
-            # straight into the buffer (mode="clip" writes without a temporary; m is in range)
-            np.take(src, m, axis=0, out=self._emb[self._size : end], mode="clip")
-        else:
-            self._emb[self._size : end] = src[m]
+        the candidates in the same buffer, so nothing of C is copied, and they do not join C
+        (the next round draws new ones into the same rows)."""
+        explore = self.spec.explore
+        m = self._draw_unseen(explore, rng) if (explore and rng is not None) else np.empty(0, np.int64)
+        end = self._write_rows(self._size, m) if len(m) else self._size
         pos = self._pos[:end]
-        exclude = self._state[pos] != 1
-        exclude[self._size :] = False
-        return self._emb[:end], pos, exclude
+        excluded = self.labels[pos] != UNLABELED
+        norms = self._nrm[:end] if self.norms else None
+        return CandidateView.of(self._emb[:end], pos, excluded, norms, explored=len(m))
 
     def _draw_unseen(self, m: int, rng) -> np.ndarray:
         """Up to ``m`` distinct uniformly random unseen positions, sorted: rejection sampling,
         O(m) expected while most of the pool is unseen; a full scan only once it is not."""
         m = min(int(m), self._n_unseen)
-        n = len(self._state)
+        n = len(self._member)
         if m <= 0:
             return np.empty(0, dtype=np.int64)
         if self._n_unseen < n // 4:
-            return np.sort(rng.choice(np.flatnonzero(self._state == 0), size=m, replace=False))
+            unseen = np.flatnonzero(~self._member & (self.labels == UNLABELED))
+            return np.sort(rng.choice(unseen, size=m, replace=False))
         got = np.empty(0, dtype=np.int64)
         share = self._n_unseen / n
         while len(got) < m:
             want = m - len(got)
             draw = rng.integers(0, n, size=int(want / share * 1.05) + 16)
-            got = np.sort(np.concatenate([got, draw[self._state[draw] == 0]]))
+            got = np.sort(np.concatenate([got, draw[~self._member[draw] & (self.labels[draw] == UNLABELED)]]))
             got = got[np.r_[True, got[1:] != got[:-1]]]  # sorted, distinct (faster than np.unique here)
         if len(got) > m:  # drop a uniform few: the rest stays a uniform subset
             got = np.delete(got, rng.choice(len(got), size=len(got) - m, replace=False))
         return got
 
-    def view_norms(self) -> np.ndarray:
-        """L2 norms (at least 1e-12) of the rows of the last ``view()``, computed once per row
-        (the density scores divide by them)."""
-        self._track_norms()
-        end = self._size + self.last_explored
-        if self.last_explored:  # the random rows' norms, only when a density score asks
-            self._fill_norms(self._size, end)
-        return self._nrm[:end]
-
     @property
     def positions(self) -> np.ndarray:
-        emb, pos, exclude = self.view()
-        return np.sort(pos[~exclude])
-
-    def is_labeled(self, positions) -> np.ndarray:
-        return self._state[np.asarray(positions, dtype=np.int64)] == 2
+        """The current candidates' pool positions, sorted."""
+        pos = self._pos[: self._size]
+        return np.sort(pos[self.labels[pos] == UNLABELED])
 
     def density_direction(self) -> np.ndarray:
         """Mean unit vector of the current candidates (for density measured against C), from a
         sum kept up to date as items join and leave C: O(changes * d) per round, no pass over C."""
-        self._track_sum()
+        if not self.unit_sum:  # a bug, not a user's mistake
+            raise RuntimeError("this candidate set was started without unit_sum=True")
         return (self._unit_sum / max(len(self), 1)).astype(np.float32)
 
     def neighbor_similarity(self, positions) -> np.ndarray:
         """Mean cosine of each position to its graph neighbours that are still unlabeled."""
-        if self.graph is None:
+        graph, k = self.spec.graph, self.spec.k
+        if graph is None:
             raise ValidationError("neighbour density needs a kNN graph")
         positions = np.asarray(positions, dtype=np.int64)
-        nb = np.asarray(self.graph.neighbors[positions][:, : self.k], dtype=np.int64)
-        sims = np.asarray(self.graph.similarities[positions][:, : self.k], dtype=np.float32)
-        ok = (nb >= 0) & (self._state[np.maximum(nb, 0)] != 2)
+        nb = np.asarray(graph.neighbors[positions][:, :k], dtype=np.int64)
+        sims = np.asarray(graph.similarities[positions][:, :k], dtype=np.float32)
+        ok = (nb >= 0) & (self.labels[np.maximum(nb, 0)] == UNLABELED)
         cnt = ok.sum(axis=1)
         return np.where(cnt > 0, (sims * ok).sum(axis=1) / np.maximum(cnt, 1), 0.0).astype(np.float32)
 

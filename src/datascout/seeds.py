@@ -55,10 +55,3 @@ def positives_negatives_seed(binary_labels: np.ndarray, n_positives: int, n_nega
         raise ValidationError(f"asked for {n_negatives} seed negatives but the pool has {len(neg)}")
     return np.sort(np.concatenate([rng.choice(pos, n_positives, replace=False),
                                    rng.choice(neg, n_negatives, replace=False)]))
-
-
-def given_seed(positions, n_items: int) -> np.ndarray:
-    p = np.unique(np.asarray(positions, dtype=np.int64))
-    if len(p) == 0 or p.min() < 0 or p.max() >= n_items:
-        raise ValidationError(f"seed positions must be non-empty and in 0..{n_items - 1}")
-    return p

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from datascout.exceptions import ValidationError
-from datascout.io import staged_dir
+from datascout.files import atomic_write_text, read_parquet_vectors, staged_dir
 from datascout.pool import iter_row_chunks
 
 MANIFEST = "manifest.json"
@@ -152,8 +152,6 @@ def write_shard(directory, i: int, embeddings, ids=None, *, fmt: str = "npy",
 
 def write_manifest(directory, entries: list[dict], *, dim: int, dtype: str) -> Path:
     """Write ``manifest.json`` (atomically) for shard ``entries`` in position order."""
-    from datascout.io import atomic_write_text
-
     manifest = {"format": FORMAT, "version": VERSION, "n": int(sum(e["rows"] for e in entries)),
                 "dim": int(dim), "dtype": str(dtype), "shards": entries}
     path = Path(directory) / MANIFEST
@@ -264,9 +262,7 @@ class ShardedArray:
             except Exception as exc:
                 raise ValidationError(f"cannot read shard {str(path)!r}: {exc}") from exc
         else:
-            from datascout.io import load_embeddings
-
-            arr, _ = load_embeddings(path)
+            arr, _ = read_parquet_vectors(path)
             arr = arr.astype(self.dtype, copy=False)
             self._check_shard(i, arr)
             # a Parquet shard is decoded into memory: keep only the latest one
@@ -293,9 +289,7 @@ class ShardedArray:
             if s.get("ids"):
                 parts.append(np.load(self.directory / s["ids"], allow_pickle=False))
             elif s["file"].endswith((".parquet", ".pq")):
-                from datascout.io import load_embeddings
-
-                parts.append(load_embeddings(self.directory / s["file"])[1])
+                parts.append(read_parquet_vectors(self.directory / s["file"])[1])
             else:
                 parts.append(None)
         if all(p is None for p in parts):

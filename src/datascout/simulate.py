@@ -64,17 +64,17 @@ def validate_config(cfg: SimulationConfig, n_items: int, labels: np.ndarray) -> 
     if cfg.model not in MODEL_NAMES:
         raise ValidationError(f"unknown model {cfg.model!r}: expected one of {', '.join(MODEL_NAMES)}")
     if cfg.batch_size <= 0:
-        raise ValidationError(f"--batch-size must be > 0 but is {cfg.batch_size}")
+        raise ValidationError(f"batch_size must be > 0 but is {cfg.batch_size}")
     if cfg.rounds < 0:
-        raise ValidationError(f"--rounds must be >= 0 but is {cfg.rounds}")
+        raise ValidationError(f"rounds must be >= 0 but is {cfg.rounds}")
     if not 0.0 < cfg.test_size < 1.0:
-        raise ValidationError(f"--test-size must be in (0, 1) but is {cfg.test_size}")
+        raise ValidationError(f"test_size must be in (0, 1) but is {cfg.test_size}")
     if cfg.k < 1:
-        raise ValidationError(f"--k must be >= 1 but is {cfg.k}")
+        raise ValidationError(f"k must be >= 1 but is {cfg.k}")
     if cfg.explore < 0:
-        raise ValidationError(f"--explore must be >= 0 but is {cfg.explore}")
+        raise ValidationError(f"explore must be >= 0 but is {cfg.explore}")
     if cfg.explore and not cfg.seals:
-        raise ValidationError("--explore adds random items to the SEALS candidate set: it needs --seals")
+        raise ValidationError("explore adds random items to the SEALS candidate set: it needs seals=True")
     if cfg.positive_class is not None and not (labels == cfg.positive_class).any():
         present = np.unique(labels)
         raise ValidationError(
@@ -82,13 +82,13 @@ def validate_config(cfg: SimulationConfig, n_items: int, labels: np.ndarray) -> 
             f"{', '.join(map(str, present[:20]))}{' ...' if len(present) > 20 else ''})"
         )
     if (cfg.initial_positives is None) != (cfg.initial_negatives is None):
-        raise ValidationError("--initial-positives and --initial-negatives go together")
+        raise ValidationError("initial_positives and initial_negatives go together")
     if cfg.initial_positives is not None and cfg.initial is not None:
-        raise ValidationError("give either --initial or --initial-positives/--initial-negatives, not both")
+        raise ValidationError("give either initial or initial_positives/initial_negatives, not both")
     if cfg.initial_positives is not None and cfg.positive_class is None:
-        raise ValidationError("--initial-positives/--initial-negatives need --positive-class")
+        raise ValidationError("initial_positives/initial_negatives need positive_class")
     if not 0 <= cfg.seed < 2**32:
-        raise ValidationError(f"--seed must be in 0..{2**32 - 1} but is {cfg.seed}")
+        raise ValidationError(f"seed must be in 0..{2**32 - 1} but is {cfg.seed}")
     if n_items == 0:
         raise ValidationError("the labels hold no labeled item: expected class ids >= 0, got only -1")
     n_test = int(np.ceil(n_items * cfg.test_size))  # as train_test_split rounds
@@ -97,7 +97,7 @@ def validate_config(cfg: SimulationConfig, n_items: int, labels: np.ndarray) -> 
     counts = np.unique(task, return_counts=True)[1]
     if counts.min() >= 2 and min(n_test, n_pool) < len(counts):  # simulate's split is stratified then
         raise ValidationError(
-            f"--test-size {cfg.test_size} splits {n_items} items into {n_pool} for the pool and {n_test} "
+            f"test_size {cfg.test_size} splits {n_items} items into {n_pool} for the pool and {n_test} "
             f"for the test, but a stratified split needs at least {len(counts)} (one per class) in each")
     seed_size = cfg.initial if cfg.initial is not None else (
         (cfg.initial_positives or 0) + (cfg.initial_negatives or 0) or 100)
@@ -105,7 +105,7 @@ def validate_config(cfg: SimulationConfig, n_items: int, labels: np.ndarray) -> 
         raise ValidationError(f"the seed set must hold at least 1 item but holds {seed_size}")
     if cfg.rounds > 0 and cfg.batch_size > n_pool - seed_size:  # with 0 rounds no batch is drawn
         raise ValidationError(
-            f"--batch-size {cfg.batch_size} is larger than the {n_pool - seed_size} unlabeled pool items "
+            f"batch_size {cfg.batch_size} is larger than the {n_pool - seed_size} unlabeled pool items "
             f"left after the seed set of {seed_size}"
         )
     if seed_size + cfg.batch_size * cfg.rounds > n_pool:

@@ -21,18 +21,24 @@ Selection
 * :func:`top_b`: the b best scores, ties broken at random, reproducibly (``np.partition``, no full
   sort of the pool)
 * :func:`kcenter_greedy`: core-set diversity, chunked so a pool-sized array is never copied
-* hybrid: top ``m * b`` by uncertainty (entropy; ``hybrid-margin``: margin), then k-center
-  greedy among them
+* hybrid: top ``m * b`` by a base score (``hybrid``: entropy; ``hybrid-margin``, ``hybrid-bald``,
+  ``hybrid-committee``: that score), then k-center greedy among them
+
+Every strategy is a :class:`Strategy` in one registry, :data:`STRATEGIES` (one name each); the CLI,
+the Ray scorer, the campaign and the docs read it. A strategy says what its score needs and
+chooses its batch itself (:meth:`Strategy.select`): the top b of its score by default, k-center
+greedy for :class:`KCenter` and :class:`Hybrid`, so the loop has no special cases.
 """
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 import numpy as np
 
 from datascout.exceptions import ValidationError
-from datascout.pool import iter_row_chunks, row_max
+from datascout.pool import CandidateView, iter_row_chunks, row_max
 
 _EPS = np.float32(1e-12)
 
@@ -71,8 +77,20 @@ def margin(probs: np.ndarray) -> np.ndarray:
 
 
 def most_likely_positive(probs: np.ndarray, positive: int = 1) -> np.ndarray:
-    """``P(y=positive|z)``: active search for a rare concept."""
-    return np.asarray(probs)[:, positive]
+    """``P(y=positive|z)``: active search for a rare concept. ``positive`` must be a column of
+    ``probs`` (``0..n_classes-1``; a negative index is refused, not read from the end)."""
+    p = np.asarray(probs)
+    check_positive_class(positive, p.shape[1])
+    return p[:, positive]
+
+
+def check_positive_class(positive, n_classes: int) -> int:
+    """``positive`` as an int, when it is a class id in ``0..n_classes-1``."""
+    if isinstance(positive, bool) or not isinstance(positive, (int, np.integer)):
+        raise ValidationError(f"the positive class must be an integer class id but is {positive!r}")
+    if not 0 <= positive < n_classes:
+        raise ValidationError(f"the positive class must be in 0..{n_classes - 1} but is {positive}")
+    return int(positive)
 
 
 def cosine_to_direction(embeddings: np.ndarray, direction: np.ndarray) -> np.ndarray:
@@ -244,21 +262,39 @@ class ScoreInputs:
     probs: np.ndarray | None = None
     member_probs: np.ndarray | None = None
     embeddings: np.ndarray | None = None
-    similarity: np.ndarray | None = None  # mean cosine to the unlabeled pool (density)
+    similarity: np.ndarray | None = None  # mean cosine to the density reference set
 
 
 class Strategy:
-    """A stateless query strategy. Scoring strategies implement :meth:`score`; diversity
-    strategies (``diverse = True``) are selected by the loop through :func:`kcenter_greedy`."""
+    """A stateless query strategy.
+
+    ``needs_probs`` / ``needs_committee`` (of ``n_members`` models) / ``needs_similarity`` say what
+    :meth:`score` reads from :class:`ScoreInputs`. :meth:`select` chooses a batch from one round's
+    :class:`~datascout.pool.CandidateView`; ``selects_by_score`` is true when that batch is just
+    the top b of the score (such a strategy can be scored shard by shard, see ``datascout.ray``).
+    """
 
     name = "strategy"
     needs_probs = False
     needs_committee = False
     needs_similarity = False
-    diverse = False
+    n_members = 0
+    selects_by_score = True
+
+    def check(self, n_classes: int) -> None:
+        """Raise when the strategy does not fit a task of ``n_classes`` classes (the learner asks
+        once, at its construction)."""
 
     def score(self, inputs: ScoreInputs) -> np.ndarray:
         raise TypeError(f"{type(self).__name__} selects by diversity and has no score")
+
+    def select(self, view: CandidateView, b: int, rng: np.random.Generator, *, scores, centers) -> np.ndarray:
+        """Rows of ``view`` to label, best first (never an excluded row). ``scores()`` returns the
+        scores of the view's rows and ``centers()`` the labeled items' embeddings; each is
+        computed only when called."""
+        s = np.asarray(scores(), dtype=np.float64)
+        s[view.excluded] = -np.inf
+        return top_b(s, b, rng)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -316,14 +352,24 @@ class InformationDensity(Strategy):
 
 
 class MostLikelyPositive(Strategy):
+    """``P(y=positive|z)``; the positive class is checked against the task's classes when scored."""
+
     name = "most-likely-positive"
     needs_probs = True
 
     def __init__(self, positive: int = 1):
+        if isinstance(positive, bool) or not isinstance(positive, (int, np.integer)) or positive < 0:
+            raise ValidationError(f"the positive class must be a class id >= 0 but is {positive!r}")
         self.positive = int(positive)
+
+    def check(self, n_classes):
+        check_positive_class(self.positive, n_classes)
 
     def score(self, inputs):
         return most_likely_positive(inputs.probs, self.positive)
+
+    def __repr__(self):
+        return f"MostLikelyPositive(positive={self.positive})"
 
 
 class BALD(Strategy):
@@ -338,6 +384,9 @@ class BALD(Strategy):
     def score(self, inputs):
         return bald(inputs.member_probs)
 
+    def __repr__(self):
+        return f"{type(self).__name__}(n_members={self.n_members})"
+
 
 class VoteEntropy(BALD):
     name = "committee"
@@ -350,57 +399,91 @@ class KCenter(Strategy):
     """Core-set diversity: k-center greedy over the candidates, labeled items as initial centers."""
 
     name = "kcenter"
-    diverse = True
+    selects_by_score = False
+
+    def select(self, view, b, rng, *, scores, centers):
+        return kcenter_greedy(view.embeddings, centers(), b, rng, exclude=view.excluded)
 
 
 class Hybrid(Strategy):
     """Top ``m * b`` candidates by ``base`` score, then k-center greedy among them."""
 
-    name = "hybrid"
-    diverse = True
+    selects_by_score = False
 
     def __init__(self, base: Strategy | None = None, m: int = 10):
         self.base = base if base is not None else Entropy()
-        if self.base.diverse:
+        if not self.base.selects_by_score:
             raise ValidationError(f"hybrid needs a scoring base strategy, got {self.base.name!r}")
-        self.name = "hybrid" if isinstance(self.base, Entropy) else f"hybrid-{self.base.name}"
         if m < 1:
             raise ValidationError(f"m must be >= 1 but is {m}")
         self.m = int(m)
-        self.needs_probs = self.base.needs_probs
-        self.needs_committee = self.base.needs_committee
-        self.needs_similarity = self.base.needs_similarity
+
+    @property
+    def name(self) -> str:
+        return "hybrid" if type(self.base) is Entropy else f"hybrid-{self.base.name}"
+
+    @property
+    def needs_probs(self) -> bool:
+        return self.base.needs_probs
+
+    @property
+    def needs_committee(self) -> bool:
+        return self.base.needs_committee
+
+    @property
+    def needs_similarity(self) -> bool:
+        return self.base.needs_similarity
+
+    @property
+    def n_members(self) -> int:
+        return self.base.n_members
+
+    def check(self, n_classes):
+        self.base.check(n_classes)
 
     def score(self, inputs):
         return self.base.score(inputs)
+
+    def select(self, view, b, rng, *, scores, centers):
+        s = np.asarray(scores(), dtype=np.float64)
+        s[view.excluded] = -np.inf
+        top = np.sort(top_b(s, min(b * self.m, view.n_eligible), rng))
+        sub = np.asarray(view.embeddings[top], dtype=np.float32)
+        return top[kcenter_greedy(sub, centers(), b, rng)]
 
     def __repr__(self):
         return f"Hybrid(base={self.base!r}, m={self.m})"
 
 
-STRATEGY_NAMES = (
-    "random", "entropy", "margin", "least-confidence", "density", "most-likely-positive",
-    "bald", "committee", "kcenter", "hybrid", "hybrid-margin",
-)
+# the one registry: name -> builder(beta, positive, n_members, hybrid_m), one line of help
+STRATEGIES = {
+    "random": (lambda o: RandomSampling(), "uniformly random (the baseline)"),
+    "entropy": (lambda o: Entropy(), "MaxEnt: entropy of the predicted class distribution"),
+    "margin": (lambda o: Margin(), "smallest gap between the two most probable classes"),
+    "least-confidence": (lambda o: LeastConfidence(), "1 - the highest class probability"),
+    "density": (lambda o: InformationDensity(o["beta"]),
+                "information density: entropy x mean cosine to the unlabeled pool ** beta"),
+    "most-likely-positive": (lambda o: MostLikelyPositive(o["positive"]),
+                             "active search: P(positive class) (rare concepts)"),
+    "bald": (lambda o: BALD(o["n_members"]), "mutual information over a bootstrap committee"),
+    "committee": (lambda o: VoteEntropy(o["n_members"]), "vote entropy of a bootstrap committee"),
+    "kcenter": (lambda o: KCenter(), "core-set diversity (k-center greedy)"),
+    "hybrid": (lambda o: Hybrid(Entropy(), o["hybrid_m"]), "top m*b by entropy, then k-center greedy"),
+    "hybrid-margin": (lambda o: Hybrid(Margin(), o["hybrid_m"]), "top m*b by margin, then k-center greedy"),
+    "hybrid-bald": (lambda o: Hybrid(BALD(o["n_members"]), o["hybrid_m"]),
+                    "top m*b by BALD, then k-center greedy"),
+    "hybrid-committee": (lambda o: Hybrid(VoteEntropy(o["n_members"]), o["hybrid_m"]),
+                         "top m*b by vote entropy, then k-center greedy"),
+}
+STRATEGY_NAMES = tuple(STRATEGIES)
 
 
 def make_strategy(name: str, *, beta: float = 1.0, positive: int = 1, n_members: int = 5,
                   hybrid_m: int = 10) -> Strategy:
-    """Build a strategy from its CLI name."""
-    table = {
-        "random": RandomSampling,
-        "entropy": Entropy,
-        "maxent": Entropy,
-        "margin": Margin,
-        "least-confidence": LeastConfidence,
-        "density": lambda: InformationDensity(beta),
-        "most-likely-positive": lambda: MostLikelyPositive(positive),
-        "bald": lambda: BALD(n_members),
-        "committee": lambda: VoteEntropy(n_members),
-        "kcenter": KCenter,
-        "hybrid": lambda: Hybrid(Entropy(), hybrid_m),
-        "hybrid-margin": lambda: Hybrid(Margin(), hybrid_m),
-    }
-    if name not in table:
-        raise ValidationError(f"unknown strategy {name!r}: expected one of {', '.join(STRATEGY_NAMES)}")
-    return table[name]()
+    """Build a strategy from its registry name (:data:`STRATEGY_NAMES`); one spelling each."""
+    if name not in STRATEGIES:
+        close = difflib.get_close_matches(str(name), STRATEGY_NAMES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValidationError(f"unknown strategy {name!r}{hint}: expected one of {', '.join(STRATEGY_NAMES)}")
+    build, _ = STRATEGIES[name]
+    return build({"beta": beta, "positive": positive, "n_members": n_members, "hybrid_m": hybrid_m})

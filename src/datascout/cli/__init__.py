@@ -38,12 +38,33 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(f"datascout.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"datascout.cli.{name}":
-                continue  # that command group is not part of this build
-            raise
+        except Exception as exc:  # reported, never dropped: the command stays in --help
+            _unavailable(sub, name, exc)
+            continue
         module.register(sub)
+    for group in sub.choices.values():  # a group given without its sub-command prints its help
+        if group.get_default("func") is None:
+            group.set_defaults(func=lambda args, group=group: _print_help(group))
     return parser
+
+
+def _print_help(parser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _unavailable(sub, name: str, exc: Exception) -> None:
+    """A command whose module cannot be imported: listed with the reason, and running it says why."""
+    reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+    # no options of its own: whatever follows is taken as it is (prefix_chars no argument uses)
+    p = sub.add_parser(name, help=f"(cannot be loaded: {reason})", add_help=False, prefix_chars="\0")
+    p.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+
+    def fail(args):
+        raise DatascoutError(f"the {name!r} command cannot be loaded ({reason}): "
+                             "reinstall datascout with its extras, or run with --debug") from exc
+
+    p.set_defaults(func=fail)
 
 
 def main(argv=None) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from datascout.cli import command
+from datascout.datasets import DATASETS
 
 LIST_EXAMPLE = "datascout datasets list"
 EMBED_EXAMPLE = "datascout datasets embed fortunes   # -> $DATASCOUT_CACHE/pools/fortunes"
@@ -21,7 +22,7 @@ def register(sub) -> None:
             LIST_EXAMPLE, run_list)
     e = command(inner, "embed", "Embed an offline data set into a pool folder with ground-truth labels.",
                 EMBED_EXAMPLE, run_embed)
-    e.add_argument("name", help="fortunes, fashion-mnist, letter, satellite, shuttle or digits")
+    e.add_argument("name", choices=DATASETS, metavar="NAME", help=", ".join(DATASETS))
     e.add_argument("--out", default=None, help="pool folder (default: cache_dir()/pools/NAME)")
     e.add_argument("--model", default=None,
                    help="text: a sentence-transformers folder; images: efficientnet-lite0 or torchvision:ARCH")
@@ -37,27 +38,16 @@ def register(sub) -> None:
 
 
 def run_list(args) -> int:
-    from datascout import datasets as ds
-    from datascout.embed import DATASETS, dataset_pool
-    from datascout.exceptions import DatascoutError
+    from datascout.datasets import DATASETS
+    from datascout.embed import dataset_pool
 
     print(f"{'name':<14} {'kind':<8} {'model':<19} {'installed':<10} {'items':<27} pool")
     for name, info in DATASETS.items():
-        try:
-            if name == "fortunes":
-                ok = ds.FORTUNES_DIR.is_dir()
-            elif name == "fashion-mnist":
-                ok = (ds.FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file()
-            elif name in ds.MLBENCH_FILES:
-                ok = ds._mlbench_rda(ds.MLBENCH_FILES[name]).is_file()
-            else:
-                ok = True
-        except DatascoutError:
-            ok = False
+        ok = info.installed()
         pool = dataset_pool(name)
-        print(f"{name:<14} {info['kind']:<8} {info['model']:<19} {'yes' if ok else 'no':<10} "
-              f"{info['items']:<27} {pool if pool else '-'}"
-              + ("" if ok else f"   (install: {info['package']})"))
+        print(f"{name:<14} {info.kind:<8} {info.model:<19} {'yes' if ok else 'no':<10} "
+              f"{info.items:<27} {pool if pool else '-'}"
+              + ("" if ok else f"   (install: {info.package})"))
     return 0
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from pathlib import Path
+
 from datascout.cli import command
+from datascout.exceptions import ValidationError
 
 TEXT_EXAMPLE = "datascout embed text quotes.csv --id-column id --text-column text --out pool/"
 IMAGES_EXAMPLE = "datascout embed images photos/ --labels-from-folders --image-size 112 --out pool/"
@@ -72,9 +75,19 @@ def register(sub) -> None:
     v = command(inner, "vectors", "Validate precomputed vectors (.npy, .npz, Parquet) into a pool folder.",
                 VECTORS_EXAMPLE, run_vectors)
     v.add_argument("input", help=".npy, .npz or .parquet")
-    v.add_argument("--id-column", default="id")
+    v.add_argument("--id-column", default=None,
+                   help="Parquet: the id column (default: 'id' when the file has one, else row numbers)")
     v.add_argument("--vector-column", default="embedding")
     _common(v, "vectors")
+
+
+def _chunk_size(args, default: int) -> int:
+    """``--chunk-size``, or the kind's default when it is not given (0 is refused, not replaced)."""
+    if args.chunk_size is None:
+        return default
+    if args.chunk_size < 1:
+        raise ValidationError(f"--chunk-size must be >= 1 but is {args.chunk_size}")
+    return args.chunk_size
 
 
 def _finish(out) -> int:
@@ -87,9 +100,7 @@ def _finish(out) -> int:
 
 def run_text(args) -> int:
     if _wants_ray(args):
-        from datascout.distributed import run_embed_text
-
-        return run_embed_text(args)
+        return _run_text_on_ray(args)
     from datascout.embed import TextEmbedder, TextSource, embed_to_dir, set_threads
 
     source = TextSource(args.input, id_column=args.id_column, text_column=args.text_column,
@@ -97,15 +108,13 @@ def run_text(args) -> int:
     embedder = TextEmbedder(model=args.model, batch_size=args.batch_size).load()
     set_threads(args.threads)
     embed_to_dir(source, embedder, args.out, dtype=args.dtype, normalize=not args.no_normalize,
-                 chunk_size=args.chunk_size or 2048, progress=not args.quiet, overwrite=args.overwrite)
+                 chunk_size=_chunk_size(args, 2048), progress=not args.quiet, overwrite=args.overwrite)
     return _finish(args.out)
 
 
 def run_images(args) -> int:
     if _wants_ray(args):
-        from datascout.distributed import run_embed_images
-
-        return run_embed_images(args)
+        return _run_images_on_ray(args)
     from datascout.embed import ImageEmbedder, ImageSource, embed_to_dir, set_threads
 
     source = ImageSource(args.input, labels_from_folders=args.labels_from_folders,
@@ -114,7 +123,7 @@ def run_images(args) -> int:
                              weights=args.weights).load()
     set_threads(args.threads)
     embed_to_dir(source, embedder, args.out, dtype=args.dtype, normalize=not args.no_normalize,
-                 chunk_size=args.chunk_size or 512, progress=not args.quiet, overwrite=args.overwrite)
+                 chunk_size=_chunk_size(args, 512), progress=not args.quiet, overwrite=args.overwrite)
     return _finish(args.out)
 
 
@@ -123,5 +132,87 @@ def run_vectors(args) -> int:
 
     source = VectorSource(args.input, id_column=args.id_column, vector_column=args.vector_column).open()
     embed_to_dir(source, None, args.out, dtype=args.dtype, normalize=args.normalize,
-                 chunk_size=args.chunk_size or 65536, progress=not args.quiet, overwrite=args.overwrite)
+                 chunk_size=_chunk_size(args, 65536), progress=not args.quiet, overwrite=args.overwrite)
     return _finish(args.out)
+
+
+# --------------------------------------------------------------------------- on Ray
+
+
+def _ray_setup(args) -> None:
+    """Checks shared by ``datascout embed text|images --ray``; starts or joins Ray. Nothing is
+    removed before the cluster is reached: ``--overwrite`` clears the output folder only then."""
+    from datascout.ray import init_ray, require_ray
+
+    for flag in ("ray_address", "concurrency", "shard_rows"):
+        if getattr(args, flag) is not None and not args.ray:
+            raise ValidationError(f"--{flag.replace('_', '-')} needs --ray")
+    require_ray()
+    for flag in ("concurrency", "shard_rows", "batch_size"):
+        v = getattr(args, flag)
+        if v is not None and v < 1:
+            raise ValidationError(f"--{flag.replace('_', '-')} must be >= 1 but is {v}")
+    if args.chunk_size is not None:
+        raise ValidationError("--chunk-size does not apply with --ray (a shard is the unit of resumption): "
+                              "use --shard-rows")
+    init_ray(args.ray_address)
+    if args.overwrite and Path(args.out).exists():
+        import shutil
+
+        shutil.rmtree(args.out)
+
+
+def _shard_progress(args):
+    """The ``progress(done, total)`` callback of the Ray embedders: the library's progress bar."""
+    if args.quiet:
+        return None
+    from datascout.progress import ProgressBar
+
+    bars = []
+
+    def advance(done: int, total: int) -> None:
+        if not bars:
+            bars.append(ProgressBar(total, "shards written").start())
+        bars[0].update(done)
+        if done == total:
+            bars[0].close()
+
+    return advance
+
+
+def _run_images_on_ray(args) -> int:
+    """``datascout embed images --ray``: :func:`datascout.ray.embed_images` from the arguments."""
+    from datascout.ray import embed_images
+    from datascout.shards import ShardedArray
+
+    if args.labels_from_folders and args.ray:
+        raise ValidationError("--labels-from-folders is not available with --ray (shards hold no labels): "
+                              "embed without --ray, or label the items in a campaign")
+    _ray_setup(args)
+    out = embed_images(args.input, args.out, model=args.model, image_size=args.image_size,
+                       batch_size=args.batch_size, weights=args.weights,
+                       concurrency=1 if args.concurrency is None else args.concurrency,
+                       shard_rows=100_000 if args.shard_rows is None else args.shard_rows,
+                       normalize=not args.no_normalize, progress=_shard_progress(args))
+    view = ShardedArray(out)
+    n_skipped = sum(1 for line in (out / "skipped.jsonl").read_text().splitlines() if line)
+    print(f"wrote {view.shape[0]} x {view.shape[1]} float32 in {view.num_shards} shards to {out} "
+          f"({n_skipped} skipped)")
+    return 0
+
+
+def _run_text_on_ray(args) -> int:
+    """``datascout embed text --ray``: :func:`datascout.ray.embed_text` from the arguments (the
+    default torch backend, as without ``--ray``)."""
+    from datascout.ray import embed_text
+    from datascout.shards import ShardedArray
+
+    _ray_setup(args)
+    out = embed_text(args.input, args.out, fmt=args.format, id_column=args.id_column,
+                     text_column=args.text_column, model=args.model,
+                     batch_size=args.batch_size, concurrency=1 if args.concurrency is None else args.concurrency,
+                     shard_rows=100_000 if args.shard_rows is None else args.shard_rows,
+                     normalize=not args.no_normalize, progress=_shard_progress(args))
+    view = ShardedArray(out)
+    print(f"wrote {view.shape[0]} x {view.shape[1]} float32 in {view.num_shards} shards to {out}")
+    return 0

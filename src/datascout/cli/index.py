@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from datascout.cli import command
-from datascout.distributed import add_ray_arguments, check_ray_arguments, run_index_build
 from datascout.exceptions import ValidationError
-from datascout.index import SimilarityIndex, check_factory, recall_at_k
+from datascout.index import SimilarityIndex, check_factory, drop_self, recall_at_k
 from datascout.io import load_embeddings
-from datascout.seals import KNNGraph, _drop_self, _progress, find_graph, graph_dir
+from datascout.progress import ProgressBar
+from datascout.seals import KNNGraph, find_graph, graph_dir
 
 EXAMPLE = "datascout index build --embeddings E.npy --index HNSW32 --k 100"
 
@@ -56,7 +56,7 @@ def run_build(args) -> int:
     if args.recall_sample < 0:
         raise ValidationError(f"--recall-sample must be >= 0 but is {args.recall_sample}")
     if check_ray_arguments(args):  # the same checks hold on Ray
-        return run_index_build(args)
+        return _run_build_on_ray(args)
     if Path(args.embeddings).suffix.lower() != ".npy":
         raise ValidationError(f"--embeddings must be a .npy file (the graph is saved beside it) but is {args.embeddings!r}")
     X, _ = load_embeddings(args.embeddings)
@@ -73,10 +73,8 @@ def run_build(args) -> int:
     t0 = time.perf_counter()
     index = SimilarityIndex(factory, ef_search=args.ef_search, ef_construction=args.ef_construction,
                             nprobe=args.nprobe)
-    bar = None if args.no_progress else _progress(X.shape[0], "index    ")
-    index.build(X, progress=bar)
-    if bar is not None:
-        bar(0, done=True)
+    with ProgressBar(X.shape[0], "index", enabled=not args.no_progress) as bar:
+        index.build(X, progress=bar)
     t_index = time.perf_counter() - t0
     graph = KNNGraph.build(X, args.k, index, batch_rows=args.batch_rows,
                            progress=not args.no_progress, out_dir=out)
@@ -92,7 +90,7 @@ def run_build(args) -> int:
         sample = np.sort(rng.choice(X.shape[0], size=m, replace=False))
         exact = SimilarityIndex("Flat").build(X)
         _, e = exact.search(np.asarray(X[sample]), args.k + 1)
-        _, e = _drop_self(np.zeros(e.shape, np.float32), e, sample, args.k)
+        _, e = drop_self(np.zeros(e.shape, np.float32), e, sample, args.k)
         r = recall_at_k(np.asarray(graph.neighbors[sample], dtype=np.int64), e)
         print(f"recall@{args.k} against exact search on {m} items: {r:.4f}")
     return 0
@@ -100,3 +98,68 @@ def run_build(args) -> int:
 
 def _writable(folder: Path) -> bool:
     return os.access(folder, os.W_OK)
+
+
+# --------------------------------------------------------------------------- on Ray
+
+
+def add_ray_arguments(parser, *, what: str) -> None:
+    """The ``--ray`` flags shared by commands that can run over a Ray cluster."""
+    g = parser.add_argument_group("scale-out over Ray (the [ray] extra)")
+    g.add_argument("--ray", action="store_true", help=f"{what} with Ray, shard by shard")
+    g.add_argument("--ray-address", default=None,
+                   help="a running cluster ('auto', 'ray://host:10001'); default: start a local one")
+    g.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray cluster (default: all)")
+    g.add_argument("--num-shards", type=int, default=None,
+                   help="split a single .npy pool into this many shards first (written beside it as "
+                        "NAME.shards/, reused); a shard directory is used as it is")
+    g.add_argument("--num-tasks", type=int, default=None,
+                   help="Ray tasks per step (default: one per shard; more splits shards into row blocks)")
+
+
+def check_ray_arguments(args) -> bool:
+    """True when the command should run on Ray; rejects Ray flags given without ``--ray``."""
+    if not args.ray:
+        for flag in ("ray_address", "num_cpus", "num_shards", "num_tasks"):
+            if getattr(args, flag, None) is not None:
+                raise ValidationError(f"--{flag.replace('_', '-')} needs --ray")
+        return False
+    from datascout.ray import require_ray
+
+    require_ray()
+    for flag in ("num_cpus", "num_shards", "num_tasks"):
+        v = getattr(args, flag, None)
+        if v is not None and v < 1:
+            raise ValidationError(f"--{flag.replace('_', '-')} must be >= 1 but is {v}")
+    return True
+
+
+def _run_build_on_ray(args) -> int:
+    """``datascout index build --ray``: the index (Ray tasks + faiss merge, or one process for
+    HNSW) and the kNN graph (Ray tasks), saved where the single-machine build saves it."""
+    from datascout.ray import build_graph, build_index, init_ray, shards_for
+    from datascout.shards import ShardedArray, is_shard_dir
+
+    factory = check_factory(args.index)
+    init_ray(args.ray_address, args.num_cpus)
+    if args.num_shards is None and not is_shard_dir(args.embeddings):
+        raise ValidationError(f"{args.embeddings!r} is a single file: pass --num-shards N to split it for Ray")
+    shard_dir = shards_for(args.embeddings, args.num_shards)
+    view = ShardedArray(shard_dir)
+    if args.k >= view.shape[0]:
+        raise ValidationError(f"--k must be below the pool size {view.shape[0]} but is {args.k}")
+    out = graph_dir(args.embeddings, factory, args.k)
+    t0 = time.perf_counter()
+    if factory.startswith("HNSW"):
+        index = SimilarityIndex(factory, ef_search=args.ef_search, ef_construction=args.ef_construction,
+                                nprobe=args.nprobe).build(view)
+        how = "one process (HNSW cannot be merged)"
+    else:
+        index = build_index(view, factory, nprobe=args.nprobe, ef_search=args.ef_search,
+                            num_tasks=args.num_tasks)
+        how = f"{view.num_shards} shards on Ray + faiss merge"
+    t_index = time.perf_counter() - t0
+    graph = build_graph(view, index, args.k, out, num_tasks=args.num_tasks, batch_rows=args.batch_rows)
+    print(f"wrote {out} ({view.shape[0]} items x k={args.k}, {view.num_shards} shards)")
+    print(f"index build {t_index:.2f} s ({how}), graph queries {graph.meta['graph_seconds']:.2f} s on Ray")
+    return 0

@@ -9,7 +9,7 @@ import numpy as np
 from datascout.cli import command
 from datascout.exceptions import ValidationError
 from datascout.io import load_embeddings, load_labels
-from datascout.prune import (METHODS, SAMPLERS, PruneConfig, check_fraction, check_labels,
+from datascout.prune import (METHODS, SAMPLER_NAMES, PruneConfig, check_fraction, check_labels,
                              evaluate_pruning, plot_accuracy_vs_fraction, prune, validate_config)
 
 EXAMPLE = ("datascout prune --embeddings E.npy --labels Y.npy --method el2n --fraction 0.5 "
@@ -27,7 +27,7 @@ def register(sub) -> None:
     p.add_argument("--method", choices=METHODS, default="el2n")
     p.add_argument("--fraction", type=float, default=None,
                    help="fraction kept, in (0, 1]; semdedup without it drops the near-duplicates at --eps")
-    p.add_argument("--sampler", choices=SAMPLERS, default="auto",
+    p.add_argument("--sampler", choices=SAMPLER_NAMES, default="auto",
                    help="auto: prototypes follow the keep-hard/keep-easy rule of thumb, others keep the top")
     p.add_argument("--clusters", type=int, default=100, help="k-means clusters (prototypes, semdedup)")
     p.add_argument("--eps", type=float, default=0.05, help="semdedup: near-duplicate when cosine > 1 - eps")

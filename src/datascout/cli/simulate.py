@@ -9,7 +9,8 @@ import numpy as np
 from datascout.cli import command
 from datascout.exceptions import ValidationError
 from datascout.io import load_embeddings, load_labels
-from datascout.models import MODEL_NAMES
+from datascout.loop import DENSITY_REFERENCES
+from datascout.models import MODEL_NAMES, MODELS
 from datascout.pool import check_embeddings, check_ids
 from datascout.simulate import SimulationConfig, check_result_paths, simulate, write_result
 from datascout.strategies import STRATEGY_NAMES
@@ -28,9 +29,8 @@ def register(sub) -> None:
                    help="class C: the task becomes C vs the rest (binary, AP on the test split)")
     p.add_argument("--strategy", choices=STRATEGY_NAMES, default="entropy")
     p.add_argument("--model", choices=MODEL_NAMES, default="logreg",
-                   help="classifier refitted every round: logreg (balanced logistic regression), "
-                        "mlp (one hidden layer of 128) or random-forest (for features a linear "
-                        "model underfits)")
+                   help="classifier refitted every round: "
+                        + "; ".join(f"{name}: {text}" for name, (_, text) in MODELS.items()))
     p.add_argument("--beta", type=float, default=1.0, help="Information Density exponent")
     p.add_argument("--seals", action="store_true", help="score only the labeled items' neighbours")
     p.add_argument("--k", type=int, default=100, help="neighbours per labeled item (SEALS)")
@@ -40,8 +40,9 @@ def register(sub) -> None:
     p.add_argument("--explore", type=int, default=0, metavar="M",
                    help="SEALS: also score M random items outside the candidate set each round "
                         "(redrawn every round; lets MaxEnt/margin see regions no label is near yet)")
-    p.add_argument("--density-reference", choices=("pool", "candidates", "neighbors"), default="pool",
-                   help="SEALS + density: what mean similarity is measured against")
+    p.add_argument("--density-reference", choices=DENSITY_REFERENCES, default="pool",
+                   help="SEALS + density: what mean similarity is measured against: "
+                        + "; ".join(f"{k}: {v}" for k, v in DENSITY_REFERENCES.items()))
     p.add_argument("--initial-positives", type=int, default=None)
     p.add_argument("--initial-negatives", type=int, default=None)
     p.add_argument("--initial", type=int, default=None, help="random seed set size (default 100)")

@@ -8,14 +8,14 @@
 The folder layout is documented in :mod:`datascout.embed.pipeline`.
 """
 
-from .dataset_pools import DATASETS, dataset_pool, embed_dataset, pools_dir
+from .dataset_pools import dataset_pool, embed_dataset, pools_dir
 from .models import (DEFAULT_IMAGE_MODEL, DEFAULT_TEXT_MODEL, ImageEmbedder, TextEmbedder,
-                     l2_normalize, set_threads)
+                     set_threads)
 from .pipeline import PoolFiles, embed_to_dir, load_pool_dir
 from .sources import ArraySource, ImageSource, TextSource, VectorSource
 
 __all__ = [
-    "DATASETS", "DEFAULT_IMAGE_MODEL", "DEFAULT_TEXT_MODEL", "ArraySource", "ImageEmbedder",
+    "DEFAULT_IMAGE_MODEL", "DEFAULT_TEXT_MODEL", "ArraySource", "ImageEmbedder",
     "ImageSource", "PoolFiles", "TextEmbedder", "TextSource", "VectorSource", "dataset_pool",
-    "embed_dataset", "embed_to_dir", "l2_normalize", "load_pool_dir", "pools_dir", "set_threads",
+    "embed_dataset", "embed_to_dir", "load_pool_dir", "pools_dir", "set_threads",
 ]

@@ -1,8 +1,9 @@
 """Ready pools for the offline data sets: ``datascout datasets embed NAME``.
 
-Defaults: ``fortunes`` with all-MiniLM-L6-v2 (384-d), ``fashion-mnist`` with EfficientNet-Lite0
-at 112 px (1280-d), ``letter``, ``satellite``, ``shuttle`` and ``digits`` passed through as their
-feature vectors. Each pool folder (``cache_dir()/pools/NAME`` by default) holds ground truth in
+The data sets and their default embedders are the table :data:`datascout.datasets.DATASETS`:
+``fortunes`` with all-MiniLM-L6-v2 (384-d), ``fashion-mnist`` with EfficientNet-Lite0 at 112 px
+(1280-d), ``letter``, ``satellite``, ``shuttle`` and ``digits`` passed through as their feature
+vectors. Each pool folder (``cache_dir()/pools/NAME`` by default) holds ground truth in
 ``labels.npy`` and ``classes.json``; see :mod:`datascout.embed.pipeline` for the layout.
 """
 
@@ -19,22 +20,6 @@ from datascout.exceptions import ValidationError
 from .models import ImageEmbedder, TextEmbedder
 from .pipeline import MANIFEST, embed_to_dir
 from .sources import ArraySource, _folder_checksum
-
-DATASETS = {
-    "fortunes": {"kind": "text", "model": "all-MiniLM-L6-v2", "items": "~15k quotes, ~43 classes",
-                 "package": "apt: fortunes"},
-    "fashion-mnist": {"kind": "images", "model": "efficientnet-lite0", "items": "70,000 images, 10 classes",
-                      "package": "apt: dataset-fashion-mnist"},
-    "letter": {"kind": "vectors", "model": "identity", "items": "20,000 x 16, 26 classes",
-               "package": "apt-get download r-cran-mlbench + dpkg -x; pip: rdata"},
-    "satellite": {"kind": "vectors", "model": "identity", "items": "6,435 x 36, 6 classes",
-                  "package": "apt-get download r-cran-mlbench + dpkg -x; pip: rdata"},
-    "shuttle": {"kind": "vectors", "model": "identity", "items": "58,000 x 9, 7 classes",
-                "package": "apt-get download r-cran-mlbench + dpkg -x; pip: rdata"},
-    "digits": {"kind": "vectors", "model": "identity", "items": "1,797 x 64, 10 classes",
-               "package": "scikit-learn (bundled)"},
-}
-
 
 def pools_dir() -> Path:
     return ds.cache_dir() / "pools"
@@ -72,9 +57,7 @@ def embed_dataset(name: str, out=None, *, model=None, image_size: int = 112, bat
                   chunk_size: int | None = None, backend: str = "torch", progress: bool = True,
                   overwrite: bool = False, _stop_after_chunks=None) -> Path:
     """Embed the offline data set ``name`` into a pool folder with ground truth; returns it."""
-    if name not in DATASETS:
-        raise ValidationError(f"unknown data set {name!r}: expected one of {', '.join(DATASETS)}")
-    d = ds.load(name)
+    d = ds.check_dataset(name).load()
     pos = subset_positions(len(d.labels), limit)
     if d.kind == "text":
         data = [d.data[i] for i in pos.tolist()]
@@ -95,7 +78,7 @@ def embed_dataset(name: str, out=None, *, model=None, image_size: int = 112, bat
         chunk = chunk_size or 1024
     else:
         if model not in (None, "identity"):
-            raise ValidationError(f"{name} holds feature vectors: expected no --model but got {model!r}")
+            raise ValidationError(f"{name} holds feature vectors: expected no model but got {model!r}")
         embedder = None
         source.dim_ = int(d.data.shape[1])
         norm = False if normalize is None else normalize

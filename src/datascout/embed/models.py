@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from datascout.exceptions import MissingDependencyError, ValidationError
+from datascout.pool import normalize_rows
 
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_IMAGE_MODEL = "efficientnet-lite0"
@@ -51,13 +52,6 @@ def set_threads(threads: int | None) -> None:
     if int(threads) < 1:
         raise ValidationError(f"threads must be >= 1 but is {threads}")
     _import_torch().set_num_threads(int(threads))
-
-
-def l2_normalize(X: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (float32); all-zero rows stay zero."""
-    X = np.asarray(X, dtype=np.float32)
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return X / np.where(norms > 0, norms, 1.0).astype(np.float32)
 
 
 def minilm_path() -> Path:
@@ -173,7 +167,7 @@ class TextEmbedder:
             hidden = self._session.run(None, feeds)[0]
             mask = feeds["attention_mask"][..., None].astype(np.float32)
             pooled = (hidden * mask).sum(1) / np.maximum(mask.sum(1), 1e-9)
-            out[idx] = l2_normalize(pooled)
+            out[idx] = normalize_rows(pooled)
         return out
 
     def config(self) -> dict:
@@ -195,7 +189,8 @@ def _onnx_session(st, path: Path):
     cached by a hash of the weights file."""
     import hashlib
 
-    from datascout.datasets import cache_dir, file_sha256
+    from datascout.datasets import cache_dir
+    from datascout.files import file_sha256
 
     try:
         import onnxruntime as ort
@@ -287,7 +282,7 @@ class ImageEmbedder:
         else:
             raise MissingDependencyError(
                 f"image model {model!r} is not installed: expected 'efficientnet-lite0' or "
-                "'torchvision:ARCH' with --weights FILE"
+                "'torchvision:ARCH' with a local weights file"
             )
         torch = _import_torch()
         net.eval()
@@ -341,7 +336,7 @@ class ImageEmbedder:
             ) from exc
         if self.weights is None or not Path(self.weights).is_file():
             raise MissingDependencyError(
-                f"image model 'torchvision:{arch}' needs a local weights file (--weights) but got {self.weights!r}"
+                f"image model 'torchvision:{arch}' needs a local weights file but got {self.weights!r}"
             )
         try:
             net = torchvision.models.get_model(arch, weights=None)

@@ -34,9 +34,9 @@ import numpy as np
 
 from datascout.exceptions import ValidationError
 from datascout.io import atomic_write_bytes, atomic_write_text
-from datascout.pool import iter_row_chunks
+from datascout.pool import iter_row_chunks, normalize_rows
+from datascout.progress import ProgressBar
 
-from .models import l2_normalize
 
 FORMAT = "datascout-pool/1"
 DTYPES = ("float32", "float16")
@@ -73,48 +73,6 @@ def load_pool_dir(directory) -> PoolFiles:
 
 def _fingerprint(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _progress(total: int, done: int, label: str, enabled: bool):
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn,
-                               TextColumn, TimeElapsedColumn, TimeRemainingColumn)
-    from rich.text import Text
-
-    class Rate(ProgressColumn):
-        def render(self, task):
-            return Text(f"{task.speed:.1f} items/s" if task.speed else "- items/s")
-
-    prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(),
-                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                    console=Console(stderr=True), disable=not enabled, transient=False)
-    task = prog.add_task(label, total=total, completed=done)
-    return prog, task
-
-
-class _LogProgress:
-    """Progress for a log file (stderr not a terminal): one line per chunk with rate and ETA."""
-
-    def __init__(self, total: int, done: int, label: str):
-        import time
-
-        self.total, self.start_done, self.label, self.t0 = total, done, label, time.perf_counter()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def update(self, task, completed: int) -> None:
-        import sys
-        import time
-
-        dt = time.perf_counter() - self.t0
-        rate = (completed - self.start_done) / dt if dt > 0 else 0.0
-        eta = (self.total - completed) / rate if rate > 0 else float("nan")
-        print(f"{self.label}: {completed}/{self.total} ({rate:.1f} items/s, ETA {eta:.0f} s)",
-              file=sys.stderr, flush=True)
 
 
 def _encode_chunk(embedder, items, reasons, dim):
@@ -165,7 +123,7 @@ def embed_to_dir(source, embedder, out, *, dtype: str = "float32", normalize: bo
         raise ValidationError(f"chunk_size must be >= 1 but is {chunk_size}")
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ValidationError(f"--out must be a folder but {str(out)!r} is a file")
+        raise ValidationError(f"the output must be a folder but {str(out)!r} is a file")
     if not hasattr(source, "ids_"):
         source.open()
     if embedder is not None and not hasattr(embedder, "dim_"):
@@ -189,7 +147,7 @@ def embed_to_dir(source, embedder, out, *, dtype: str = "float32", normalize: bo
         if not overwrite:
             raise ValidationError(
                 f"{str(out)!r} already holds a pool made from other input or settings "
-                f"(model {old.get('model')!r}, {old.get('count')} items): pass --overwrite or another --out"
+                f"(model {old.get('model')!r}, {old.get('count')} items): overwrite it or choose another output folder"
             )
     partial = out / ".partial"
     state_path = partial / "state.json"
@@ -216,20 +174,14 @@ def embed_to_dir(source, embedder, out, *, dtype: str = "float32", normalize: bo
         atomic_write_text(partial / "skipped.jsonl", "".join(ln + "\n" for ln in kept))
 
     ids = source.ids_
-    label = f"embedding {n} {source.kind}"
-    import sys
-
-    if progress and not sys.stderr.isatty():
-        prog, task = _LogProgress(n, done, label), None
-    else:
-        prog, task = _progress(n, done, label, progress)
+    prog = ProgressBar(n, f"embedding {n} {source.kind}", done=done, enabled=progress)
     pos, n_chunks = done, 0
     with prog, open(partial / "skipped.jsonl", "a", encoding="utf-8") as skipped_fh:
         for items, reasons in source.chunks(done, int(chunk_size)):
             m = len(items)
             vecs = _encode_chunk(embedder, items, reasons, dim)
             if normalize:
-                vecs = l2_normalize(vecs)
+                vecs = normalize_rows(vecs)
             buf[pos:pos + m] = _stored_rows(vecs, reasons, dtype)
             buf.flush()
             for i in sorted(reasons):
@@ -238,17 +190,17 @@ def embed_to_dir(source, embedder, out, *, dtype: str = "float32", normalize: bo
             skipped_fh.flush()
             pos += m
             atomic_write_text(state_path, json.dumps({"fingerprint": fp, "done": pos}))
-            prog.update(task, completed=pos)
+            prog.update(pos)
             n_chunks += 1
             if _stop_after_chunks is not None and n_chunks >= _stop_after_chunks and pos < n:
                 raise KeyboardInterrupt("stopped for a test")
     if pos != n:
         raise ValidationError(f"the source yielded {pos} items but listed {n} ids: was it changed meanwhile?")
     del buf
-    return _finalize(out, partial, source, settings, fp, model_name, dim, dtype, normalize, embedder)
+    return _finalize(out, partial, source, settings, fp, model_name, dim, dtype, normalize)
 
 
-def _finalize(out, partial, source, settings, fp, model_name, dim, dtype, normalize, embedder):
+def _finalize(out, partial, source, settings, fp, model_name, dim, dtype, normalize):
     records = [json.loads(ln) for ln in (partial / "skipped.jsonl").read_text().splitlines() if ln]
     skipped_pos = np.asarray(sorted(r["position"] for r in records), dtype=np.int64)
     n = len(source)

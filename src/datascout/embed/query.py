@@ -14,7 +14,9 @@ import numpy as np
 
 from datascout.exceptions import ValidationError
 
-from .models import ImageEmbedder, TextEmbedder, l2_normalize
+from datascout.pool import normalize_rows
+
+from .models import ImageEmbedder, TextEmbedder
 from .pipeline import MANIFEST
 
 
@@ -27,7 +29,7 @@ def pool_manifest(embeddings) -> dict:
     if not m.is_file() or (not p.is_dir() and p.name != "embeddings.npy"):
         raise ValidationError(
             f"a text or image query needs embeddings made by 'datascout embed' (a pool folder with "
-            f"{MANIFEST}) but {str(p)!r} has none: embed the query yourself and pass --query-embedding FILE.npy")
+            f"{MANIFEST}) but {str(p)!r} has none: embed the query yourself and pass its embedding")
     return json.loads(m.read_text(encoding="utf-8"))
 
 
@@ -60,5 +62,5 @@ def embed_query(manifest: dict, *, text: str | None = None, image=None) -> np.nd
         raise ValidationError(f"the query embeds to {vec.shape[1]} dimensions but the pool has "
                               f"{manifest.get('dimension')}: the pool's model is not the one installed")
     if manifest.get("normalization") == "l2":
-        vec = l2_normalize(vec)
+        vec = normalize_rows(vec)
     return np.asarray(vec[0], dtype=np.float32)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datascout.datasets import file_sha256
+from datascout.files import file_sha256
 from datascout.exceptions import MissingDependencyError, ValidationError
 from datascout.io import open_text
 from datascout.pool import int64_ids
@@ -275,7 +275,7 @@ class ImageSource:
                 if "" in top:
                     bad = rels[top.index("")]
                     raise ValidationError(
-                        f"--labels-from-folders expects every image in a class sub-folder but "
+                        f"labels from folders expect every image in a class sub-folder but "
                         f"{bad!r} lies directly in {str(path)!r}"
                     )
                 self.classes_ = sorted(set(top))
@@ -283,7 +283,7 @@ class ImageSource:
                 self.labels_ = np.asarray([index[t] for t in top], dtype=np.int64)
         elif path.is_file():
             if self.labels_from_folders:
-                raise ValidationError("--labels-from-folders needs a folder but got the list file "
+                raise ValidationError("labels from folders need a folder but got the list file "
                                       f"{str(path)!r}")
             try:
                 with open(path, encoding="utf-8") as fh:
@@ -365,21 +365,28 @@ class ArraySource:
 
 class VectorSource:
     """Precomputed vectors (``.npy`` memory-mapped, ``.npz`` or Parquet), validated and passed
-    through; ids from the file (``.npz`` / Parquet) or positions 0..N-1."""
+    through; ids from the file (``.npz`` / Parquet) or positions 0..N-1 (see :meth:`open`)."""
 
     kind = "vectors"
 
-    def __init__(self, path, id_column: str = "id", vector_column: str = "embedding"):
+    def __init__(self, path, id_column: str | None = None, vector_column: str = "embedding"):
         self.path = path
         self.id_column = id_column
         self.vector_column = vector_column
 
     def open(self) -> "VectorSource":
+        """Read and check the vectors. A Parquet file's ids come from ``id_column``, which must
+        then exist; with ``id_column=None`` from an ``id`` column when there is one, else they
+        are the row numbers."""
         from datascout.io import load_embeddings
         from datascout.pool import check_embeddings
 
         path = _require_file(self.path)
-        emb, ids = load_embeddings(path, id_column=self.id_column, vector_column=self.vector_column)
+        if self.id_column is not None and path.suffix.lower() not in (".parquet", ".pq"):
+            raise ValidationError(f"an id column applies to Parquet files, not to {path.name!r} "
+                                  "(a .npz archive holds its ids as the array 'ids')")
+        emb, ids = load_embeddings(path, id_column=self.id_column or "id", vector_column=self.vector_column,
+                                   require_ids=self.id_column is not None)
         self.data_ = check_embeddings(emb, name=f"vectors in {path.name!r}")
         self.dim_ = int(self.data_.shape[1])
         ids = list(range(len(self.data_))) if ids is None else np.asarray(ids).tolist()
