@@ -156,8 +156,8 @@ def test_concurrent_graph_writers_leave_one_whole_graph(tmp_path):
     import subprocess
     import sys
 
-    from datascout.index import SimilarityIndex
-    from datascout.seals import KNNGraph, _drop_self, graph_dir
+    from datascout.index import SimilarityIndex, drop_self
+    from datascout.seals import KNNGraph, graph_dir
 
     X = np.random.default_rng(0).normal(size=(12000, 32)).astype(np.float32)
     emb = tmp_path / "emb.npy"
@@ -169,7 +169,7 @@ def test_concurrent_graph_writers_leave_one_whole_graph(tmp_path):
         out, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
     _, exact = SimilarityIndex("Flat").build(X).search(X, 9)
-    _, exact = _drop_self(np.zeros(exact.shape, np.float32), exact, np.arange(len(X)), 8)
+    _, exact = drop_self(np.zeros(exact.shape, np.float32), exact, np.arange(len(X)), 8)
     g = KNNGraph.load(graph_dir(emb, "Flat", 8))
     assert np.array_equal(np.asarray(g.neighbors), exact)
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]  # no staging folder left
