@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from datascout.convert import as_float32
 from datascout.exceptions import DatascoutError, MissingDependencyError, ValidationError
 from datascout.index import SimilarityIndex, _faiss, check_factory, normalize_rows
 from datascout.io import staged_dir
@@ -335,7 +336,7 @@ class ShardScorer:
         n = X.shape[0]
         out = np.empty(n, dtype=np.float64)
         for rows in iter_row_chunks(n, self.chunk_rows):
-            x = np.asarray(X[rows], dtype=np.float32)
+            x = as_float32(X[rows])
             p = self.model.predict_proba(x)
             if self.strategy == "entropy":
                 s = st.entropy(p)

@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 
+from datascout.convert import Float32Rows, as_float32
 from datascout.exceptions import LabelingError, ValidationError
 from datascout.models import BootstrapCommittee, FittedModel, default_model
 from datascout.pool import UNLABELED, Pool, iter_row_chunks
@@ -252,7 +253,7 @@ class ActiveLearner:
         norms = None
         if positions is not None and self.strategy.needs_similarity and self.density_reference != "neighbors":
             norms = self.candidates.view_norms()  # aligned with the view's rows
-        scores = self.score_rows(X, positions, row_norms=norms)
+        scores = self.score_rows(X, positions, row_norms=norms, skip=exclude if positions is None else None)
         if exclude is not None:
             scores[exclude] = -np.inf
         if isinstance(s, Hybrid):
@@ -263,17 +264,23 @@ class ActiveLearner:
             return np.sort(top)[kcenter_greedy(sub, centers, n, self.rng)]
         return top_b(scores, n, self.rng)
 
-    def score_rows(self, X, positions=None, chunk_rows: int = 65536, row_norms=None) -> np.ndarray:
+    def score_rows(self, X, positions=None, chunk_rows: int = 65536, row_norms=None, skip=None) -> np.ndarray:
         """Scores of the rows of ``X`` (whose pool positions are ``positions``, or ``None`` when
         ``X`` is the whole pool), computed chunk by chunk. ``row_norms``: the rows' L2 norms if
-        already known (the candidate buffer keeps them), for the density term."""
+        already known (the candidate buffer keeps them), for the density term. ``skip`` (whole
+        pool only): rows that need no score (labeled, held out); they are not converted to
+        float32 and score ``-inf`` (see :class:`datascout.convert.Float32Rows`)."""
         s = self.strategy
         if (s.needs_probs or s.needs_committee) and (self.model_ is None or self._stale):
             self.fit()
         direction = self._density_direction() if s.needs_similarity else None
-        out = np.empty(X.shape[0], dtype=np.float64)
-        for rows in iter_row_chunks(X.shape[0], chunk_rows):
-            xc = X[rows]
+        if positions is None and X is self.pool.embeddings:
+            out = np.full(X.shape[0], -np.inf)
+            chunks = self.pool_rows().chunks(skip)
+        else:
+            out = np.empty(X.shape[0], dtype=np.float64)
+            chunks = ((rows, X[rows]) for rows in iter_row_chunks(X.shape[0], chunk_rows))
+        for rows, xc in chunks:
             inputs = ScoreInputs(embeddings=xc)
             if s.needs_similarity and direction is not None and s.needs_probs:
                 # one pass over the chunk for both the logits and the projection on the direction
@@ -292,6 +299,12 @@ class ActiveLearner:
                     inputs.similarity = cosine_to_direction(xc, direction)
             out[rows] = s.score(inputs)
         return out
+
+    def pool_rows(self) -> Float32Rows:
+        """The pool's rows as float32 chunks (kept across rounds: it may hold a float32 copy)."""
+        if getattr(self, "_pool_rows", None) is None:
+            self._pool_rows = Float32Rows(self.pool.embeddings, finite=True)  # a Pool is finite
+        return self._pool_rows
 
     def _row_norms(self, xc, where) -> np.ndarray:
         """L2 norms (at least 1e-12) of the rows ``xc`` at pool positions ``where``: from the cache
@@ -313,7 +326,7 @@ class ActiveLearner:
             total = np.zeros(self.pool.dim, dtype=np.float64)
             norms = np.empty(len(self.pool), dtype=np.float32)
             for rows in iter_row_chunks(len(self.pool)):
-                X = np.asarray(self.pool.embeddings[rows], dtype=np.float32)
+                X = as_float32(self.pool.embeddings[rows], finite=True)
                 norms[rows] = np.maximum(np.sqrt(np.einsum("ij,ij->i", X, X)), 1e-12)
                 total += (X / norms[rows][:, None]).sum(axis=0, dtype=np.float64)
             self._unit_sum_all, self._norms_all = total, norms

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from datascout.convert import as_float32
 from datascout.exceptions import MissingDependencyError, ValidationError
 from datascout.io import atomic_write_bytes, atomic_write_text
 from datascout.pool import check_embeddings, check_ids, iter_row_chunks
@@ -89,7 +90,7 @@ def _as_float32(X) -> np.ndarray:
         return X
     out = np.empty(X.shape, dtype=np.float32)
     for rows in iter_row_chunks(X.shape[0]):
-        out[rows] = X[rows]
+        as_float32(X[rows], out=out[rows])
     return out
 
 
