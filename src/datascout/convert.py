@@ -36,6 +36,7 @@ from datascout.exceptions import ValidationError
 BUDGET_ENV = "DATASCOUT_FLOAT32_BUDGET"
 BLOCK_ELEMENTS = 1 << 18  # conversion block: 1 MiB of float32 output, stays in L2
 CHUNK_BYTES = 4 << 20  # float32 bytes of one chunk handed to the scorer
+MAX_RUNS = 8  # a chunk's scored rows in fewer contiguous runs are converted run by run
 _MASK = np.int32(np.uint32(0x8FFFE000).view(np.int32))  # sign bit + float16's 15 value bits << 13
 _REBIAS = np.float32(2.0**112)
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
@@ -178,14 +179,24 @@ class Float32Rows:
         buf = None if keep else np.empty((min(step, max(len(scored), 1)), d), dtype=np.float32)
         for start in range(0, len(scored), step):
             pos = scored[start:start + step]
-            where = _runs_to_slice(pos)
-            src = X[where]  # a slice view, or only the scored rows gathered (half the bytes)
             out = copy[start:start + len(pos)] if keep else buf[: len(pos)]
-            as_float32(src, out=out, finite=self.finite)
-            self.converted_rows_ += len(pos)
-            yield where, out
+            self._convert(pos, out)
+            yield _runs_to_slice(pos), out
         if keep:
             self.copy_, self.copy_positions_ = copy, scored
+
+    def _convert(self, pos: np.ndarray, out: np.ndarray) -> None:
+        """Convert the rows at ``pos`` (sorted) into ``out``: a few contiguous runs (a chunk with a
+        handful of labeled rows) run by run, else the rows are gathered first (half the bytes of
+        the float32 they become)."""
+        X = self.embeddings
+        breaks = np.flatnonzero(np.diff(pos) != 1) + 1
+        if len(breaks) < MAX_RUNS:
+            for a, b in zip(np.r_[0, breaks].tolist(), np.r_[breaks, len(pos)].tolist()):
+                as_float32(X[int(pos[a]):int(pos[b - 1]) + 1], out=out[a:b], finite=self.finite)
+        else:
+            as_float32(X[pos], out=out, finite=self.finite)
+        self.converted_rows_ += len(pos)
 
     def _from_copy(self, skip, step):
         pos_all = self.copy_positions_
