@@ -242,3 +242,19 @@ def test_kcenter_on_a_float16_pool_picks_what_float32_picks():
     a = kcenter_greedy(X16, centers, 12, np.random.default_rng(0))
     b = kcenter_greedy(X16.astype(np.float32), centers, 12, np.random.default_rng(0))
     np.testing.assert_array_equal(a, b)
+
+
+def test_kcenter_round_identical_with_and_without_the_copy():
+    X16, lab = clustered(3000, 8, seed=13)
+    holdout = np.random.default_rng(5).choice(3000, 500, replace=False)
+    streamed, y = _learner(X16, lab, holdout, "kcenter")
+    cached, _ = _learner(X16, lab, holdout, "kcenter")
+    cached._pool_rows = Float32Rows(cached.pool.embeddings, budget="1GiB", finite=True)
+    for _ in range(3):
+        a, b = streamed.query(10), cached.query(10)
+        np.testing.assert_array_equal(a, b)
+        assert not np.isin(a, holdout).any()
+        streamed.teach(a, y[a])
+        cached.teach(b, y[b])
+    assert cached.pool_rows().copy_ is not None and streamed.pool_rows().copy_ is None
+    assert cached.pool_rows().converted_rows_ == 3000 - 500 - 40

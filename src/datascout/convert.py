@@ -185,6 +185,19 @@ class Float32Rows:
         if keep:
             self.copy_, self.copy_positions_ = copy, scored
 
+    def held(self, skip=None):
+        """``(rows, positions)``: the float32 copy of the scored rows (``skip`` unset) and their
+        pool positions, made now if the budget holds it; ``None`` for a float32 pool (read it as
+        it is) or when the copy does not fit. For selections that pass over the rows many times
+        (k-center greedy: one pass per pick)."""
+        if self.embeddings.dtype == np.float32:
+            return None
+        if self.copy_ is None or (skip is not None and np.isin(
+                np.flatnonzero(~np.asarray(skip, dtype=bool)), self.copy_positions_, invert=True).any()):
+            for _ in self.chunks(skip):  # makes the copy when it fits
+                pass
+        return None if self.copy_ is None else (self.copy_, self.copy_positions_)
+
     def _convert(self, pos: np.ndarray, out: np.ndarray) -> None:
         """Convert the rows at ``pos`` (sorted) into ``out``: a few contiguous runs (a chunk with a
         handful of labeled rows) run by run, else the rows are gathered first (half the bytes of

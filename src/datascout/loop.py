@@ -249,6 +249,10 @@ class ActiveLearner:
         s = self.strategy
         if s.diverse and not isinstance(s, Hybrid):
             centers = np.asarray(self.pool.embeddings[np.sort(self.labeled_positions)], dtype=np.float32)
+            held = self.pool_rows().held(exclude) if positions is None else None  # a float32 copy
+            if held is not None:
+                rows, where = held
+                return where[kcenter_greedy(rows, centers, n, self.rng, exclude=exclude[where])]
             return kcenter_greedy(X, centers, n, self.rng, exclude=exclude)
         norms = None
         if positions is not None and self.strategy.needs_similarity and self.density_reference != "neighbors":
