@@ -36,6 +36,7 @@ from datascout.exceptions import ValidationError
 BUDGET_ENV = "DATASCOUT_FLOAT32_BUDGET"
 BLOCK_ELEMENTS = 1 << 18  # conversion block: 1 MiB of float32 output, stays in L2
 CHUNK_BYTES = 4 << 20  # float32 bytes of one chunk handed to the scorer
+VIEW_ROWS = 65536  # rows of one chunk that needs no conversion (a float32 pool, the copy)
 MAX_RUNS = 8  # a chunk's scored rows in fewer contiguous runs are converted run by run
 _MASK = np.int32(np.uint32(0x8FFFE000).view(np.int32))  # sign bit + float16's 15 value bits << 13
 _REBIAS = np.float32(2.0**112)
@@ -162,8 +163,8 @@ class Float32Rows:
             if skip.shape != (n,):
                 raise ValidationError(f"skip has {skip.shape[0] if skip.ndim else 0} entries but the pool has {n} rows")
         if X.dtype == np.float32:
-            for start in range(0, n, step):
-                rows = slice(start, min(start + step, n))
+            for start in range(0, n, VIEW_ROWS):
+                rows = slice(start, min(start + VIEW_ROWS, n))
                 if skip is None or not skip[rows].all():
                     yield rows, X[rows]
             return
@@ -172,7 +173,7 @@ class Float32Rows:
             if len(scored) and not np.isin(scored, self.copy_positions_, assume_unique=True).all():
                 self.copy_, self.copy_positions_ = None, None  # a row the copy lacks: copy anew
             else:
-                yield from self._from_copy(skip, step)
+                yield from self._from_copy(skip, VIEW_ROWS)
                 return
         keep = len(scored) * d * 4 <= self._budget_bytes() and len(scored) > 0
         copy = np.empty((len(scored), d), dtype=np.float32) if keep else None
