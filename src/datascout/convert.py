@@ -147,6 +147,7 @@ class Float32Rows:
         self.converted_rows_ = 0
         self.copy_ = None  # float32 copy of the rows at copy_positions_
         self.copy_positions_ = None
+        self._in_copy = None  # (N,) bool: the rows the copy holds
 
     def _budget_bytes(self) -> int:
         return float32_budget() if self.budget is None else parse_size(self.budget)
@@ -168,13 +169,12 @@ class Float32Rows:
                 if skip is None or not skip[rows].all():
                     yield rows, X[rows]
             return
-        scored = np.arange(n, dtype=np.int64) if skip is None else np.flatnonzero(~skip)
         if self.copy_ is not None:
-            if len(scored) and not np.isin(scored, self.copy_positions_, assume_unique=True).all():
-                self.copy_, self.copy_positions_ = None, None  # a row the copy lacks: copy anew
-            else:
+            if self._copy_covers(skip):
                 yield from self._from_copy(skip, VIEW_ROWS)
                 return
+            self.copy_, self.copy_positions_, self._in_copy = None, None, None  # a row it lacks: anew
+        scored = np.arange(n, dtype=np.int64) if skip is None else np.flatnonzero(~skip)
         keep = len(scored) * d * 4 <= self._budget_bytes() and len(scored) > 0
         copy = np.empty((len(scored), d), dtype=np.float32) if keep else None
         buf = None if keep else np.empty((min(step, max(len(scored), 1)), d), dtype=np.float32)
@@ -185,6 +185,14 @@ class Float32Rows:
             yield _runs_to_slice(pos), out
         if keep:
             self.copy_, self.copy_positions_ = copy, scored
+            self._in_copy = np.zeros(n, dtype=bool)
+            self._in_copy[scored] = True
+
+    def _copy_covers(self, skip) -> bool:
+        """Whether the copy holds every row that ``skip`` leaves to score."""
+        if skip is None:
+            return len(self.copy_positions_) == self.embeddings.shape[0]
+        return not (~skip & ~self._in_copy).any()
 
     def held(self, skip=None):
         """``(rows, positions)``: the float32 copy of the scored rows (``skip`` unset) and their
@@ -193,8 +201,7 @@ class Float32Rows:
         (k-center greedy: one pass per pick)."""
         if self.embeddings.dtype == np.float32:
             return None
-        if self.copy_ is None or (skip is not None and np.isin(
-                np.flatnonzero(~np.asarray(skip, dtype=bool)), self.copy_positions_, invert=True).any()):
+        if self.copy_ is None or not self._copy_covers(None if skip is None else np.asarray(skip, dtype=bool)):
             for _ in self.chunks(skip):  # makes the copy when it fits
                 pass
         return None if self.copy_ is None else (self.copy_, self.copy_positions_)
