@@ -117,11 +117,27 @@ def _read_file(path: str, buf: bytearray) -> int:
     return total
 
 
+def _memory() -> dict:
+    """This process's peak resident set (VmHWM) and its anonymous and file-backed parts now
+    (RssAnon: memory of its own; RssFile: pages of mapped files, e.g. the page cache of a memory
+    map), in bytes, from /proc/self/status."""
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmHWM", "RssAnon", "RssFile"):
+            out[key] = int(value.split()[0]) * 1024
+    return out
+
+
+def _reset_peak() -> None:
+    """Start VmHWM afresh (a child inherits its parent's peak across exec)."""
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+
+
 def child_float16(path: str, n_test: int, repeats: int, batch: int, blas_threads: int,
                   arms_wanted: str) -> None:
     """Runs in a fresh process: every arm of the float16 memory-map comparison, interleaved."""
-    import resource
-
     from threadpoolctl import threadpool_info, threadpool_limits
 
 
@@ -149,11 +165,12 @@ def child_float16(path: str, n_test: int, repeats: int, batch: int, blas_threads
         lr.fit()
         return lr
 
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    _reset_peak()
+    base = _memory()
     streamed = learner(0)
     streamed.query(batch)
     per_round = streamed.pool_rows().converted_rows_
-    stream_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    after = _memory()
     model = streamed.model_
     w, b = model._linear
     exclude = streamed.labels_ != -1
@@ -197,7 +214,7 @@ def child_float16(path: str, n_test: int, repeats: int, batch: int, blas_threads
     print(json.dumps({**{k: min(v) for k, v in times.items()},
                       **{k + "_med": float(np.median(v)) for k, v in times.items()},
                       "first_copy_s": first_copy_s, "file_bytes": os.path.getsize(path),
-                      "stream_peak": stream_peak, "base_rss": base, "n_pool": len(pool),
+                      "base": base, "after": after, "n_pool": len(pool),
                       "n_test": n_test, "blas": blas,
                       "copy_bytes": copied.pool_rows().copy_.nbytes if copied is not None else 0,
                       "stream_converted": per_round}))
@@ -215,6 +232,7 @@ def main_float16(args) -> None:
                              check=True, capture_output=True, text=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
     print(json.dumps(r))
+    a, b = r["after"], r["base"]
     names = {"read": "one sequential read of the file (page cache)",
              "plain": "plain numpy, float32 copy of the pool rows in memory",
              "before": "before: numpy's cast of every row, then masked",
@@ -235,10 +253,11 @@ def main_float16(args) -> None:
             f"of {args.repeats} (medians, s: {meds}). BLAS: "
             f"{r['blas']}.\n\n{table}\n\n"
             f"A round without the copy converts only the {r['stream_converted']:,} scored rows "
-            f"(labeled and held-out rows are neither read nor converted); peak RSS after it "
-            f"{r['stream_peak'] / mib:.0f} MiB, {(r['stream_peak'] - r['base_rss']) / mib:.0f} MiB over the "
-            f"{r['base_rss'] / mib:.0f} MiB before the learner (the file's pages mapped in, and the "
-            f"chunk buffers: {(r['stream_peak'] - r['base_rss']) / r['file_bytes']:.2f}x the file). "
+            f"(labeled and held-out rows are neither read nor converted). Memory of the learner and one "
+            f"such round: peak RSS {(a['VmHWM'] - b['RssAnon'] - b['RssFile']) / mib:.0f} MiB over what the "
+            f"process held before ({(a['VmHWM'] - b['RssAnon'] - b['RssFile']) / r['file_bytes']:.2f}x the "
+            f"file), of which {(a['RssFile'] - b['RssFile']) / mib:.0f} MiB are the file's pages mapped "
+            f"in (page cache) and {(a['RssAnon'] - b['RssAnon']) / mib:.0f} MiB its own memory. "
             + (f"With a budget the first round makes the float32 copy ({r['copy_bytes'] / mib:.0f} MiB) in "
                f"{r['first_copy_s']:.3f} s; later rounds read it. " if r["first_copy_s"] is not None else "")
             + f"Load average during the run: {os.getloadavg()[0]:.1f} (shared machine).")
