@@ -165,11 +165,12 @@ def child_float16(path: str, n_test: int, repeats: int, batch: int, blas_threads
         lr.fit()
         return lr
 
-    _reset_peak()
-    base = _memory()
     streamed = learner(0)
     streamed.query(batch)
     per_round = streamed.pool_rows().converted_rows_
+    _reset_peak()  # what a round holds, once the learner exists and the file's pages are mapped
+    base = _memory()
+    streamed.query(batch)
     after = _memory()
     model = streamed.model_
     w, b = model._linear
@@ -253,11 +254,10 @@ def main_float16(args) -> None:
             f"of {args.repeats} (medians, s: {meds}). BLAS: "
             f"{r['blas']}.\n\n{table}\n\n"
             f"A round without the copy converts only the {r['stream_converted']:,} scored rows "
-            f"(labeled and held-out rows are neither read nor converted). Memory of the learner and one "
-            f"such round: peak RSS {(a['VmHWM'] - b['RssAnon'] - b['RssFile']) / mib:.0f} MiB over what the "
-            f"process held before ({(a['VmHWM'] - b['RssAnon'] - b['RssFile']) / r['file_bytes']:.2f}x the "
-            f"file), of which {(a['RssFile'] - b['RssFile']) / mib:.0f} MiB are the file's pages mapped "
-            f"in (page cache) and {(a['RssAnon'] - b['RssAnon']) / mib:.0f} MiB its own memory. "
+            f"(labeled and held-out rows are neither read nor converted). Memory: file-backed pages (the memory "
+            f"map's, from the page cache, and the libraries') {b['RssFile'] / mib:.0f} MiB; a round's peak adds {(a['VmHWM'] - b['RssAnon'] - b['RssFile']) / mib:.0f} MiB to what "
+            f"the process held ({(a['VmHWM'] - b['RssAnon'] - b['RssFile']) / r['file_bytes']:.2f}x the file: "
+            f"chunk buffers and the round's per-row arrays). "
             + (f"With a budget the first round makes the float32 copy ({r['copy_bytes'] / mib:.0f} MiB) in "
                f"{r['first_copy_s']:.3f} s; later rounds read it. " if r["first_copy_s"] is not None else "")
             + f"Load average during the run: {os.getloadavg()[0]:.1f} (shared machine).")

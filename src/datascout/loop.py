@@ -91,6 +91,7 @@ class ActiveLearner:
         self._stale = True
         self._unit_sum_all = None
         self._norms_all = None  # every pool row's norm, filled by the first full density pass
+        self._pool_rows = None  # the pool's rows as float32 chunks (pool_rows)
         self._unit_sum_labeled = np.zeros(self.pool.dim, dtype=np.float64)  # labeled + held out
         self.last_query_ = {}
         if holdout is not None:
@@ -306,7 +307,7 @@ class ActiveLearner:
 
     def pool_rows(self) -> Float32Rows:
         """The pool's rows as float32 chunks (kept across rounds: it may hold a float32 copy)."""
-        if getattr(self, "_pool_rows", None) is None:
+        if self._pool_rows is None:
             self._pool_rows = Float32Rows(self.pool.embeddings, finite=True)  # a Pool is finite
         return self._pool_rows
 
