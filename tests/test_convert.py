@@ -258,3 +258,4 @@ def test_kcenter_round_identical_with_and_without_the_copy():
         cached.teach(b, y[b])
     assert cached.pool_rows().copy_ is not None and streamed.pool_rows().copy_ is None
     assert cached.pool_rows().converted_rows_ == 3000 - 500 - 40
+    assert streamed.pool_rows().converted_rows_ == 0  # no copy to make: k-center streams its passes

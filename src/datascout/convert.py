@@ -203,8 +203,12 @@ class Float32Rows:
         (k-center greedy: one pass per pick)."""
         if self.embeddings.dtype == np.float32:
             return None
-        if self.copy_ is None or not self._copy_covers(None if skip is None else np.asarray(skip, dtype=bool)):
-            for _ in self.chunks(skip):  # makes the copy when it fits
+        skip = None if skip is None else np.asarray(skip, dtype=bool)
+        if self.copy_ is None or not self._copy_covers(skip):
+            n, d = self.embeddings.shape
+            if (n if skip is None else int((~skip).sum())) * d * 4 > self._budget_bytes():
+                return None  # no copy: the caller streams the rows (nothing converted here)
+            for _ in self.chunks(skip):  # makes the copy
                 pass
         return None if self.copy_ is None else (self.copy_, self.copy_positions_)
 
