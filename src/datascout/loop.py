@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from datascout.convert import Float32Rows, as_float32
 from datascout.exceptions import LabelingError, ValidationError
 from datascout.models import BootstrapCommittee, FittedModel, default_model
 from datascout.pool import UNLABELED, CandidateView, Pool, iter_row_chunks, row_norms, unit_rows_sum
@@ -92,6 +93,7 @@ class ActiveLearner:
         self._stale = True
         self._unit_sum_all = None
         self._norms_all = None  # every pool row's norm, filled by the first full density pass
+        self._pool_rows = None  # the pool's rows as float32 chunks (pool_rows)
         self._unit_sum_labeled = np.zeros(self.pool.dim, dtype=np.float64)  # labeled + held out
         self.last_query_ = {}
         if holdout is not None:
@@ -234,8 +236,9 @@ class ActiveLearner:
             if self.n_labeled_ == 0 and (self.strategy.needs_probs or self.strategy.needs_committee):
                 raise ValidationError("no labeled items yet: teach a seed set before a model-based query")
             rows = self.strategy.select(view, take, self.rng, centers=self._labeled_embeddings,
-                                        scores=lambda: self.score_rows(view.embeddings, view.positions,
-                                                                       row_norms=view.norms))
+                                        scores=lambda: self.score_rows(
+                                            view.embeddings, view.positions, row_norms=view.norms,
+                                            skip=view.excluded if view.positions is None else None))
             chosen = view.pool_positions(rows)
         padded = n - len(chosen)
         if padded:
@@ -250,19 +253,31 @@ class ActiveLearner:
         held-out items excluded."""
         if self.candidates_ is not None:
             return self.candidates_.view(self.rng)
-        return CandidateView.of(self.pool.embeddings, None, self.labels_ != UNLABELED, self._norms_all)
+        excluded = self.labels_ != UNLABELED
+        if self.strategy.many_passes:  # k-center: the float32 copy of the scored rows, when the budget holds it
+            held = self.pool_rows().held(excluded)
+            if held is not None:
+                rows, where = held
+                return CandidateView.of(rows, where, excluded[where])
+        return CandidateView.of(self.pool.embeddings, None, excluded, self._norms_all)
 
-    def score_rows(self, X, positions=None, chunk_rows: int = 65536, row_norms=None) -> np.ndarray:
+    def score_rows(self, X, positions=None, chunk_rows: int = 65536, row_norms=None, skip=None) -> np.ndarray:
         """Scores of the rows of ``X`` (whose pool positions are ``positions``, or ``None`` when
         ``X`` is the whole pool), computed chunk by chunk. ``row_norms``: the rows' L2 norms if
-        already known (the candidate buffer keeps them), for the density term."""
+        already known (the candidate buffer keeps them), for the density term. ``skip`` (whole
+        pool only): rows that need no score (labeled, held out); they are not converted to
+        float32 and score ``-inf`` (see :class:`datascout.convert.Float32Rows`)."""
         s = self.strategy
         if (s.needs_probs or s.needs_committee) and (self.model_ is None or self._stale):
             self.fit()
         direction = self._density_direction() if s.needs_similarity else None
-        out = np.empty(X.shape[0], dtype=np.float64)
-        for rows in iter_row_chunks(X.shape[0], chunk_rows):
-            xc = X[rows]
+        if positions is None:  # the whole pool: read through the converter, skipped rows never read
+            out = np.full(X.shape[0], -np.inf)
+            chunks = self.pool_rows().chunks(skip)
+        else:
+            out = np.empty(X.shape[0], dtype=np.float64)
+            chunks = ((rows, X[rows]) for rows in iter_row_chunks(X.shape[0], chunk_rows))
+        for rows, xc in chunks:
             inputs = ScoreInputs(embeddings=xc)
             if s.needs_similarity and direction is not None and s.needs_probs:
                 # one pass over the chunk for both the logits and the projection on the direction
@@ -281,6 +296,12 @@ class ActiveLearner:
                     inputs.similarity = cosine_to_direction(xc, direction)
             out[rows] = s.score(inputs)
         return out
+
+    def pool_rows(self) -> Float32Rows:
+        """The pool's rows as float32 chunks (kept across rounds: it may hold a float32 copy)."""
+        if self._pool_rows is None:
+            self._pool_rows = Float32Rows(self.pool.embeddings, finite=True)  # a Pool is finite
+        return self._pool_rows
 
     def _row_norms(self, xc, where) -> np.ndarray:
         """L2 norms (at least 1e-12) of the rows ``xc`` at pool positions ``where``: from the cache
@@ -301,7 +322,7 @@ class ActiveLearner:
             total = np.zeros(self.pool.dim, dtype=np.float64)
             norms = np.empty(len(self.pool), dtype=np.float32)
             for rows in iter_row_chunks(len(self.pool)):
-                X = np.asarray(self.pool.embeddings[rows], dtype=np.float32)
+                X = as_float32(self.pool.embeddings[rows], finite=True)
                 norms[rows] = row_norms(X)
                 total += (X / norms[rows][:, None]).sum(axis=0, dtype=np.float64)
             self._unit_sum_all, self._norms_all = total, norms

@@ -83,9 +83,11 @@ def as_float32(X) -> np.ndarray:
     (a memory map or a shard view is read chunk by chunk)."""
     if type(X) is np.ndarray and X.dtype == np.float32 and X.flags.c_contiguous:
         return X
+    from datascout.convert import as_float32 as cast_rows
+
     out = np.empty(X.shape, dtype=np.float32)
     for rows in iter_row_chunks(X.shape[0]):
-        out[rows] = X[rows]
+        cast_rows(X[rows], out=out[rows])  # float16 at ~3x numpy's cast, exact
     return out
 
 

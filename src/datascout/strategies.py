@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from datascout.convert import as_float32
 from datascout.exceptions import ValidationError
 from datascout.pool import CandidateView, iter_row_chunks, row_max
 
@@ -198,7 +199,7 @@ def min_sq_distances(X: np.ndarray, centers: np.ndarray, chunk_rows: int = 16384
     C = C - mu
     cn = _sq_norms(C)
     for rows in iter_row_chunks(n, chunk_rows):
-        xc = np.asarray(X[rows], dtype=np.float32) - mu
+        xc = as_float32(X[rows]) - mu
         xn = _sq_norms(xc)
         best = out[rows]
         for cs in iter_row_chunks(C.shape[0], 2048):
@@ -228,7 +229,7 @@ def kcenter_greedy(X: np.ndarray, centers: np.ndarray, b: int, rng: np.random.Ge
     # |x - mu|^2 of every row, once: each pick then costs one matrix-vector product per chunk
     xn = np.empty(n, dtype=np.float32)
     for rows in iter_row_chunks(n, 65536):
-        xn[rows] = _sq_norms(np.asarray(X[rows], dtype=np.float32) - mu)
+        xn[rows] = _sq_norms(as_float32(X[rows]) - mu)
     if exclude is not None:
         dist[exclude] = -1.0
     picks = np.empty(b, dtype=np.int64)
@@ -243,7 +244,7 @@ def kcenter_greedy(X: np.ndarray, centers: np.ndarray, b: int, rng: np.random.Ge
         cn, shift = float(c @ c), float(mu @ c)
         for rows in iter_row_chunks(n, 65536):
             # (x - mu).c = x.c - mu.c: no shifted copy of the chunk
-            d = xn[rows] - 2.0 * (np.asarray(X[rows], dtype=np.float32) @ c - shift) + cn
+            d = xn[rows] - 2.0 * (as_float32(X[rows]) @ c - shift) + cn
             sub = dist[rows]
             keep = sub >= 0  # excluded / already picked rows stay at -1
             np.minimum(sub, np.maximum(d, 0.0), out=sub, where=keep)
@@ -278,6 +279,7 @@ class Strategy:
     needs_probs = False
     needs_committee = False
     needs_similarity = False
+    many_passes = False
     n_members = 0
     selects_by_score = True
 
@@ -400,6 +402,7 @@ class KCenter(Strategy):
 
     name = "kcenter"
     selects_by_score = False
+    many_passes = True  # one pass over the rows per pick: reads the pool's float32 copy when one is held
 
     def select(self, view, b, rng, *, scores, centers):
         return kcenter_greedy(view.embeddings, centers(), b, rng, exclude=view.excluded)

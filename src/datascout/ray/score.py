@@ -19,6 +19,8 @@ import time
 
 import numpy as np
 
+from datascout.convert import as_float32
+
 from datascout.exceptions import ValidationError
 from datascout.pool import iter_row_chunks, normalize_rows
 from datascout.ray.session import as_view, init_ray, remote, row_blocks
@@ -74,7 +76,7 @@ class ShardScorer:
         n = X.shape[0]
         out = np.empty(n, dtype=np.float64)
         for rows in iter_row_chunks(n, self.chunk_rows):
-            x = np.asarray(X[rows], dtype=np.float32)
+            x = as_float32(X[rows])
             inputs = ScoreInputs(embeddings=x)
             if strategy.needs_probs:
                 inputs.probs = self.model.predict_proba(x)
