@@ -63,11 +63,14 @@ def run(X, y, Xt, yt, classes, *, seed: int, rounds: int, batch: int, lag: bool,
         if q["audit"]["value"] is not None and len(np.unique(train_y)) >= 2:
             model = FittedModel(default_model(seed), len(classes)).fit(X[train], train_y)
             rest = np.setdiff1d(np.arange(len(y)), train)
-            true_f1 = f1_score(y[rest], model.predict_proba(X[rest]).argmax(1), average="macro")
+            pred_rest = model.predict_proba(X[rest]).argmax(1)
+            true_f1 = f1_score(y[rest], pred_rest, average="macro")
             lo, hi = q["audit"]["ci"]
+            acc = q["audit"]["accuracy"]
             checks.append({"labels": int(len(pos)), "audit": q["audit"]["value"], "lo": lo, "hi": hi,
                            "truth": float(true_f1), "cv": (q["cv"] or {}).get("macro_f1"),
-                           "n_audit": q["audit"]["labels"]})
+                           "n_audit": q["audit"]["labels"], "acc": acc["value"], "acc_lo": acc["ci"][0],
+                           "acc_hi": acc["ci"][1], "acc_truth": float(np.mean(pred_rest == y[rest]))})
     pos, lab = camp.resolved_labels()
     audit_pos = {p for (p,) in camp.con.execute("SELECT pos FROM selections WHERE audit = 1")}
     keep = np.asarray([p not in audit_pos for p in pos.tolist()])
@@ -130,6 +133,9 @@ def main() -> None:
     print("| figure | value |\n|---|---|")
     print(f"| audit 95% intervals holding the true macro-F1 | {inside} of {len(checks)} ({inside / len(checks):.1%}) |")
     print(f"| mean abs. error, audit estimate vs truth | {err_audit:.3f} |")
+    acc_in = sum(c["acc_lo"] <= c["acc_truth"] <= c["acc_hi"] for c in checks)
+    print(f"| audit 95% (Wilson) intervals holding the true accuracy | {acc_in} of {len(checks)} "
+          f"({acc_in / len(checks):.1%}) |")
     print(f"| mean abs. error, cross-validated on chosen labels vs truth | {err_cv:.3f} (mean signed {bias_cv:+.3f}) |")
     print(f"| audit labels at the last round | {checks[-1]['n_audit']} |")
     for lag in (False, True):

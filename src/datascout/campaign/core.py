@@ -100,6 +100,9 @@ class Campaign:
         self._write_lock = threading.Lock()
         self._worker: threading.Thread | None = None
         self._last_error: str | None = None
+        # per process: the embeddings (with the file signature they were checked at), the graph
+        # and the validated Pool over them, so a round reads no row to check anything
+        self._embeddings_cache = self._graph_cache = self._pool_cache = None
         self.config = self._read_config()
 
     # -- storage -------------------------------------------------------------------------
@@ -155,7 +158,7 @@ class Campaign:
         if not path.is_absolute():
             path = self.directory / path
         stat = _stat_signature(path)
-        cached = getattr(self, "_embeddings_cache", None)
+        cached = self._embeddings_cache
         if cached is not None and cached[0] == stat:
             return cached[1], path
         X, _ = load_embeddings(path)
@@ -376,26 +379,18 @@ class Campaign:
         recent answer."""
         con = con or self.con
         rows = con.execute(
-            """SELECT l.pos, l.class, l.label_id FROM labels l
+            """SELECT l.pos, l.class, l.label_id, l.annotator FROM labels l
                JOIN (SELECT pos, annotator, MAX(label_id) AS m FROM labels GROUP BY pos, annotator) last
                  ON l.label_id = last.m
                WHERE l.class IS NOT NULL ORDER BY l.pos, l.label_id""").fetchall()
         if not rows:
             return np.empty(0, np.int64), np.empty(0, np.int64)
-        arr = np.asarray(rows, dtype=np.int64)
+        arr = np.asarray([r[:3] for r in rows], dtype=np.int64)
         pos, cls_, lid = arr[:, 0], arr[:, 1], arr[:, 2]
         n_cls = len(self.classes)
         upos, inv = np.unique(pos, return_inverse=True)
-        quality = self._annotator_quality(con)
-        if quality:  # votes weighted by each annotator's estimated quality (CROWDLAB)
-            who = [r[0] for r in con.execute(
-                """SELECT l.annotator FROM labels l
-                   JOIN (SELECT pos, annotator, MAX(label_id) AS m FROM labels GROUP BY pos, annotator) last
-                     ON l.label_id = last.m
-                   WHERE l.class IS NOT NULL ORDER BY l.pos, l.label_id""")]
-            weight = np.asarray([quality.get(w, 1.0) for w in who], dtype=np.float64)
-        else:
-            weight = np.ones(len(pos), dtype=np.float64)
+        quality = self._annotator_quality(con)  # CROWDLAB's, once known: votes weigh by it
+        weight = np.asarray([quality.get(r[3], 1.0) for r in rows], dtype=np.float64)
         votes = np.zeros((len(upos), n_cls), dtype=np.float64)
         np.add.at(votes, (inv, cls_), weight)
         latest = np.zeros((len(upos), n_cls), dtype=np.int64)
@@ -414,7 +409,7 @@ class Campaign:
         from datascout.seals import build_or_load_graph
 
         X, path = self.embeddings()
-        cached = getattr(self, "_graph_cache", None)
+        cached = self._graph_cache
         if cached is not None and cached[0] is X:
             return cached[1]
         k = min(self.config["k"], X.shape[0] - 1)
@@ -460,7 +455,7 @@ class Campaign:
         held = np.union1d(np.union1d(blocked, audit_pos), audit_new)
         learner = None
         if len(train_pos):
-            cached = getattr(self, "_pool_cache", None)
+            cached = self._pool_cache
             if cached is None or cached.embeddings is not X:  # Pool() checks every row: once per process
                 cached = self._pool_cache = Pool(X)
             graph = self.graph()  # may be a saved graph with more neighbours: use the campaign's k
