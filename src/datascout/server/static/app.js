@@ -313,7 +313,7 @@ async function refreshStats() {
   try {
     const s = await api("/api/stats");
     $("t-labels").textContent = s.labels.items_labeled;
-    $("t-labels-label").textContent = s.labels.relabels ? `items labeled (${s.labels.relabels} relabels)` : "items labeled";
+    $("t-labels-label").textContent = s.labels.relabels ? `items labeled (${s.labels.relabels} relabel${s.labels.relabels === 1 ? "" : "s"})` : "items labeled";
     $("t-rounds").textContent = s.rounds.length;
     $("t-positives-tile").hidden = s.positive_class === null;  // rare-concept campaigns only
     if (s.positive_class !== null) {
