@@ -325,11 +325,11 @@ def test_wilson_interval_and_audit_figures_by_hand():
     y = np.array([0, 0, 1, 1, 2, 2, 2, 1])
     proba = np.eye(3)[[0, 1, 1, 1, 2, 0, 2, 1]] * 0.8 + 0.2 / 3
     a = audit_quality(y, proba, 3, n_boot=400, random_state=0)
-    assert a["labels"] == 8 and a["metric"] == "macro_f1"
-    assert a["accuracy"]["value"] == 6 / 8 and a["accuracy"]["ci"] == wilson_interval(6, 8)
-    assert a["value"] == pytest.approx(f1_score(y, proba.argmax(1), average="macro"))
-    lo, hi = a["ci"]
-    assert 0 <= lo <= a["value"] <= hi <= 1
+    assert a["labels"] == 8 and a["metric"] == "accuracy"
+    assert a["value"] == a["accuracy"]["value"] == 6 / 8 and a["ci"] == a["accuracy"]["ci"] == wilson_interval(6, 8)
+    assert a["macro_f1"]["value"] == pytest.approx(f1_score(y, proba.argmax(1), average="macro"))
+    lo, hi = a["macro_f1"]["ci"]
+    assert 0 <= lo <= a["macro_f1"]["value"] <= hi <= 1
     # rare concept: AP, prevalence and the positives left among 1,000 unlabeled items
     yb = np.array([0] * 16 + [1] * 4)
     score = np.r_[np.linspace(0.0, 0.6, 16), [0.55, 0.7, 0.8, 0.9]]
@@ -375,7 +375,7 @@ def test_audit_items_are_uniform_never_trained_on_and_measured(tmp_path, capsys)
     s = camp.stats()
     last = s["rounds"][-1]
     assert last["audit"]["labels"] == 12 and last["labels_before"] == 40
-    assert s["audit"]["metric"] == "macro_f1" and 0 <= s["audit"]["ci"][0] <= s["audit"]["value"] <= s["audit"]["ci"][1]
+    assert s["audit"]["metric"] == "accuracy" and 0 <= s["audit"]["ci"][0] <= s["audit"]["value"] <= s["audit"]["ci"][1]
     assert s["audit"]["value"] > 0.8  # well-separated classes
     # every leased item carries the model's guess and why it was chosen; audit items look alike
     batch = camp.lease_batch("bob", 20)["items"]
@@ -386,7 +386,7 @@ def test_audit_items_are_uniform_never_trained_on_and_measured(tmp_path, capsys)
     assert all(it["selected_by"]["audit"] == (camp.positions([it["id"]])[0] in audit) for it in batch)
     assert main(["campaign", "status", str(d)]) == 0
     out = capsys.readouterr().out
-    assert "audit (12 random items, never trained on): macro f1" in out and "actively chosen labels" in out
+    assert "audit (12 random items, never trained on): accuracy" in out and "actively chosen labels" in out
 
 
 def test_predictions_are_null_before_the_first_model(tmp_path):

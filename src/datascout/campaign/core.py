@@ -515,7 +515,7 @@ class Campaign:
             metrics["review_added"] = len(reviews)
         if "audit" not in metrics:
             metrics["audit"] = {"labels": int(len(audit_pos)), "value": None, "ci": None,
-                                "metric": "average_precision" if positive is not None else "macro_f1"}
+                                "metric": "average_precision" if positive is not None else "accuracy"}
         settings = {"batch_size": int(b), "audit": int(len(audit_new)), "k": cfg["k"], "index": cfg["index"],
                     **how, "seconds": round(time.perf_counter() - t0, 3)}
         with self._write() as con:
@@ -617,7 +617,7 @@ class Campaign:
         out = cv_quality(np.asarray(X[tp], dtype=np.float32) if len(tp) else None, ty if len(tp) else None,
                          len(self.classes), positive=positive, random_state=cfg["random_state"])
         out["n_train"], out["n_labels"] = out["n_labels"], int(len(pos))
-        result = {"labels": int(audit.sum()), "metric": "average_precision" if positive is not None else "macro_f1",
+        result = {"labels": int(audit.sum()), "metric": "average_precision" if positive is not None else "accuracy",
                   "value": None, "ci": None}
         if audit.any() and len(np.unique(ty)) >= 2:
             model = FittedModel(default_model(cfg["random_state"]), len(self.classes)).fit(

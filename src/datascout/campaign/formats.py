@@ -216,7 +216,7 @@ def stats(camp) -> dict:
         "learning_curve": curve,
         "model": rounds[-1]["cv"] if rounds else None,
         "audit": audit or {"labels": 0, "metric": "average_precision" if cfg["positive_class"] is not None
-                           else "macro_f1", "value": None, "ci": None},
+                           else "accuracy", "value": None, "ci": None},
         "leases": {"live": sum(x["items"] for x in leases), "by_annotator": leases},
         "review": review,
         "agreement": agreement(latest, classes),

@@ -78,12 +78,14 @@ def audit_quality(y_true, proba, n_classes: int, *, positive: int | None = None,
     unlabeled pool and never trained on, so unlike the cross-validated figure on actively chosen
     items it estimates the quality on the pool. Each figure has a 95% interval: Wilson for
     proportions, a percentile bootstrap (``n_boot`` resamples) for macro-F1 and average
-    precision. Multiclass: accuracy and macro-F1 (the headline). Rare concept (``positive``):
+    precision. Multiclass: accuracy (the headline: its Wilson interval held the truth in 94-96%
+    of checks on real campaigns, docs/benchmarks.md) and macro-F1 (its bootstrap interval is too
+    narrow while the audit sample holds few items per class: 67% on 26 classes). Rare concept (``positive``):
     average precision (the headline), precision at the 0.5 threshold, the prevalence and the
     positives estimated to remain among ``n_unlabeled`` unlabeled items."""
     y_true = np.asarray(y_true, dtype=np.int64)
     n = len(y_true)
-    out = {"labels": int(n), "metric": "average_precision" if positive is not None else "macro_f1",
+    out = {"labels": int(n), "metric": "average_precision" if positive is not None else "accuracy",
            "value": None, "ci": None}
     if n == 0:
         return out
@@ -106,7 +108,7 @@ def audit_quality(y_true, proba, n_classes: int, *, positive: int | None = None,
         bfn = (onehot_t - hit)[boot].sum(axis=1)
         reps = _macro_f1_counts(btp, bfp, bfn)
         out["macro_f1"] = {"value": value, "ci": [float(np.quantile(reps, 0.025)), float(np.quantile(reps, 0.975))]}
-        out["value"], out["ci"] = value, out["macro_f1"]["ci"]
+        out["value"], out["ci"] = out["accuracy"]["value"], out["accuracy"]["ci"]
         return out
     from sklearn.metrics import average_precision_score
 

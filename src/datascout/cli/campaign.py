@@ -165,8 +165,9 @@ def run_status(args) -> int:
         lo, hi = a["ci"] or (float("nan"), float("nan"))
         line = f"audit ({a['labels']} random items, never trained on): {a['metric'].replace('_', ' ')} " \
                f"{a['value']:.3f} [95% {lo:.3f}-{hi:.3f}]"
-        if "accuracy" in a:
-            line += f", accuracy {a['accuracy']['value']:.3f} [{a['accuracy']['ci'][0]:.3f}-{a['accuracy']['ci'][1]:.3f}]"
+        if "macro_f1" in a:
+            f1 = a["macro_f1"]
+            line += f", macro-F1 {f1['value']:.3f} [{f1['ci'][0]:.3f}-{f1['ci'][1]:.3f}; narrow with few items per class]"
         if "prevalence" in a:
             pr, rem = a["prevalence"], a["positives_remaining"]
             line += (f", prevalence {pr['value']:.4f} [{pr['ci'][0]:.4f}-{pr['ci'][1]:.4f}], "

@@ -95,7 +95,7 @@ class ItemOut(Out):
 
 class Audit(Out):
     labels: int = Field(description="audit labels the figure rests on")
-    metric: str = Field(description="macro_f1 (several classes) or average_precision (a rare concept)")
+    metric: str = Field(description="accuracy (several classes; macro_f1 beside it) or average_precision (a rare concept)")
     value: float | None
     ci: list[float] | None = Field(description="95% interval [low, high]")
 

@@ -328,7 +328,7 @@ async function refreshStats() {
     $("audit").textContent = auditLine(s.audit);
     bars($("per-round"), s.rounds.map((r) => ["round " + r.round, r.labeled]));
     bars($("class-counts"), Object.entries(s.class_counts));
-    const key = s.positive_class !== null ? "average_precision" : "macro_f1";
+    const key = s.positive_class !== null ? "average_precision" : "accuracy";
     curve(s.learning_curve, key, key.replace("_", " "));
     showProgress(s.progress);
   } catch (e) { console.error("dashboard: " + e.message); }  // best effort: the labeling goes on
