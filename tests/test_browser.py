@@ -284,7 +284,7 @@ def test_docs_render_offline_under_the_csp(tmp_path):
     sync_api = playwright()
     camp, _ = make_campaign(tmp_path)
     camp.close()
-    srv = Server(tmp_path / "camp", token="docs-token")
+    srv = Server(tmp_path / "camp", token="docs-token-0123456789")
     log, outside = [], []
     try:
         with sync_api.sync_playwright() as p:

@@ -328,8 +328,10 @@ def test_wilson_interval_and_audit_figures_by_hand():
     assert a["labels"] == 8 and a["metric"] == "accuracy"
     assert a["value"] == a["accuracy"]["value"] == 6 / 8 and a["ci"] == a["accuracy"]["ci"] == wilson_interval(6, 8)
     assert a["macro_f1"]["value"] == pytest.approx(f1_score(y, proba.argmax(1), average="macro"))
-    lo, hi = a["macro_f1"]["ci"]
-    assert 0 <= lo <= a["macro_f1"]["value"] <= hi <= 1
+    assert a["macro_f1"]["ci"] is None  # 8 audit labels over 3 classes: too few for its spread
+    big = audit_quality(np.tile(y, 4), np.tile(proba, (4, 1)), 3, n_boot=400, random_state=0)
+    lo, hi = big["macro_f1"]["ci"]
+    assert 0 <= lo <= big["macro_f1"]["value"] <= hi <= 1 and hi - lo > 0
     # rare concept: AP, prevalence and the positives left among 1,000 unlabeled items
     yb = np.array([0] * 16 + [1] * 4)
     score = np.r_[np.linspace(0.0, 0.6, 16), [0.55, 0.7, 0.8, 0.9]]
@@ -534,3 +536,57 @@ def test_parquet_items_are_read_with_the_column_flags(tmp_path, capsys):
     text = dict(Campaign(d).con.execute("SELECT id, payload FROM items").fetchall())
     assert all(text[it["id"]] == it["text"] for it in items)
     capsys.readouterr()
+
+
+def test_imports_keep_each_annotator_and_never_count_an_export_twice(tmp_path, capsys):
+    items, X, y, classes = fortunes_items(n_per_class=10)
+    emb, items_path = write_inputs(tmp_path / "inputs", items, X)
+    d = tmp_path / "camp"
+    camp = Campaign.create(d, embeddings=emb, items=items_path, classes=classes, batch_size=5, k=5)
+    a, b = items[0]["id"], items[1]["id"]
+    # Label Studio writes user ids as integers, and a cancelled (skipped) annotation has no answer
+    ls = tmp_path / "ls.json"
+    choice = lambda c: [{"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [c]}}]  # noqa: E731
+    ls.write_text(json.dumps([{"data": {"item_id": a, "text": "x"}, "annotations": [
+        {"completed_by": 3, "result": choice(classes[0])},
+        {"completed_by": 4, "result": choice(classes[1])},
+        {"completed_by": 5, "result": choice(classes[2]), "was_cancelled": True}]}]))
+    assert camp.import_labels(ls) == 2
+    got = camp.con.execute("SELECT annotator, class FROM labels ORDER BY annotator").fetchall()
+    assert got == [("ls-3", 0), ("ls-4", 1)]
+    # the campaign's own exports imported back add nothing
+    f = tmp_path / "two.csv"
+    f.write_text(f"id,label,annotator\n{b},{classes[2]},alice\n{b},{classes[2]},bob\n")
+    assert camp.import_labels(f) == 2
+    for fmt, ext in (("jsonl", "jsonl"), ("csv", "csv"), ("label-studio", "json")):
+        out = tmp_path / f"export.{ext}"
+        out.write_text(camp.export(fmt))
+        assert camp.import_labels(out) == 0, fmt
+    assert camp.con.execute("SELECT COUNT(*) FROM labels").fetchone()[0] == 4
+    # a JSONL export into a fresh campaign keeps each annotator's answer
+    out = tmp_path / "export.jsonl"
+    fresh = Campaign.create(tmp_path / "fresh", embeddings=emb, items=items_path, classes=classes, batch_size=5,
+                            k=5, seed_labels=out)
+    assert sorted(r[0] for r in fresh.con.execute("SELECT annotator FROM labels")) == ["alice", "bob", "ls-3", "ls-4"]
+    # one file giving one item two labels by the same annotator is refused
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"id,label\n{a},{classes[0]}\n{a},{classes[1]}\n")
+    with pytest.raises(ValueError, match=f"gives item '{a}' two different labels"):
+        camp.import_labels(bad)
+
+
+def test_a_graph_with_neighbours_outside_the_pool_is_damaged(tmp_path):
+    from datascout.seals import KNNGraph, build_or_load_graph, graph_dir
+
+    X = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
+    emb = tmp_path / "emb.npy"
+    np.save(emb, X)
+    good = np.asarray(build_or_load_graph(X, emb, "Flat", 5).neighbors).copy()
+    d = graph_dir(emb, "Flat", 5)
+    nb = np.load(d / "neighbors.npy", mmap_mode="r+")
+    nb[7, 2] = 999999  # same shape and size, a value no pool position has
+    nb.flush()
+    del nb
+    with pytest.raises(ValueError, match="outside -1..299"):
+        KNNGraph.load(d)
+    assert np.array_equal(np.asarray(build_or_load_graph(X, emb, "Flat", 5).neighbors), good)

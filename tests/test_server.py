@@ -135,16 +135,16 @@ def test_token_required_beyond_localhost(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("DATASCOUT_TOKEN", raising=False)
     assert main(["serve", str(tmp_path / "camp"), "--host", "0.0.0.0"]) == 2
     assert "needs a token" in capsys.readouterr().err
-    srv = Server(tmp_path / "camp", token="s3cret", host="0.0.0.0")
+    srv = Server(tmp_path / "camp", token="s3cret-0123456789", host="0.0.0.0")
     try:
         assert httpx.get(srv.url + "/api/stats").status_code == 401
         assert httpx.get(srv.url + "/api/stats", headers={"Authorization": "Bearer wrong"}).status_code == 401
-        assert httpx.get(srv.url + "/api/stats", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert httpx.get(srv.url + "/api/stats", headers={"Authorization": "Bearer s3cret-0123456789"}).status_code == 200
         assert httpx.get(srv.url + "/").status_code == 200  # the page itself; it sends the token
         # the token is accepted only as a bearer header, never from a URL or another scheme
-        for headers, params in [({"Authorization": "s3cret"}, {}), ({"Authorization": "Token s3cret"}, {}),
-                                ({"Authorization": "Basic s3cret"}, {}), ({"Authorization": "Bearer"}, {}),
-                                ({"Authorization": "Bearer s3cret2"}, {}), ({}, {"token": "s3cret"})]:
+        for headers, params in [({"Authorization": "s3cret-0123456789"}, {}), ({"Authorization": "Token s3cret-0123456789"}, {}),
+                                ({"Authorization": "Basic s3cret-0123456789"}, {}), ({"Authorization": "Bearer"}, {}),
+                                ({"Authorization": "Bearer s3cret-01234567892"}, {}), ({}, {"token": "s3cret-0123456789"})]:
             r = httpx.get(srv.url + "/api/stats", headers=headers, params=params)
             assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", (headers, params)
             assert r.json() == {"error": "a valid token is required (header 'Authorization: Bearer TOKEN')"}

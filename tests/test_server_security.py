@@ -356,3 +356,33 @@ def test_exhausted_campaign_is_a_state_without_traceback(tmp_path, caplog):
         assert isinstance(s["rounds"][1]["cv"]["folds"], int)
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING], \
         [r.getMessage() for r in caplog.records]
+
+
+def test_a_token_too_short_or_with_spaces_is_refused():
+    from datascout.exceptions import DatascoutError
+    from datascout.server import check_bind
+
+    for bad in (" ", "x", "short-token", "has a space in it ok", " leading-space-token-123"):
+        with pytest.raises(DatascoutError, match="at least 16 characters without spaces"):
+            check_bind("0.0.0.0", bad)
+    check_bind("0.0.0.0", "a-long-enough-token-0123")
+
+
+def test_a_second_server_on_one_campaign_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    from datascout.exceptions import DatascoutError
+    from datascout.server import hold_campaign
+
+    held = hold_campaign(tmp_path)
+    try:
+        with pytest.raises(DatascoutError, match=f"already being served \\(pid {os.getpid()}\\)"):
+            hold_campaign(tmp_path)
+        # another process too
+        out = subprocess.run([sys.executable, "-c", "import sys; from datascout.server import hold_campaign; "
+                              "hold_campaign(sys.argv[1])", str(tmp_path)], capture_output=True, text=True)
+        assert out.returncode != 0 and "already being served" in out.stderr
+    finally:
+        held.close()
+    hold_campaign(tmp_path).close()  # free again once the first is gone

@@ -165,6 +165,12 @@ class KNNGraph:
                 raise GraphCorruptError(f"{str(path)!r} has {path.stat().st_size} bytes but an array of shape "
                                         f"{shape} needs {arr.offset + arr.nbytes}")
             arrays.append(arr)
+        nb = arrays[0]
+        for rows in iter_row_chunks(shape[0], max(1, (64 << 20) // max(nb.itemsize * shape[1], 1))):
+            block = np.asarray(nb[rows])  # one pass, in 64 MiB blocks: neighbours are pool positions or -1
+            if block.size and (block.min() < -1 or block.max() >= shape[0]):
+                raise GraphCorruptError(f"{str(directory / 'neighbors.npy')!r} holds neighbour positions outside "
+                                        f"-1..{shape[0] - 1} (rows {rows.start}-{rows.stop - 1})")
         g = cls(arrays[0], arrays[1], meta)
         if expect_n is not None and len(g) != expect_n:
             raise IndexMismatchError(f"the kNN graph has {len(g)} rows but the pool has {expect_n} items")
@@ -424,7 +430,8 @@ class CandidateSet:
         return np.where(cnt > 0, (sims * ok).sum(axis=1) / np.maximum(cnt, 1), 0.0).astype(np.float32)
 
 
-def find_graph(embeddings, embeddings_path, factory: str, k: int, *, fingerprint_=None) -> Path | None:
+def find_graph(embeddings, embeddings_path, factory: str, k: int, *, fingerprint_=None,
+               quiet: bool = False) -> Path | None:
     """A saved graph beside ``embeddings_path`` for ``factory`` with at least ``k`` neighbours
     whose size, dimension and fingerprint match ``embeddings`` (the smallest such k). A folder
     that fails :meth:`KNNGraph.load`'s checks is passed over with a one-line note (it will be
@@ -445,7 +452,7 @@ def find_graph(embeddings, embeddings_path, factory: str, k: int, *, fingerprint
         except (OSError, ValueError):
             meta = None
         if not isinstance(meta, dict) or meta.get("index") != factory or meta.get("k", 0) < k:
-            if meta is None:
+            if meta is None and not quiet:
                 log.warning("datascout: note: %s is an incomplete kNN graph; building anew", d)
             continue
         if meta.get("n") != X.shape[0] or meta.get("dim") != X.shape[1]:
@@ -456,7 +463,8 @@ def find_graph(embeddings, embeddings_path, factory: str, k: int, *, fingerprint
         try:
             KNNGraph.load(d, expect_n=X.shape[0])
         except DatascoutError as exc:
-            log.warning("datascout: note: ignoring a damaged kNN graph (%s); building anew", exc)
+            if not quiet:
+                log.warning("datascout: note: ignoring a damaged kNN graph (%s); building anew", exc)
             continue
         found.append((meta["k"], d))
     return min(found)[1] if found else None
@@ -485,7 +493,7 @@ def build_or_load_graph(embeddings, embeddings_path, factory: str, k: int, *,
         return KNNGraph.build(X, k, factory, progress=progress, batch_rows=batch_rows)
     try:
         with dir_lock(target):
-            found = find_graph(X, embeddings_path, factory, k, fingerprint_=fingerprint_)  # built meanwhile?
+            found = find_graph(X, embeddings_path, factory, k, fingerprint_=fingerprint_, quiet=True)  # built meanwhile?
             if found is not None:
                 return KNNGraph.load(found, expect_n=X.shape[0])
             return KNNGraph.build(X, k, factory, progress=progress, batch_rows=batch_rows, out_dir=target)

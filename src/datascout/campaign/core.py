@@ -220,8 +220,11 @@ class Campaign:
         if positive_class is not None:
             classes = [f"not {positive_class}", str(positive_class)]
         classes = [str(c).strip() for c in classes]
-        if len(classes) < 2 or len(set(classes)) != len(classes) or any(not c for c in classes):
-            raise ValidationError(f"expected at least 2 distinct non-empty class names but got {classes}")
+        twice = sorted({c for c in classes if classes.count(c) > 1})
+        if twice:
+            raise ValidationError(f"class names must be distinct but {', '.join(map(repr, twice))} occurs twice in {classes}")
+        if len(classes) < 2 or any(not c for c in classes):
+            raise ValidationError(f"expected at least 2 non-empty class names but got {classes}")
         if len(classes) > 9:
             log.info("more than 9 classes: keys 1-9 cover the first nine")
         strategy = strategy or ("most-likely-positive" if positive_class is not None else "entropy")
@@ -810,7 +813,7 @@ class Campaign:
             if kind == "text":
                 it["text"] = payload
             it["prediction"] = None if pred is None else {"label": self.classes[pred], "probability": prob}
-            it["selected_by"] = {"strategy": strategy, "score": score, "audit": bool(audit)}
+            it["selected_by"] = {"strategy": "random" if audit else strategy, "score": score, "audit": bool(audit)}
             if p in review:  # asked again, blind: nothing says what the first answer was
                 it["selected_by"] = {"strategy": "review", "score": None, "audit": False}
             out.append(it)
@@ -867,11 +870,21 @@ class Campaign:
         again), and a round they complete selects its successor. A label an annotator already
         gave is not added again, so importing one file twice adds nothing. Returns how many
         labels were added."""
-        from datascout.campaign.formats import read_label_file
+        from datascout.campaign.formats import is_resolved_export, read_label_file
 
         check_annotator(annotator)
         rows = read_label_file(path)
         _check_label_rows(rows, None, self.classes, Path(path).name)
+        if is_resolved_export(path):
+            # resolved labels (a CSV export) fill in items nobody labeled; they are not one more
+            # annotator's answers on items that have some (re-importing an export adds nothing)
+            labeled = {r[0] for r in self.con.execute(
+                "SELECT i.id FROM items i WHERE i.pos IN (SELECT pos FROM labels WHERE class IS NOT NULL)")}
+            kept = [r for r in rows if str(r[0]) not in labeled]
+            if len(kept) < len(rows):
+                log.warning("datascout: note: %d of %d resolved labels in %s are on items already labeled: "
+                            "left as they are", len(rows) - len(kept), len(rows), Path(path).name)
+            rows = kept
         added = self._import_rows(rows, annotator)
         if added:
             try:

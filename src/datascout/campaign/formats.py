@@ -26,6 +26,17 @@ def _latest_answers(con):
            JOIN items i ON i.pos = l.pos ORDER BY l.pos, l.label_id""").fetchall()
 
 
+def is_resolved_export(path) -> bool:
+    """Whether ``path`` is datascout's CSV export: one resolved label per item (columns
+    ``n_answers`` and ``agreement``), not any annotator's own answers."""
+    path = Path(path)
+    if path.suffix.lower() != ".csv" or not path.is_file():
+        return False
+    with open_text(path) as fh:
+        header = next(csv.reader(fh, skipinitialspace=True), [])
+    return {"id", "label", "n_answers", "agreement"} <= {h.strip() for h in header}
+
+
 def read_label_file(path) -> list[tuple]:
     """``[(item id, class name or None, annotator or None)]`` from CSV (columns ``id``, ``label``,
     optional ``annotator``), JSONL (``{"id", "label"}``) or a Label Studio export (``.json``)."""
@@ -38,12 +49,21 @@ def read_label_file(path) -> list[tuple]:
         with open_text(path) as fh:
             reader = csv.DictReader(fh, skipinitialspace=True)
             if reader.fieldnames is None or not {"id", "label"} <= set(reader.fieldnames):
-                raise ValidationError(f"{path.name} must have columns id and label but has {reader.fieldnames}")
+                raise ValidationError(f"{path.name} must have columns id and label but has "
+                                      f"{reader.fieldnames or 'no header'}")
             for r in reader:
                 lab = r["label"]
                 rows.append((r["id"], lab if lab != "" else None, r.get("annotator") or None))
     elif suffix == ".jsonl":
         for lineno, obj in iter_jsonl(path):
+            if isinstance(obj, dict) and "id" in obj and isinstance(obj.get("answers"), list):
+                # datascout's own JSONL export: each annotator's answer, not the resolved label
+                for a in obj["answers"]:
+                    if not isinstance(a, dict) or "label" not in a:
+                        raise ValidationError(f"{path.name} line {lineno}: expected answers of {{annotator, label}}")
+                    if a["label"] is not None:
+                        rows.append((str(obj["id"]), a["label"], a.get("annotator")))
+                continue
             if not isinstance(obj, dict) or "id" not in obj or "label" not in obj:
                 raise ValidationError(f"{path.name} line {lineno}: expected an object with id and label")
             rows.append((str(obj["id"]), obj["label"], obj.get("annotator")))
@@ -65,20 +85,35 @@ def read_label_file(path) -> list[tuple]:
                 raise ValidationError(f"{path.name}: task {n}'s annotations must be a list of objects "
                                       f"but is {annotations!r:.60}")
             for ann in annotations:
+                if ann.get("was_cancelled"):
+                    continue  # skipped in Label Studio: no answer
                 choices = [_ls_choice(r) for r in (ann.get("result") or [])]
                 choices = [c for c in choices if c is not None]
                 if not choices:
                     continue
                 who = ann.get("completed_by")
-                who = who if isinstance(who, str) else (who.get("email") if isinstance(who, dict) else None)
+                if isinstance(who, dict):  # an expanded user: its email, else its id
+                    who = who.get("email") or who.get("id")
+                if isinstance(who, int) and not isinstance(who, bool):
+                    who = f"ls-{who}"  # Label Studio's user id: one annotator per user
+                who = who if isinstance(who, str) else None
                 rows.append((str(item_id), choices[0], who))
     else:
-        raise ValidationError(f"unsupported labels file {path.name!r}: expected .csv, .jsonl or .json (Label Studio)")
+        raise ValidationError(f"unsupported labels file {path.name!r}: expected .csv, .jsonl or .json (Label Studio); "
+                              "name the file by its format")
     for r in rows:
         if r[1] is not None and not isinstance(r[1], str):
             raise ValidationError(f"{path.name}: label of item {r[0]!r} must be a class name but is {r[1]!r}")
     if not rows:
         raise ValidationError(f"{path.name} holds no labels")
+    given: dict = {}
+    for item_id, label, who in rows:  # one answer per item and annotator in one file
+        key = (str(item_id), who)
+        if key in given and given[key] != label:
+            raise ValidationError(f"{path.name} gives item {item_id!r} two different labels "
+                                  f"({given[key]!r} and {label!r}){'' if who is None else ' by ' + repr(who)}: "
+                                  "expected one label per item and annotator")
+        given[key] = label
     return rows
 
 

@@ -107,7 +107,9 @@ def audit_quality(y_true, proba, n_classes: int, *, positive: int | None = None,
         bfp = (onehot_p - hit)[boot].sum(axis=1)
         bfn = (onehot_t - hit)[boot].sum(axis=1)
         reps = _macro_f1_counts(btp, bfp, bfn)
-        out["macro_f1"] = {"value": value, "ci": [float(np.quantile(reps, 0.025)), float(np.quantile(reps, 0.975))]}
+        enough = n >= max(10, 2 * n_classes)  # below that a resampled macro-F1 says nothing about its spread
+        out["macro_f1"] = {"value": value, "ci": [float(np.quantile(reps, 0.025)), float(np.quantile(reps, 0.975))]
+                           if enough else None}
         out["value"], out["ci"] = out["accuracy"]["value"], out["accuracy"]["ci"]
         return out
     from sklearn.metrics import average_precision_score
@@ -129,6 +131,7 @@ def audit_quality(y_true, proba, n_classes: int, *, positive: int | None = None,
         reps = [average_precision_score(is_pos[b], score[b]) for b in boot[: min(n_boot, 300)]
                 if 0 < is_pos[b].sum() < n]
         out["average_precision"] = {"value": value, "ci": [float(np.quantile(reps, 0.025)),
-                                                           float(np.quantile(reps, 0.975))] if reps else None}
+                                                           float(np.quantile(reps, 0.975))]
+                                    if reps and n >= 10 else None}
         out["value"], out["ci"] = value, out["average_precision"]["ci"]
     return out

@@ -84,6 +84,12 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("datascout: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (``datascout campaign status DIR | head``): stop quietly
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush fails no more
+        return 1
 
 
 @contextlib.contextmanager

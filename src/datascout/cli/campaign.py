@@ -162,12 +162,15 @@ def run_status(args) -> int:
         print(f"audit: {a['labels']} audit labels so far; the honest estimate needs audit labels of a model "
               "trained on 2 classes or more")
     else:
-        lo, hi = a["ci"] or (float("nan"), float("nan"))
-        line = f"audit ({a['labels']} random items, never trained on): {a['metric'].replace('_', ' ')} " \
-               f"{a['value']:.3f} [95% {lo:.3f}-{hi:.3f}]"
+        ci = f" [95% {a['ci'][0]:.3f}-{a['ci'][1]:.3f}]" if a["ci"] else " (too few audit labels for an interval)"
+        items = "item" if a["labels"] == 1 else "items"
+        line = f"audit ({a['labels']} random {items}, never trained on): {a['metric'].replace('_', ' ')} " \
+               f"{a['value']:.3f}{ci}"
         if "macro_f1" in a:
             f1 = a["macro_f1"]
-            line += f", macro-F1 {f1['value']:.3f} [{f1['ci'][0]:.3f}-{f1['ci'][1]:.3f}; narrow with few items per class]"
+            spread = (f" [{f1['ci'][0]:.3f}-{f1['ci'][1]:.3f}; narrow with few items per class]" if f1["ci"]
+                      else " (too few audit labels for its interval)")
+            line += f", macro-F1 {f1['value']:.3f}{spread}"
         if "prevalence" in a:
             pr, rem = a["prevalence"], a["positives_remaining"]
             line += (f", prevalence {pr['value']:.4f} [{pr['ci'][0]:.4f}-{pr['ci'][1]:.4f}], "
@@ -225,12 +228,15 @@ def run_next(args) -> int:
 
 
 def run_serve(args) -> int:
-    from datascout.server import TOKEN_ENV, bind_socket, check_bind, require_extra, serve
+    from datascout.server import TOKEN_ENV, bind_socket, check_bind, hold_campaign, require_extra, serve
 
     require_extra()
-    _open(args.dir).close()
+    camp = _open(args.dir)
+    camp.embeddings()  # the file it was created on, unchanged (or a one-line error before serving)
+    camp.close()
     token = args.token or os.environ.get(TOKEN_ENV) or None
     check_bind(args.host, token)
+    held = hold_campaign(args.dir)  # noqa: F841  (kept open while serving)
     sock = bind_socket(args.host, args.port)  # held from here on: nothing can take the port meanwhile
     port = sock.getsockname()[1]
     where = f"[{args.host}]" if ":" in args.host else args.host  # an IPv6 address in a URL

@@ -39,9 +39,38 @@ def is_loopback(host: str) -> bool:
 
 
 def check_bind(host: str, token: str | None) -> None:
-    """Refuse a non-loopback address without a token."""
+    """Refuse a non-loopback address without a token, and a token no header can carry or that
+    is easy to guess (whitespace, under 16 characters)."""
+    if token is not None and (token != token.strip() or len(token) < 16 or any(c.isspace() for c in token)):
+        raise ValidationError(f"a token must be at least 16 characters without spaces but has {len(token)}"
+                              f"{' and spaces' if any(c.isspace() for c in token) else ''}: "
+                              "e.g. python -c 'import secrets; print(secrets.token_urlsafe(24))'")
     if not is_loopback(host) and not token:
         raise ValidationError(f"binding {host!r} (beyond localhost) needs a token: pass --token or set ${TOKEN_ENV}")
+
+
+def hold_campaign(directory):
+    """An exclusive, non-blocking lock on the campaign for one server process (``.serve.lock``
+    in its folder, released when the process ends): two servers on one campaign would select
+    rounds against each other. Returns the open file; a second server gets a one-line error."""
+    import fcntl
+    import os
+
+    path = os.path.join(str(directory), ".serve.lock")
+    fh = open(path, "a+")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        who = fh.read().strip() or "another process"
+        fh.close()
+        raise ValidationError(f"the campaign in {str(directory)!r} is already being served (pid {who}): "
+                              "one server per campaign") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
+    return fh
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
