@@ -590,3 +590,29 @@ def test_a_graph_with_neighbours_outside_the_pool_is_damaged(tmp_path):
     with pytest.raises(ValueError, match="outside -1..299"):
         KNNGraph.load(d)
     assert np.array_equal(np.asarray(build_or_load_graph(X, emb, "Flat", 5).neighbors), good)
+
+
+def test_an_even_split_is_not_trained_on_and_asks_a_third_annotator(tmp_path):
+    items, X, y, classes = fortunes_items(n_per_class=20)
+    emb, items_path = write_inputs(tmp_path / "inputs", items, X)
+    camp = Campaign.create(tmp_path / "camp", embeddings=emb, items=items_path, classes=classes, batch_size=6,
+                           k=5, labels_per_item=2, audit_fraction=0, review_fraction=0)
+    truth = {it["id"]: classes[c] for it, c in zip(items, y)}
+    ids = [it["id"] for it in camp.lease_batch("alice", 6)["items"]]
+    camp.lease_batch("bob", 6)
+    wrong = lambda i: classes[(classes.index(truth[i]) + 1) % 3]  # noqa: E731
+    camp.submit("alice", [(i, truth[i]) for i in ids])
+    camp.submit("bob", [(i, wrong(i) if k < 2 else truth[i]) for k, i in enumerate(ids)])  # bob, later, wrong twice
+    camp.wait_idle(60)
+    assert camp.current_round() == 1
+    split = set(camp.positions(ids[:2]))
+    assert {r[0] for r in camp.con.execute("SELECT pos FROM reviews WHERE reason = 'tie'")} == split
+    metrics = json.loads(camp.con.execute("SELECT metrics FROM rounds WHERE round = 1").fetchone()[0])
+    assert metrics["n_labels"] == 6 and metrics["n_train"] == 4  # the two split items were not trained on
+    # carol is asked for the two split items first, blind; her answer decides
+    got = [it for it in camp.lease_batch("carol", 10)["items"] if it["selected_by"]["strategy"] == "review"]
+    assert {camp.positions([it["id"]])[0] for it in got} == split
+    camp.submit("carol", [(it["id"], truth[it["id"]]) for it in got])
+    pos, lab, tied = camp.resolved_labels(with_ties=True)
+    resolved = dict(zip(pos.tolist(), lab.tolist()))
+    assert not tied.any() and all(classes[resolved[p]] == truth[i] for i, p in zip(ids[:2], camp.positions(ids[:2])))

@@ -375,7 +375,7 @@ class Campaign:
                  FROM selections s WHERE s.round = ?)""", (need, rnd)).fetchone()
         return {"round": rnd, "selected": int(total), "done": int(done)}
 
-    def resolved_labels(self, con=None):
+    def resolved_labels(self, con=None, *, with_ties: bool = False):
         """``(positions, class ids)`` of every labeled item: the latest answer of each annotator,
         then the majority over annotators, each vote weighted by the annotator's estimated quality
         once it is known (CROWDLAB, refreshed every round; 1 before); a tie goes to the most
@@ -387,7 +387,8 @@ class Campaign:
                  ON l.label_id = last.m
                WHERE l.class IS NOT NULL ORDER BY l.pos, l.label_id""").fetchall()
         if not rows:
-            return np.empty(0, np.int64), np.empty(0, np.int64)
+            empty = np.empty(0, np.int64)
+            return (empty, empty, np.empty(0, bool)) if with_ties else (empty, empty)
         arr = np.asarray([r[:3] for r in rows], dtype=np.int64)
         pos, cls_, lid = arr[:, 0], arr[:, 1], arr[:, 2]
         n_cls = len(self.classes)
@@ -400,6 +401,8 @@ class Campaign:
         np.maximum.at(latest, (inv, cls_), lid)
         best = votes == votes.max(axis=1, keepdims=True)
         winner = np.argmax(np.where(best, latest, -1), axis=1)
+        if with_ties:  # items whose answers are split evenly: the latest is a guess, not a label
+            return upos, winner.astype(np.int64), best.sum(axis=1) > 1
         return upos, winner.astype(np.int64)
 
     def _annotator_quality(self, con=None) -> dict:
@@ -436,11 +439,13 @@ class Campaign:
         n = X.shape[0]
         rnd = self.current_round() + 1
         rng = np.random.default_rng([cfg["random_state"], rnd])
-        pos, y = self.resolved_labels(con)
+        pos, y, tied = self.resolved_labels(con, with_ties=True)
         sel = np.asarray(con.execute("SELECT pos, audit FROM selections").fetchall(), dtype=np.int64).reshape(-1, 2)
         blocked = np.setdiff1d(sel[:, 0], pos)  # selected but skipped / not answered: never again
         is_audit = np.isin(pos, sel[sel[:, 1] == 1, 0])
-        train_pos, train_y = pos[~is_audit], y[~is_audit]  # audit labels are never trained on
+        # audit labels are never trained on; nor are ties (sent to review for a deciding answer)
+        train_pos, train_y = pos[~is_audit & ~tied], y[~is_audit & ~tied]
+        ties = pos[tied]
         audit_pos, audit_y = pos[is_audit], y[is_audit]
         taken = np.union1d(pos, blocked)
         b = min(cfg["batch_size"], n - len(taken))
@@ -514,7 +519,7 @@ class Campaign:
                     random_state=cfg["random_state"])
         reviews, quality = [], None
         if learner is not None and len(np.unique(train_y)) >= 2:
-            reviews, quality = self._review_and_quality(con, X, pos, y, train_pos, train_y, b, learner)
+            reviews, quality = self._review_and_quality(con, X, pos, y, train_pos, train_y, b, learner, ties)
             metrics["review_added"] = len(reviews)
         if "audit" not in metrics:
             metrics["audit"] = {"labels": int(len(audit_pos)), "value": None, "ci": None,
@@ -539,20 +544,32 @@ class Campaign:
         log.info("round %d selected: %d items in %.2fs", rnd, len(chosen), settings["seconds"])
         return rnd
 
-    def _review_and_quality(self, con, X, pos, y, train_pos, train_y, b: int, learner):
-        """The labels to ask again (the audit's most suspect single-answer training labels, at
-        most ``review_fraction`` of a batch) and each annotator's CROWDLAB quality, or ``([], None)``
-        where cleanlab is not installed or there is too little to go on."""
+    def _review_and_quality(self, con, X, pos, y, train_pos, train_y, b: int, learner, ties=()):
+        """The labels to ask again: every even split between annotators (``ties``), then the
+        label audit's most suspect single-answer training labels, at most ``review_fraction`` of a
+        batch; and each annotator's CROWDLAB quality (``None`` where cleanlab is not installed or
+        there is too little to go on)."""
+        answers: dict[int, dict] = {}
+        for p_, who, c in con.execute(
+                """SELECT l.pos, l.annotator, l.class FROM labels l
+                   JOIN (SELECT MAX(label_id) AS m FROM labels GROUP BY pos, annotator) last ON l.label_id = last.m
+                   WHERE l.class IS NOT NULL"""):
+            answers.setdefault(p_, {})[who] = c
+        queued = {r[0] for r in con.execute("SELECT pos FROM reviews")}
+        # an even split between annotators always asks for a deciding answer
+        reviews = [(int(p_), "tie", 1.0, None, int(next(iter(answers[p_].values()))))
+                   for p_ in np.asarray(ties).tolist() if p_ not in queued and p_ in answers]
+        queued |= {r[0] for r in reviews}
         try:
             from datascout.labels import audit_labels, out_of_fold_probs
-            import cleanlab.multiannotator  # noqa: F401
+            from cleanlab.multiannotator import get_label_quality_multiannotator
         except ImportError:
-            return [], None
+            return reviews, None
         K = len(self.classes)
         counts = np.bincount(train_y, minlength=K)
         keep = counts[train_y] >= 2
         if len(np.unique(train_y[keep])) < 2:
-            return [], None
+            return reviews, None
         tp, ty = train_pos[keep], train_y[keep]
         order = np.argsort(tp)
         tp, ty = tp[order], ty[order]
@@ -562,16 +579,8 @@ class Campaign:
         full[tp] = ty
         audit = audit_labels(X, full, n_classes=K, probs=oof, graph=self.graph(), outlier_quantile=0.0,
                              random_state=rs)
-        answers: dict[int, dict] = {}
-        for p_, who, c in con.execute(
-                """SELECT l.pos, l.annotator, l.class FROM labels l
-                   JOIN (SELECT MAX(label_id) AS m FROM labels GROUP BY pos, annotator) last ON l.label_id = last.m
-                   WHERE l.class IS NOT NULL"""):
-            answers.setdefault(p_, {})[who] = c
-        queued = {r[0] for r in con.execute("SELECT pos FROM reviews")}
         share = float(self.config.get("review_fraction", 0.0))
-        room = 0 if share <= 0 else max(1, int(np.ceil(share * b)))
-        reviews = []
+        room = len(reviews) + (0 if share <= 0 else max(1, int(np.ceil(share * b))))
         for p_, sc, sug, why in zip(audit.positions.tolist(), audit.score.tolist(), audit.suggested.tolist(),
                                     audit.reasons):
             if len(reviews) >= room:
@@ -584,7 +593,6 @@ class Campaign:
         names = sorted({a for per in answers.values() for a in per})
         if len(names) >= 2 and any(len(per) >= 2 for per in answers.values()):
             import pandas as pd
-            from cleanlab.multiannotator import get_label_quality_multiannotator
 
             items = np.asarray(sorted(answers), dtype=np.int64)
             probs = learner.predict_proba(np.asarray(X[items], dtype=np.float32)).astype(np.float64)
