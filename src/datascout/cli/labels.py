@@ -23,8 +23,8 @@ def register(sub) -> None:
     a = command(inner, "audit", "Rank labeled items by how likely their label is wrong (out-of-fold "
                 "probabilities + confident learning, near-duplicates and outliers from the kNN graph) "
                 "and suggest the likely class.", EXAMPLE, run_audit)
-    a.add_argument("--embeddings", required=True, help=".npy (memory-mapped; the kNN graph is saved beside "
-                   "it), .npz, .parquet or a shard directory")
+    a.add_argument("--embeddings", required=True, help="a pool folder of 'datascout embed', .npy (memory-mapped; "
+                   "the kNN graph is saved beside it; ids from ids.npy beside it), .npz, .parquet or a shard directory")
     a.add_argument("--labels", required=True, help=".npy of class ids (-1 = unlabeled) or .csv (id,label, "
                    "matched by id; or one label a row)")
     a.add_argument("--model", default="logreg", help="classifier for the out-of-fold probabilities "
@@ -43,7 +43,8 @@ def register(sub) -> None:
 
 
 def run_audit(args) -> int:
-    from datascout.io import atomic_write_text, load_embeddings, load_labels
+    from datascout.campaign.items import open_pool
+    from datascout.io import atomic_write_text, load_labels
     from datascout.labels import audit_labels
     from datascout.models import make_model
 
@@ -57,7 +58,8 @@ def run_audit(args) -> int:
     if args.k < 1:
         raise ValidationError(f"--k must be >= 1 but is {args.k}")
     model = make_model(args.model, random_state=args.seed)
-    X, ids = load_embeddings(args.embeddings)
+    inputs = open_pool(args.embeddings)  # a file, a shard directory or a pool folder, with its ids
+    X, ids = inputs.embeddings, inputs.ids
     y, classes = load_labels(args.labels, ids=ids)
     if len(y) != X.shape[0]:
         raise ValidationError(f"labels has {len(y)} entries but embeddings has {X.shape[0]} rows")
@@ -67,7 +69,7 @@ def run_audit(args) -> int:
         from datascout.seals import build_or_load_graph
 
         k = min(args.k, X.shape[0] - 1)
-        path = args.embeddings if Path(args.embeddings).suffix.lower() == ".npy" else None
+        path = inputs.path if inputs.path.suffix.lower() == ".npy" else None
         graph = build_or_load_graph(X, path, args.index, k, save=path is not None)
     audit = audit_labels(X, y, n_classes=n_classes, model=model, folds=args.folds, graph=graph,
                          duplicate_similarity=args.duplicate_similarity,
