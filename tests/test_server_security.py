@@ -386,3 +386,12 @@ def test_a_second_server_on_one_campaign_is_refused(tmp_path):
     finally:
         held.close()
     hold_campaign(tmp_path).close()  # free again once the first is gone
+
+
+def test_bodies_that_do_not_parse_all_answer_422_in_the_one_shape(text_camp):
+    d, _ = text_camp
+    with client(d) as c:
+        for body in (b'{"annotator":"\xff\xfe","n":1}', b'{"annotator": "a", "n": 1', b"[" * 5000 + b"]" * 5000):
+            r = c.post("/api/batch", content=body, headers={"Content-Type": "application/json"})
+            assert r.status_code == 422, (body[:20], r.status_code, r.text)
+            assert set(r.json()) == {"error"} and "does not parse" in r.json()["error"]

@@ -270,11 +270,16 @@ def create_app(directory, *, token: str | None = None, select_in: str = "process
             return err(422, f"expected a JSON body but it does not parse: {first.get('ctx', {}).get('error', '?')}")
         where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
         got = first.get("input")
+        if where == "annotator" and first.get("type") == "string_pattern_mismatch":
+            return err(422, f"an annotator name is 1-64 letters, digits or _ . @ - (no spaces) but got {reprlib.repr(got)}")
         got = f" (got {reprlib.repr(got)})" if isinstance(got, (str, int, float, bool, list)) else ""
         return err(422, f"{where or 'request'}: {first.get('msg', 'invalid request')}{got}")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request, exc: StarletteHTTPException):
+        if exc.status_code == 400 and str(exc.detail) == "There was an error parsing the body":
+            # a body that is not UTF-8 or nests too deep: the same answer as any JSON that does not parse
+            return err(422, "expected a JSON body but it does not parse: not UTF-8 text, or nested too deep")
         message = {404: f"no such page: {request.url.path}",
                    405: f"{request.method} is not allowed on {request.url.path}"
                         + (f" (allowed: {exc.headers['Allow']})" if exc.headers and "Allow" in exc.headers else "")
