@@ -66,7 +66,7 @@ def run(X, y, Xt, yt, classes, *, seed: int, rounds: int, batch: int, lag: bool,
             pred_rest = model.predict_proba(X[rest]).argmax(1)
             true_f1 = f1_score(y[rest], pred_rest, average="macro")
             f1 = q["audit"]["macro_f1"]
-            lo, hi = f1["ci"]
+            lo, hi = f1["ci"] or (0.0, 1.0)  # too few audit labels for an interval: none is claimed
             acc = q["audit"]["accuracy"]
             checks.append({"labels": int(len(pos)), "audit": f1["value"], "lo": lo, "hi": hi,
                            "truth": float(true_f1), "cv": (q["cv"] or {}).get("macro_f1"),
