@@ -92,6 +92,8 @@ class ActiveLearner:
         self._norms_all = None  # every pool row's norm, filled by the first full density pass
         self._unit_sum_labeled = np.zeros(self.pool.dim, dtype=np.float64)  # labeled + held out
         self.last_query_ = {}
+        self.cache_ = {}  # structures a batch-selecting strategy computes once per learner
+        self._select_info = {}
         if holdout is not None:
             holdout = np.unique(np.asarray(holdout, dtype=np.int64))
             if len(holdout) and (holdout[0] < 0 or holdout[-1] >= n):
@@ -225,6 +227,7 @@ class ActiveLearner:
         n_cand = X.shape[0] - (int(exclude.sum()) if exclude is not None else 0)
         take = min(n, n_cand)
         chosen = np.empty(0, dtype=np.int64)
+        self._select_info = {}
         if take > 0:
             if self.n_labeled_ == 0 and (self.strategy.needs_probs or self.strategy.needs_committee):
                 raise ValidationError("no labeled items yet: teach a seed set before a model-based query")
@@ -235,7 +238,7 @@ class ActiveLearner:
             chosen = np.concatenate([chosen, self._random_unlabeled(padded, exclude_positions=chosen)])
         explored = self.candidates.last_explored if self.candidates is not None else 0
         self.last_query_ = {"candidates": int(n_cand), "explored": explored, "padded": int(padded),
-                            "seconds": time.perf_counter() - t0}
+                            "seconds": time.perf_counter() - t0, **self._select_info}
         return self.pool.ids_at(chosen)
 
     def _candidate_view(self):
@@ -246,6 +249,11 @@ class ActiveLearner:
 
     def _select_rows(self, X, positions, exclude, n) -> np.ndarray:
         s = self.strategy
+        if getattr(s, "selects", False):  # the strategy chooses the whole batch (datascout.coverage)
+            inputs = self._select_inputs(X, positions, exclude)
+            rows = np.asarray(s.select(inputs, n), dtype=np.int64)
+            self._select_info = inputs.info
+            return rows
         if s.diverse and not isinstance(s, Hybrid):
             centers = np.asarray(self.pool.embeddings[np.sort(self.labeled_positions)], dtype=np.float32)
             return kcenter_greedy(X, centers, n, self.rng, exclude=exclude)
@@ -262,6 +270,28 @@ class ActiveLearner:
             sub = np.asarray(X[np.sort(top)], dtype=np.float32)
             return np.sort(top)[kcenter_greedy(sub, centers, n, self.rng)]
         return top_b(scores, n, self.rng)
+
+    def _select_inputs(self, X, positions, exclude):
+        """What a batch-selecting strategy reads: the view, the labeled items, the graph (the
+        SEALS pool's, if any), the model's probabilities on demand and the learner's cache."""
+        from datascout.coverage import SelectInputs
+
+        lab = np.sort(self.labeled_positions)
+
+        def probs(rows):
+            if self.model_ is None or self._stale:
+                self.fit()
+            rows = np.asarray(rows, dtype=np.int64)
+            out = np.empty((len(rows), self.n_classes), dtype=np.float64)
+            for part in iter_row_chunks(len(rows), 65536):
+                out[part] = self.model_.predict_proba(np.asarray(X[rows[part]], dtype=np.float32))
+            return out
+
+        return SelectInputs(X=X, positions=positions, exclude=exclude, labeled_positions=lab,
+                            labeled_embeddings=np.asarray(self.pool.embeddings[lab], dtype=np.float32),
+                            labeled_classes=self.labels_[lab], n_classes=self.n_classes, rng=self.rng,
+                            graph=self.candidates.graph if self.candidates is not None else None,
+                            probs=probs, cache=self.cache_)
 
     def score_rows(self, X, positions=None, chunk_rows: int = 65536, row_norms=None) -> np.ndarray:
         """Scores of the rows of ``X`` (whose pool positions are ``positions``, or ``None`` when

@@ -381,6 +381,8 @@ class Hybrid(Strategy):
 STRATEGY_NAMES = (
     "random", "entropy", "margin", "least-confidence", "density", "most-likely-positive",
     "bald", "committee", "kcenter", "hybrid", "hybrid-margin",
+    # batch-selecting strategies of datascout.coverage and datascout.auto
+    "typiclust", "probcover", "kcenter-cold", "badge", "cluster-margin", "auto",
 )
 
 
@@ -401,6 +403,12 @@ def make_strategy(name: str, *, beta: float = 1.0, positive: int = 1, n_members:
         "hybrid": lambda: Hybrid(Entropy(), hybrid_m),
         "hybrid-margin": lambda: Hybrid(Margin(), hybrid_m),
     }
+    if name in ("typiclust", "probcover", "kcenter-cold", "badge", "cluster-margin", "auto"):
+        from datascout import auto, coverage  # they build on this module: imported on use
+
+        return {"typiclust": coverage.TypiClust, "probcover": coverage.ProbCover,
+                "kcenter-cold": coverage.ColdStartKCenter, "badge": coverage.BADGE,
+                "cluster-margin": lambda: coverage.ClusterMargin(hybrid_m), "auto": auto.Auto}[name]()
     if name not in table:
         raise ValidationError(f"unknown strategy {name!r}: expected one of {', '.join(STRATEGY_NAMES)}")
     return table[name]()
