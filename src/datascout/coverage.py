@@ -52,6 +52,8 @@ PROBCOVER_ALPHA = 0.95  # purity the ProbCover paper asks of the δ-balls
 FALLBACK_K = 50  # neighbours of a graph built here when the learner has none
 FALLBACK_MAX_ROWS = 20_000  # rows of an on-the-fly candidate view given an exact kNN graph
 WHOLE_POOL_FLAT_ROWS = 50_000  # above this a whole-pool graph built here is HNSW32, not Flat
+MAX_GRAPH_NODES = 200_000  # available rows a coverage step reads from a graph (a sample beyond)
+TYPICLUST_MAX_ROWS = 50_000  # available rows TypiClust clusters (a uniform sample beyond)
 
 
 @dataclass
@@ -199,9 +201,11 @@ def _restrict(graph, node_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return local, np.where(hit, sims, -np.inf).astype(np.float32)
 
 
-def local_graph(inp: SelectInputs, *, k: int = FALLBACK_K, max_rows: int = FALLBACK_MAX_ROWS) -> LocalGraph:
+def local_graph(inp: SelectInputs, *, k: int = FALLBACK_K, max_rows: int = FALLBACK_MAX_ROWS,
+                max_nodes: int = MAX_GRAPH_NODES) -> LocalGraph:
     """The kNN graph over the available rows and the labeled items (see the module docstring
-    for where it comes from when the learner has no graph)."""
+    for where it comes from when the learner has no graph). Beyond ``max_nodes`` available
+    rows (``max_rows`` for a graph built here) a uniform sample of them stands for the rest."""
     from datascout.seals import KNNGraph
 
     avail = inp.available
@@ -216,6 +220,8 @@ def local_graph(inp: SelectInputs, *, k: int = FALLBACK_K, max_rows: int = FALLB
             graph = KNNGraph.build(inp.X, k=min(k, n - 1), index=factory)
             inp.cache[key] = graph
     if graph is not None:
+        if len(avail) > max_nodes:  # bounded memory: (nodes x k) edges
+            avail = np.sort(inp.rng.choice(avail, size=max_nodes, replace=False))
         pos = avail if inp.positions is None else np.asarray(inp.positions)[avail]
         nb, sims = _restrict(graph, np.concatenate([pos.astype(np.int64), labeled]))
         return LocalGraph(avail, len(labeled), nb, sims)
@@ -266,13 +272,17 @@ def typicality(A: np.ndarray, knn: int = TYPICLUST_KNN, max_ref: int = 2000,
 
 
 def typiclust_select(inp: SelectInputs, b: int, *, max_clusters: int = TYPICLUST_MAX_CLUSTERS,
-                     min_cluster: int = TYPICLUST_MIN_CLUSTER, knn: int = TYPICLUST_KNN) -> np.ndarray:
+                     min_cluster: int = TYPICLUST_MIN_CLUSTER, knn: int = TYPICLUST_KNN,
+                     max_rows: int = TYPICLUST_MAX_ROWS) -> np.ndarray:
     """TypiClust: ``min(|L| + b, max_clusters)`` k-means clusters of the available rows and the
     labeled items; ``b`` times, take the cluster with the fewest labels (then the largest, then
     at random) among those of at least ``min_cluster`` items with an unchosen row, and from it
-    the most typical unchosen row. Returns row indices of ``inp.X``."""
+    the most typical unchosen row. Beyond ``max_rows`` available rows a uniform sample of them is
+    clustered (O(max_rows K d) per round). Returns row indices of ``inp.X``."""
     avail = inp.available
     _check_batch(b, len(avail))
+    if len(avail) > max(max_rows, b):
+        avail = np.sort(inp.rng.choice(avail, size=max(max_rows, b), replace=False))
     L = np.asarray(inp.labeled_embeddings, dtype=np.float32)
     A = np.vstack([_rows(inp.X, avail), L])
     n_av = len(avail)
