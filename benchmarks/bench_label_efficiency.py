@@ -150,6 +150,7 @@ def main() -> None:
     targets_at = [t for t in (1000, 2000, 5000) if t <= budget]
     t_start = time.perf_counter()
     rows, sections, class_rows, gap_rows = [], [], [], []
+    run_seconds = 0.0  # the runs' own query + fit time, from their records (cached ones included)
     models = args.models.split(",")
     strategies = args.strategies.split(",")
     for name in models:
@@ -171,6 +172,7 @@ def main() -> None:
                     res = run_cached(X, y, cfg, args.runs_cache,
                                      f"{name}-{model}-{strategy}-b{args.batch_size}-n{budget}-s{seed}")
                     runs.append(res)
+                    run_seconds += sum((r["select_seconds"] or 0.0) + r["fit_seconds"] for r in res["rounds"])
                     print(f"{name} {model} {strategy} seed {seed}: acc@{res['rounds'][-1]['labeled']} = "
                           f"{res['rounds'][-1]['accuracy']:.4f} ({time.perf_counter() - t0:.1f} s)", flush=True)
                 labeled = np.asarray([r["labeled"] for r in runs[0]["rounds"]], dtype=float)
@@ -246,7 +248,8 @@ def main() -> None:
             f"(2 sd sqrt(2 / {args.seeds})).\n\n" + gap_table +
             "\n\nWhich classes each strategy asked for: the labeled set at the end, per class "
             f"({INITIAL} random seed labels included).\n\n" + class_table +
-            f"\n\nWall time {elapsed:.0f} s (load average {os.getloadavg()[0]:.1f}, shared machine); "
+            f"\n\nThe runs' own query and fit time, summed from their records: {run_seconds:.0f} s. "
+            f"Wall time of this invocation {elapsed:.0f} s (load average {os.getloadavg()[0]:.1f}, shared machine); "
             f"peak RSS {peak_rss_mib():.0f} MiB.")
     print(body)
     if not args.no_write:

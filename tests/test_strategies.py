@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from datascout import coverage
-from datascout.auto import Auto
+from datascout.auto import Auto, prediction_agreement
 from datascout.coverage import (
     SelectInputs,
     badge_select,
@@ -664,15 +664,17 @@ def test_round_robin_by_hand():
 
 
 def test_auto_phases():
-    a = Auto(labels_per_class=20)
-    assert a.phase(0, 10, 100) == "typiclust"
-    assert a.phase(199, 10, 100) == "typiclust"
-    assert a.phase(200, 10, 100) == "margin"
-    assert a.phase(200, 10, 1000) == "cluster-margin"
-    assert a.phase(100, 2, 100) == "entropy"  # binary: MaxEnt, as before
-    assert a.phase(0, 2, 100) == "typiclust"  # nothing to fit yet
-    assert Auto(coverage="probcover").phase(5, 10, 10) == "probcover"
-    for bad, match in (({"labels_per_class": -1}, "labels_per_class"), ({"coverage": "margin"}, "coverage"),
+    a = Auto(agreement=0.95)
+    assert a.phase(0, 10, 100, None) == "typiclust"  # no label: nothing to fit
+    assert a.phase(300, 10, 100, None) == "typiclust"  # the first model: nothing to compare with
+    assert a.phase(300, 10, 100, 0.949) == "typiclust"
+    assert a.phase(300, 10, 100, 0.95) == "margin"
+    assert a.phase(300, 10, 100, 0.5, switched=True) == "margin"  # the switch is kept
+    assert a.phase(300, 10, 1000, 0.96) == "cluster-margin"
+    assert a.phase(100, 2, 100, None) == "entropy"  # binary: MaxEnt, as before
+    assert a.phase(0, 2, 100, None) == "typiclust"
+    assert Auto(coverage="probcover").phase(5, 10, 10, None) == "probcover"
+    for bad, match in (({"agreement": 0.0}, "agreement"), ({"coverage": "margin"}, "coverage"),
                        ({"large_batch": 0}, "large_batch")):
         with pytest.raises(ValidationError, match=match):
             Auto(**bad)
@@ -683,20 +685,31 @@ def test_auto_phases():
             bad()
 
 
+def test_prediction_agreement_by_hand():
+    prev = (np.array([1, 3, 5, 7]), np.array([0, 1, 2, 0]))
+    cur = (np.array([3, 4, 5, 7]), np.array([1, 1, 0, 0]))  # common 3, 5, 7: same, changed, same
+    assert prediction_agreement(prev, cur) == pytest.approx(2 / 3)
+    assert prediction_agreement(prev, (np.array([2]), np.array([0]))) is None
+
+
 def test_auto_switches_from_coverage_to_margin_in_a_learner(pool):
     X, y = pool
-    L = ActiveLearner(X, N_CLASSES, Auto(labels_per_class=4), holdout=HOLDOUT, random_state=0)
+    L = ActiveLearner(X, N_CLASSES, Auto(agreement=0.9), holdout=HOLDOUT, random_state=0)
     ids = L.query(20)  # no label yet: coverage needs no model
     assert L.last_query_["auto"] == "typiclust" and L.model_ is None
-    L.teach(ids, y[ids])
-    ids = L.query(20)
-    assert L.last_query_["auto"] == "typiclust"
-    L.teach(ids, y[ids])  # 40 labels = 4 per class
-    ids = L.query(10)
-    assert L.last_query_["auto"] == "margin"
+    phases, agreements = [], []
+    for _ in range(8):
+        L.teach(ids, y[ids])
+        ids = L.query(20)
+        phases.append(L.last_query_["auto"])
+        agreements.append(L.last_query_.get("agreement"))
+    assert phases[0] == "typiclust" and agreements[0] is None  # the first model
+    first = phases.index("margin")  # digits: successive models agree on 90% within 180 labels
+    assert all(p == "typiclust" for p in phases[:first]) and all(p == "margin" for p in phases[first:])
+    assert agreements[first] >= 0.9 and all(a < 0.9 for a in agreements[1:first])
     m = margin(L.predict_proba(X))
     free = eligible(L)
-    assert np.all(m[ids] >= np.sort(m[free])[-10] - 1e-12)
+    assert np.all(m[ids] >= np.sort(m[free])[-20] - 1e-12)
 
 
 @pytest.mark.parametrize("name", ["typiclust", "probcover", "kcenter-cold", "badge", "cluster-margin"])
@@ -710,3 +723,34 @@ def test_selecting_strategies_on_an_index_without_graph(name, pool):
     C = set(cand.positions.tolist())
     ids = L.query(10)
     assert set(ids.tolist()) <= C and len(np.unique(ids)) == 10 and L.last_query_["padded"] == 0
+
+
+def test_coverage_reads_a_bounded_sample_of_a_large_view():
+    """Beyond their row caps TypiClust clusters, and ProbCover reads the graph of, a uniform
+    sample of the available rows: the batch is still distinct, available rows."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 4)).astype(np.float32)
+    exclude = np.zeros(300, dtype=bool)
+    exclude[:50] = True
+    picks = typiclust_select(inputs(X, exclude=exclude, seed=1), 10, max_rows=60)
+    assert len(set(picks.tolist())) == 10 and picks.min() >= 50
+    inp = inputs(X, exclude=exclude, seed=1, graph=KNNGraph.build(X, k=8, index="Flat"))
+    lg = local_graph(inp, max_nodes=40)
+    assert len(lg.rows) == 40 and lg.rows.min() >= 50 and len(set(lg.rows.tolist())) == 40
+    assert lg.neighbors.max() < 40
+
+
+def test_reduce_dims_keeps_the_principal_directions():
+    rng = np.random.default_rng(0)
+    Z = rng.normal(size=(400, 3)) * [10.0, 3.0, 0.01]  # variance along three axes
+    R = np.linalg.qr(rng.normal(size=(100, 100)))[0][:, :3]
+    A = (Z @ R.T).astype(np.float32)  # 100 columns, 3 real directions
+    cache = {}
+    P = coverage.reduce_dims(A, cache, dims=2)
+    assert P.shape == (400, 2) and len(cache) == 1
+    # the projection keeps the two large directions: distances within 1% of those in Z[:, :2]
+    d_p = np.linalg.norm(P[:50, None] - P[None, :50], axis=2)
+    d_z = np.linalg.norm(Z[:50, None, :2] - Z[None, :50, :2], axis=2)
+    np.testing.assert_allclose(d_p, d_z, rtol=1e-2, atol=1e-2)
+    assert coverage.reduce_dims(A[:, :2], {}, dims=2) is not None  # narrow rows pass through
+    np.testing.assert_array_equal(coverage.reduce_dims(A[:, :2], {}, dims=2), A[:, :2])
