@@ -665,17 +665,17 @@ def test_round_robin_by_hand():
 
 def test_auto_phases():
     a = Auto(agreement=0.95)
-    assert a.phase(0, 10, 100, None) == "typiclust"  # no label: nothing to fit
-    assert a.phase(300, 10, 100, None) == "typiclust"  # the first model: nothing to compare with
-    assert a.phase(300, 10, 100, 0.949) == "typiclust"
-    assert a.phase(300, 10, 100, 0.95) == "margin"
-    assert a.phase(300, 10, 100, 0.5, switched=True) == "margin"  # the switch is kept
-    assert a.phase(300, 10, 1000, 0.96) == "cluster-margin"
-    assert a.phase(100, 2, 100, None) == "entropy"  # binary: MaxEnt, as before
-    assert a.phase(0, 2, 100, None) == "typiclust"
-    assert Auto(coverage="probcover").phase(5, 10, 10, None) == "probcover"
+    assert a.phase(0, 10, None) == "typiclust"  # no label: nothing to fit
+    assert a.phase(300, 10, None) == "typiclust"  # the first model: nothing to compare with
+    assert a.phase(300, 10, 0.949) == "typiclust"
+    assert a.phase(300, 10, 0.95) == "cluster-margin"
+    assert a.phase(300, 10, 0.5, switched=True) == "cluster-margin"  # the switch is kept
+    assert Auto(uncertainty="margin").phase(300, 10, 0.96) == "margin"
+    assert a.phase(100, 2, None) == "entropy"  # binary: MaxEnt, as before
+    assert a.phase(0, 2, None) == "typiclust"
+    assert Auto(coverage="probcover").phase(5, 10, None) == "probcover"
     for bad, match in (({"agreement": 0.0}, "agreement"), ({"coverage": "margin"}, "coverage"),
-                       ({"large_batch": 0}, "large_batch")):
+                       ({"uncertainty": "entropy"}, "uncertainty")):
         with pytest.raises(ValidationError, match=match):
             Auto(**bad)
     for bad, match in ((lambda: coverage.ProbCover(alpha=0), "alpha must be in"),
@@ -694,7 +694,7 @@ def test_prediction_agreement_by_hand():
 
 def test_auto_switches_from_coverage_to_margin_in_a_learner(pool):
     X, y = pool
-    L = ActiveLearner(X, N_CLASSES, Auto(agreement=0.9), holdout=HOLDOUT, random_state=0)
+    L = ActiveLearner(X, N_CLASSES, Auto(agreement=0.9, uncertainty="margin"), holdout=HOLDOUT, random_state=0)
     ids = L.query(20)  # no label yet: coverage needs no model
     assert L.last_query_["auto"] == "typiclust" and L.model_ is None
     phases, agreements = [], []
