@@ -660,7 +660,7 @@ def test_round_robin_by_hand():
         # pass 1: the smallest cluster (2), then cluster 1, then cluster 0; pass 2: 1, 0; pass 3: 0
         assert [int(cluster[i]) for i in order] == [2, 1, 0, 1, 0, 0]
         assert sorted(order.tolist()) == list(range(6))
-    assert set(round_robin(cluster, 3, np.random.default_rng(0)).tolist()) & {5} == {5}
+    assert 5 in round_robin(cluster, 3, np.random.default_rng(0)).tolist()  # the singleton cluster is in any batch
 
 
 def test_auto_phases():
@@ -752,5 +752,4 @@ def test_reduce_dims_keeps_the_principal_directions():
     d_p = np.linalg.norm(P[:50, None] - P[None, :50], axis=2)
     d_z = np.linalg.norm(Z[:50, None, :2] - Z[None, :50, :2], axis=2)
     np.testing.assert_allclose(d_p, d_z, rtol=1e-2, atol=1e-2)
-    assert coverage.reduce_dims(A[:, :2], {}, dims=2) is not None  # narrow rows pass through
-    np.testing.assert_array_equal(coverage.reduce_dims(A[:, :2], {}, dims=2), A[:, :2])
+    np.testing.assert_array_equal(coverage.reduce_dims(A[:, :2], {}, dims=2), A[:, :2])  # narrow rows pass through
