@@ -213,7 +213,7 @@ def test_unscorable_strategy_is_refused(ray_session, pool, model):
 
 
 def test_shard_strategies_are_read_from_the_registry():
-    from datascout.strategies import STRATEGY_NAMES
+    from datascout.registry import STRATEGY_NAMES
 
     assert set(dist.SHARD_STRATEGIES) == {"random", "entropy", "margin", "least-confidence", "density",
                                           "most-likely-positive"}

@@ -11,21 +11,38 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from datascout import coverage
+from datascout.auto import Auto, prediction_agreement
+from datascout.coverage import (
+    SelectInputs,
+    badge_select,
+    coldstart_kcenter_select,
+    gradient_factor,
+    gradient_sq_distances,
+    kmeans_labels,
+    local_graph,
+    max_coverage_greedy,
+    purity_threshold,
+    round_robin,
+    threshold_to_delta,
+    typicality,
+    typiclust_select,
+)
 from datascout.exceptions import ValidationError
+from datascout.index import SimilarityIndex
 from datascout.loop import ActiveLearner
 from datascout.seals import CandidatePool, KNNGraph
+from datascout.registry import STRATEGY_NAMES, make_strategy
 from datascout.strategies import (
-    STRATEGY_NAMES,
+    Entropy,
     Hybrid,
     Margin,
-    Entropy,
     bald,
     cosine_to_direction,
     entropy,
     information_density,
     kcenter_greedy,
     least_confidence,
-    make_strategy,
     margin,
     min_sq_distances,
     most_likely_positive,
@@ -68,6 +85,44 @@ def min_sq_dist_to(X, rows, centers):
     return d.min(axis=1)
 
 
+def check_selection_criterion(name, L, X, seed, ids, free, b):
+    """What each batch-selecting strategy promises of its batch, recomputed apart from it."""
+    if name == "cluster-margin":  # every pick among the m * b smallest margins
+        m = margin(L.predict_proba(X))
+        assert np.all(m[ids] >= np.sort(m[free])[-int(L.strategy.m) * b])
+    elif name == "badge":  # never an item whose gradient embedding is zero while others are not
+        p = L.predict_proba(X)
+        g = np.linalg.norm(gradient_factor(p), axis=1)
+        assert np.all(g[ids] > 0) and (g[free] > 0).sum() >= b
+    elif name == "probcover":  # the first pick covers the most uncovered items
+        t = L.cache_[("probcover-threshold", 0.95)]
+        g = L.cache_[("knn-graph", coverage.FALLBACK_K)]
+        nb, sims = np.asarray(g.neighbors), np.asarray(g.similarities)
+        covered = np.zeros(len(X), dtype=bool)
+        covered[seed] = True
+        covered[nb[seed][sims[seed] > t]] = True
+        ok = ~np.isin(np.arange(len(X)), np.concatenate([free, seed]))  # held out: not nodes
+        gain = np.array([(~covered[np.r_[i, nb[i][(sims[i] > t) & ~ok[nb[i]]]]]).sum() for i in free])
+        first = int(np.flatnonzero(free == ids[0])[0])
+        assert gain[first] == gain.max() and gain.max() >= 1
+    elif name == "kcenter-cold":  # the first pick is the farthest dense item from the labels
+        g = L.cache_[("knn-graph", coverage.FALLBACK_K)]
+        sims = np.asarray(g.similarities)[free]
+        nb = np.asarray(g.neighbors)[free]
+        node = np.isin(nb, np.concatenate([free, seed]))
+        dens = np.where(node, sims, 0).sum(axis=1) / np.maximum(node.sum(axis=1), 1)
+        dense = free[dens >= np.quantile(dens, 0.5)]
+        assert np.isin(ids, dense).all()
+        d = min_sq_dist_to(X, dense, seed)
+        assert min_sq_dist_to(X, ids[:1], seed)[0] >= d.max() - 1e-4
+    elif name in ("typiclust", "auto"):  # 3 labels per class: TypiClust's phase of auto
+        if name == "auto":
+            assert L.last_query_["auto"] == "typiclust"
+        assert L.last_query_["clusters"] == len(seed) + b
+    else:  # pragma: no cover - a new selecting strategy must say what it promises
+        raise AssertionError(f"no selection criterion for {name}")
+
+
 @pytest.mark.parametrize("name", STRATEGY_NAMES)
 class TestContract:
     def test_shape_and_membership(self, name, pool):
@@ -98,6 +153,9 @@ class TestContract:
             d = min_sq_dist_to(X, free, s)
             first = min_sq_dist_to(X, ids[:1], s)[0]
             assert first >= d.max() - 1e-4
+            return
+        if strat.needs_inputs:
+            check_selection_criterion(name, L, X, s, ids, free, b)
             return
         scores = L.score_rows(X)
         if isinstance(strat, Hybrid):
@@ -502,3 +560,243 @@ def test_hybrid_over_a_committee_score_selects_by_kcenter_among_its_top(pool):
         free = eligible(L)
         assert np.all(scores[ids] >= np.sort(scores[free])[-18])
         assert len(np.unique(ids)) == 6 and not np.isin(ids, np.r_[s, HOLDOUT]).any()
+
+
+# --------------------------------------------------------------------------- coverage, BADGE, Cluster-Margin, auto
+
+PLUS = np.array([[0, 0], [1, 0], [-1, 0], [0, 1], [0, -1]], dtype=np.float32)
+TWO_PLUSES = np.vstack([PLUS, PLUS + np.array([10, 0], dtype=np.float32)])
+
+
+def inputs(X, *, exclude=None, labeled=(), graph=None, probs=None, seed=0, n_classes=2):
+    labeled = np.asarray(labeled, dtype=np.int64)
+    return SelectInputs(X=X, positions=None, exclude=exclude, labeled_positions=labeled,
+                        labeled_embeddings=np.asarray(X[labeled], dtype=np.float32).reshape(len(labeled), X.shape[1]),
+                        labeled_classes=np.zeros(len(labeled), dtype=np.int64), n_classes=n_classes,
+                        rng=np.random.default_rng(seed), graph=graph, probs=probs)
+
+
+def test_typicality_by_hand():
+    # centre: 4 neighbours at distance 1; (1, 0): 1, 2, sqrt 2, sqrt 2 -> mean (3 + 2 sqrt 2) / 4
+    t = typicality(PLUS, knn=4)
+    np.testing.assert_allclose(t, [1.0] + [4 / (3 + 2 * math.sqrt(2))] * 4, rtol=1e-6)
+    # knn=1: every point has a neighbour at distance 1
+    np.testing.assert_allclose(typicality(PLUS, knn=1), np.ones(5), rtol=1e-6)
+
+
+def test_typiclust_takes_the_centre_of_each_uncovered_cluster():
+    for seed in range(5):
+        assert set(typiclust_select(inputs(TWO_PLUSES, seed=seed), 2).tolist()) == {0, 5}
+    # the left centre is labeled: |L| + b = 2 clusters, the right one holds no label
+    exclude = np.zeros(10, dtype=bool)
+    exclude[0] = True
+    for seed in range(5):
+        assert typiclust_select(inputs(TWO_PLUSES, exclude=exclude, labeled=[0], seed=seed), 1).tolist() == [5]
+    with pytest.raises(ValidationError, match="batch size must be in 1..9 but is 10"):
+        typiclust_select(inputs(TWO_PLUSES, exclude=exclude, labeled=[0]), 10)
+
+
+def test_kmeans_separates_two_far_groups():
+    lab, C = kmeans_labels(TWO_PLUSES, 2, np.random.default_rng(0))
+    assert len(set(lab[:5])) == 1 and len(set(lab[5:])) == 1 and lab[0] != lab[5]
+    np.testing.assert_allclose(np.sort(C[:, 0]), [0.0, 10.0], atol=1e-6)
+
+
+HAND_NB = np.array([[1, 2], [0, 3], [3, 0], [2, 1]])
+HAND_SIM = np.array([[0.9, 0.5], [0.9, 0.3], [0.8, 0.5], [0.8, 0.3]], dtype=np.float32)
+
+
+def test_purity_threshold_by_hand():
+    cluster = np.array([0, 0, 1, 1])
+    # most similar neighbour of another cluster: 0.5, 0.3, 0.5, 0.3
+    assert purity_threshold(HAND_NB, HAND_SIM, cluster, alpha=1.0) == pytest.approx(0.5)
+    assert purity_threshold(HAND_NB, HAND_SIM, cluster, alpha=0.5) == pytest.approx(0.3)
+    # one cluster: every ball is pure at any radius the graph reaches
+    assert purity_threshold(HAND_NB, HAND_SIM, np.zeros(4, int), alpha=0.95) == -np.inf
+    assert threshold_to_delta(0.5) == pytest.approx(1.0)  # |x - y|^2 = 2 - 2 cos
+    assert threshold_to_delta(-np.inf) == 2.0
+
+
+STAR_NB = np.array([[1, 2, 3], [0, -1, -1], [0, -1, -1], [0, -1, -1], [5, -1, -1], [4, -1, -1], [-1, -1, -1]])
+STAR_SIM = np.where(STAR_NB >= 0, 0.9, -np.inf).astype(np.float32)
+
+
+def test_max_coverage_greedy_by_hand():
+    # balls: 0 -> {0,1,2,3}; 1..3 -> {i, 0}; 4 <-> 5; 6 alone
+    every = np.ones(7, dtype=bool)
+    seen = set()
+    for seed in range(20):
+        picks = max_coverage_greedy(STAR_NB, STAR_SIM, 0.5, every, np.zeros(7, bool), 3, np.random.default_rng(seed))
+        assert picks[0] == 0 and picks[1] in (4, 5) and picks[2] == 6
+        seen.add(int(picks[1]))
+    assert seen == {4, 5}  # the tie is broken at random
+    # the star is covered already (a labeled item): the pair comes first
+    covered = np.zeros(7, bool)
+    covered[:4] = True
+    picks = max_coverage_greedy(STAR_NB, STAR_SIM, 0.5, every, covered, 2, np.random.default_rng(0))
+    assert picks[0] in (4, 5) and picks[1] == 6
+    # above the threshold nothing is an edge: each ball is its centre, one new item per pick
+    picks = max_coverage_greedy(STAR_NB, STAR_SIM, 0.95, every, covered, 3, np.random.default_rng(0))
+    assert set(picks.tolist()) == {4, 5, 6}
+    # everything covered: the rest of the batch is random among the chooseable
+    picks = max_coverage_greedy(STAR_NB, STAR_SIM, 0.5, every, np.ones(7, bool), 3, np.random.default_rng(0))
+    assert len(set(picks.tolist())) == 3
+
+
+def test_local_graph_restricts_the_pool_graph_to_the_candidates():
+    nb = np.array([[1, 2], [0, 3], [3, 0], [2, 1], [0, 1]])
+    sims = np.array([[0.9, 0.8], [0.9, 0.7], [0.6, 0.8], [0.6, 0.7], [0.5, 0.4]], dtype=np.float32)
+    X = np.eye(5, dtype=np.float32)
+    # the view holds pool positions 4, 3, 2 (SEALS buffer order); 3 is excluded; 0 is labeled
+    inp = SelectInputs(X=X[[4, 3, 2]], positions=np.array([4, 3, 2]), exclude=np.array([False, True, False]),
+                       labeled_positions=np.array([0]), labeled_embeddings=X[[0]],
+                       labeled_classes=np.array([0]), n_classes=2, rng=np.random.default_rng(0),
+                       graph=KNNGraph(nb, sims))
+    lg = local_graph(inp)
+    assert lg.rows.tolist() == [0, 2] and lg.n_labeled == 1  # nodes: pool 4, pool 2, labeled pool 0
+    # pool 4 -> (0, 1): node 2, none; pool 2 -> (3, 0): none, node 2; pool 0 -> (1, 2): none, node 1
+    np.testing.assert_array_equal(lg.neighbors, [[2, -1], [-1, 2], [-1, 1]])
+    np.testing.assert_allclose(lg.similarities, [[0.5, -np.inf], [-np.inf, 0.8], [-np.inf, 0.8]])
+
+
+def test_coldstart_kcenter_skips_the_outlier():
+    X = np.array([[0, 0], [1, 0], [0, 1], [10, 0], [10, 1], [50, 50]], dtype=np.float32)
+    nb = np.array([[1, 2], [0, 2], [0, 1], [4, 1], [3, 1], [3, 4]])
+    sims = np.array([[0.9, 0.9], [0.9, 0.8], [0.9, 0.8], [0.9, 0.1], [0.9, 0.1], [0.05, 0.05]], dtype=np.float32)
+    g = KNNGraph(nb, sims)
+    # densities 0.9, 0.85, 0.85, 0.5, 0.5, 0.05; the 0.2 quantile is 0.5: the outlier is out
+    # nothing labeled: the densest first, then the farthest dense item, (10, 1) (plain k-center: (50, 50))
+    assert coldstart_kcenter_select(inputs(X, graph=g), 2, quantile=0.2).tolist() == [0, 4]
+    exclude = np.array([True, False, False, False, False, False])
+    assert coldstart_kcenter_select(inputs(X, exclude=exclude, labeled=[0], graph=g), 1, quantile=0.2).tolist() == [4]
+    assert kcenter_greedy(X[1:], X[:1], 1, np.random.default_rng(0)).tolist() == [4]  # the outlier, index 5 - 1
+
+
+def test_gradient_distances_equal_the_explicit_embedding():
+    rng = np.random.default_rng(0)
+    P = rng.dirichlet(np.ones(4), size=7)
+    H = rng.normal(size=(7, 3))
+    a = gradient_factor(P)
+    G = np.einsum("ic,id->icd", a, H).reshape(7, -1)  # the explicit (n, C d) embedding
+    for j in range(7):
+        np.testing.assert_allclose(gradient_sq_distances(a, H, j), ((G - G[j]) ** 2).sum(axis=1), atol=1e-10)
+    # by hand: p = (0.7, 0.2, 0.1) -> a = (-0.3, 0.2, 0.1)
+    np.testing.assert_allclose(gradient_factor(np.array([[0.7, 0.2, 0.1]])), [[-0.3, 0.2, 0.1]])
+
+
+def test_badge_never_takes_a_confident_item_or_a_duplicate():
+    X = np.array([[1, 0], [0, 1], [0, 1], [2, 2]], dtype=np.float32)
+    P = np.array([[1.0, 0.0], [0.5, 0.5], [0.5, 0.5], [0.6, 0.4]])
+    firsts = []
+    for seed in range(200):
+        picks = badge_select(X, P, 2, np.random.default_rng(seed))
+        assert 0 not in picks  # its gradient is zero: distance 0 to the origin
+        assert set(picks.tolist()) != {1, 2}  # identical gradients: the second has distance 0
+        firsts.append(int(picks[0]))
+    # first pick by D^2 from the origin: |a|^2 |h|^2 = 0.5 * 2 (items 1, 2), 0.32 * 9 (item 3)
+    share3 = 2.88 / (1.0 + 1.0 + 2.88)
+    assert abs(np.mean(np.asarray(firsts) == 3) - share3) < 0.12
+    # every gradient zero: a random batch, still distinct
+    assert len(set(badge_select(X, np.tile([1.0, 0.0], (4, 1)), 3, np.random.default_rng(0)).tolist())) == 3
+
+
+def test_round_robin_by_hand():
+    cluster = np.array([0, 0, 0, 1, 1, 2])
+    for seed in range(10):
+        order = round_robin(cluster, 6, np.random.default_rng(seed))
+        # pass 1: the smallest cluster (2), then cluster 1, then cluster 0; pass 2: 1, 0; pass 3: 0
+        assert [int(cluster[i]) for i in order] == [2, 1, 0, 1, 0, 0]
+        assert sorted(order.tolist()) == list(range(6))
+    assert 5 in round_robin(cluster, 3, np.random.default_rng(0)).tolist()  # the singleton cluster is in any batch
+
+
+def test_auto_phases():
+    a = Auto(agreement=0.95)
+    assert a.phase(0, 10, None) == "typiclust"  # no label: nothing to fit
+    assert a.phase(300, 10, None) == "typiclust"  # the first model: nothing to compare with
+    assert a.phase(300, 10, 0.949) == "typiclust"
+    assert a.phase(300, 10, 0.95) == "cluster-margin"
+    assert a.phase(300, 10, 0.5, switched=True) == "cluster-margin"  # the switch is kept
+    assert Auto(uncertainty="margin").phase(300, 10, 0.96) == "margin"
+    assert a.phase(100, 2, None) == "entropy"  # binary: MaxEnt, as before
+    assert a.phase(0, 2, None) == "typiclust"
+    assert Auto(coverage="probcover").phase(5, 10, None) == "probcover"
+    for bad, match in (({"agreement": 0.0}, "agreement"), ({"coverage": "margin"}, "coverage"),
+                       ({"uncertainty": "entropy"}, "uncertainty")):
+        with pytest.raises(ValidationError, match=match):
+            Auto(**bad)
+    for bad, match in ((lambda: coverage.ProbCover(alpha=0), "alpha must be in"),
+                       (lambda: coverage.ClusterMargin(m=0.5), "m must be >= 1"),
+                       (lambda: coverage.ColdStartKCenter(quantile=1.0), "quantile")):
+        with pytest.raises(ValidationError, match=match):
+            bad()
+
+
+def test_prediction_agreement_by_hand():
+    prev = (np.array([1, 3, 5, 7]), np.array([0, 1, 2, 0]))
+    cur = (np.array([3, 4, 5, 7]), np.array([1, 1, 0, 0]))  # common 3, 5, 7: same, changed, same
+    assert prediction_agreement(prev, cur) == pytest.approx(2 / 3)
+    assert prediction_agreement(prev, (np.array([2]), np.array([0]))) is None
+
+
+def test_auto_switches_from_coverage_to_margin_in_a_learner(pool):
+    X, y = pool
+    L = ActiveLearner(X, N_CLASSES, Auto(agreement=0.9, uncertainty="margin"), holdout=HOLDOUT, random_state=0)
+    ids = L.query(20)  # no label yet: coverage needs no model
+    assert L.last_query_["auto"] == "typiclust" and L.model_ is None
+    phases, agreements = [], []
+    for _ in range(8):
+        L.teach(ids, y[ids])
+        ids = L.query(20)
+        phases.append(L.last_query_["auto"])
+        agreements.append(L.last_query_.get("agreement"))
+    assert phases[0] == "typiclust" and agreements[0] is None  # the first model
+    first = phases.index("margin")  # digits: successive models agree on 90% within 180 labels
+    assert all(p == "typiclust" for p in phases[:first]) and all(p == "margin" for p in phases[first:])
+    assert agreements[first] >= 0.9 and all(a < 0.9 for a in agreements[1:first])
+    m = margin(L.predict_proba(X))
+    free = eligible(L)
+    assert np.all(m[ids] >= np.sort(m[free])[-20] - 1e-12)
+
+
+@pytest.mark.parametrize("name", ["typiclust", "probcover", "kcenter-cold", "badge", "cluster-margin"])
+def test_selecting_strategies_on_an_index_without_graph(name, pool):
+    """SEALS with on-the-fly index queries: the batch comes from C, the graph is built on C."""
+    X, y = pool
+    cand = CandidatePool(X, index=SimilarityIndex("Flat").build(X), k=10)
+    L = learner_for(name, X, seed=4, candidates=cand)
+    s = seed_positions(4, size=40)
+    L.teach(s, y[s])
+    C = set(L.candidates_.positions.tolist())
+    ids = L.query(10)
+    assert set(ids.tolist()) <= C and len(np.unique(ids)) == 10 and L.last_query_["padded"] == 0
+
+
+def test_coverage_reads_a_bounded_sample_of_a_large_view():
+    """Beyond their row caps TypiClust clusters, and ProbCover reads the graph of, a uniform
+    sample of the available rows: the batch is still distinct, available rows."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 4)).astype(np.float32)
+    exclude = np.zeros(300, dtype=bool)
+    exclude[:50] = True
+    picks = typiclust_select(inputs(X, exclude=exclude, seed=1), 10, max_rows=60)
+    assert len(set(picks.tolist())) == 10 and picks.min() >= 50
+    inp = inputs(X, exclude=exclude, seed=1, graph=KNNGraph.build(X, k=8, index="Flat"))
+    lg = local_graph(inp, max_nodes=40)
+    assert len(lg.rows) == 40 and lg.rows.min() >= 50 and len(set(lg.rows.tolist())) == 40
+    assert lg.neighbors.max() < 40
+
+
+def test_reduce_dims_keeps_the_principal_directions():
+    rng = np.random.default_rng(0)
+    Z = rng.normal(size=(400, 3)) * [10.0, 3.0, 0.01]  # variance along three axes
+    R = np.linalg.qr(rng.normal(size=(100, 100)))[0][:, :3]
+    A = (Z @ R.T).astype(np.float32)  # 100 columns, 3 real directions
+    cache = {}
+    P = coverage.reduce_dims(A, cache, dims=2)
+    assert P.shape == (400, 2) and len(cache) == 1
+    # the projection keeps the two large directions: distances within 1% of those in Z[:, :2]
+    d_p = np.linalg.norm(P[:50, None] - P[None, :50], axis=2)
+    d_z = np.linalg.norm(Z[:50, None, :2] - Z[None, :50, :2], axis=2)
+    np.testing.assert_allclose(d_p, d_z, rtol=1e-2, atol=1e-2)
+    np.testing.assert_array_equal(coverage.reduce_dims(A[:, :2], {}, dims=2), A[:, :2])  # narrow rows pass through

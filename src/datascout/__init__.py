@@ -4,6 +4,8 @@ The layers, bottom to top (a module imports only from layers below it)::
 
     cli                          thin: parse, call the library, print
     loop / simulate              ActiveLearner (query -> ids, teach), simulation harness
+    registry                     STRATEGIES: every strategy by name
+    auto / coverage              batch-selecting strategies (TypiClust, ProbCover, BADGE, ...)
     strategies / seals           pure scoring and selection functions on arrays
     index / models               faiss similarity search, classifier wrappers
     pool / io / datasets         ids + embeddings (memory-mapped) + labels; loaders

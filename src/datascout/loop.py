@@ -4,8 +4,10 @@ The learner holds the one mutable state of a campaign or a simulation: which ite
 labeled, with what (``labels_``, the only record of it), and with SEALS its candidate set, which
 reads ``labels_`` and never keeps its own copy. Each round the learner takes one read-only
 :class:`~datascout.pool.CandidateView` (the whole pool, or the candidate set) and hands it to the
-strategy, which chooses the batch itself (:meth:`~datascout.strategies.Strategy.select`).
-Strategies stay stateless.
+strategy, which chooses the batch itself (:meth:`~datascout.strategies.Strategy.select`); a
+strategy that declares ``needs_inputs`` also gets a :class:`~datascout.coverage.SelectInputs`
+(:meth:`ActiveLearner.select_inputs`). Strategies stay stateless: what a batch-selecting strategy
+computes once per learner (a clustering, a graph) lives in the learner's ``cache_``.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import time
 import numpy as np
 
 from datascout.convert import Float32Rows, as_float32
+from datascout.coverage import SelectInputs
 from datascout.exceptions import LabelingError, ValidationError
 from datascout.models import BootstrapCommittee, FittedModel, default_model
 from datascout.pool import UNLABELED, CandidateView, Pool, iter_row_chunks, row_norms, unit_rows_sum
+from datascout.registry import make_strategy
 from datascout.seals import CandidatePool
-from datascout.strategies import ScoreInputs, Strategy, cosine_to_direction, make_strategy
+from datascout.strategies import ScoreInputs, Strategy, cosine_to_direction
 
 HELD_OUT = -2
 # the one table of density references: name -> what Information Density measures similarity to
@@ -96,6 +100,7 @@ class ActiveLearner:
         self._pool_rows = None  # the pool's rows as float32 chunks (pool_rows)
         self._unit_sum_labeled = np.zeros(self.pool.dim, dtype=np.float64)  # labeled + held out
         self.last_query_ = {}
+        self.cache_ = {}  # structures a batch-selecting strategy computes once per learner
         if holdout is not None:
             holdout = np.unique(np.asarray(holdout, dtype=np.int64))
             if len(holdout) and (holdout[0] < 0 or holdout[-1] >= n):
@@ -232,19 +237,26 @@ class ActiveLearner:
         view = self.view()
         take = min(n, view.n_eligible)
         chosen = np.empty(0, dtype=np.int64)
+        info = {}  # what the strategy reports about its choice (SelectInputs.info)
         if take > 0:
             if self.n_labeled_ == 0 and (self.strategy.needs_probs or self.strategy.needs_committee):
                 raise ValidationError("no labeled items yet: teach a seed set before a model-based query")
+            # a strategy that declares needs_inputs reads the labeled items, the graph, the model
+            # and the learner's cache too (datascout.coverage)
+            inputs = self.select_inputs(view) if self.strategy.needs_inputs else None
+            extra = {} if inputs is None else {"inputs": inputs}
             rows = self.strategy.select(view, take, self.rng, centers=self._labeled_embeddings,
                                         scores=lambda: self.score_rows(
                                             view.embeddings, view.positions, row_norms=view.norms,
-                                            skip=view.excluded if view.positions is None else None))
+                                            skip=view.excluded if view.positions is None else None),
+                                        **extra)
+            info = {} if inputs is None else inputs.info
             chosen = view.pool_positions(rows)
         padded = n - len(chosen)
         if padded:
             chosen = np.concatenate([chosen, self._random_unlabeled(padded, exclude_positions=chosen)])
         self.last_query_ = {"candidates": view.n_eligible, "explored": view.explored, "padded": int(padded),
-                            "seconds": time.perf_counter() - t0}
+                            "seconds": time.perf_counter() - t0, **info}
         return self.pool.ids_at(chosen)
 
     def view(self) -> CandidateView:
@@ -260,6 +272,28 @@ class ActiveLearner:
                 rows, where = held
                 return CandidateView.of(rows, where, excluded[where])
         return CandidateView.of(self.pool.embeddings, None, excluded, self._norms_all)
+
+    def select_inputs(self, view: CandidateView) -> SelectInputs:
+        """What a strategy with ``needs_inputs`` reads beside ``view``: the labeled items and their
+        classes, the SEALS pool's kNN graph (if any), the model's probabilities of rows of the
+        view on demand (fitting when stale) and the learner's cache (:attr:`cache_`)."""
+        lab = np.sort(self.labeled_positions)
+        X = view.embeddings
+
+        def probs(rows):
+            if self.model_ is None or self._stale:
+                self.fit()
+            rows = np.asarray(rows, dtype=np.int64)
+            out = np.empty((len(rows), self.n_classes), dtype=np.float64)
+            for part in iter_row_chunks(len(rows), 65536):
+                out[part] = self.model_.predict_proba(as_float32(X[rows[part]]))
+            return out
+
+        return SelectInputs(X=X, positions=view.positions, exclude=view.excluded, labeled_positions=lab,
+                            labeled_embeddings=self._labeled_embeddings(), labeled_classes=self.labels_[lab],
+                            n_classes=self.n_classes, rng=self.rng,
+                            graph=self.candidates.graph if self.candidates is not None else None,
+                            probs=probs, cache=self.cache_)
 
     def score_rows(self, X, positions=None, chunk_rows: int = 65536, row_norms=None, skip=None) -> np.ndarray:
         """Scores of the rows of ``X`` (whose pool positions are ``positions``, or ``None`` when

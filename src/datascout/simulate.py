@@ -27,9 +27,9 @@ from datascout.io import atomic_write_bytes
 from datascout.loop import ActiveLearner
 from datascout.models import MODEL_NAMES, make_model
 from datascout.pool import check_embeddings
+from datascout.registry import STRATEGY_NAMES, make_strategy
 from datascout.seals import CandidatePool, KNNGraph, build_or_load_graph
 from datascout.seeds import positives_negatives_seed, random_seed
-from datascout.strategies import STRATEGY_NAMES, make_strategy
 
 ROUND_KEYS = ("round", "labeled", "positives_found", "pool_positives", "candidates",
               "select_seconds", "fit_seconds", "accuracy", "macro_f1", "average_precision")

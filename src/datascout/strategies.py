@@ -24,15 +24,16 @@ Selection
 * hybrid: top ``m * b`` by a base score (``hybrid``: entropy; ``hybrid-margin``, ``hybrid-bald``,
   ``hybrid-committee``: that score), then k-center greedy among them
 
-Every strategy is a :class:`Strategy` in one registry, :data:`STRATEGIES` (one name each); the CLI,
-the Ray scorer, the campaign and the docs read it. A strategy says what its score needs and
+Every strategy is a :class:`Strategy` in one registry, :data:`datascout.registry.STRATEGIES` (one
+name each, with the batch-selecting strategies of :mod:`datascout.coverage` and
+:mod:`datascout.auto`, which build on this module); the CLI, the Ray scorer, the campaign and the
+docs read it. A strategy says what its score needs and
 chooses its batch itself (:meth:`Strategy.select`): the top b of its score by default, k-center
 greedy for :class:`KCenter` and :class:`Hybrid`, so the loop has no special cases.
 """
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 
 import numpy as np
@@ -273,6 +274,9 @@ class Strategy:
     :meth:`score` reads from :class:`ScoreInputs`. :meth:`select` chooses a batch from one round's
     :class:`~datascout.pool.CandidateView`; ``selects_by_score`` is true when that batch is just
     the top b of the score (such a strategy can be scored shard by shard, see ``datascout.ray``).
+    ``needs_inputs``: :meth:`select` also takes ``inputs``, a :class:`datascout.coverage.SelectInputs`
+    (the labeled items and their classes, the kNN graph, the model's probabilities on demand, the
+    learner's cache), which the loop builds only for such a strategy.
     """
 
     name = "strategy"
@@ -280,6 +284,7 @@ class Strategy:
     needs_committee = False
     needs_similarity = False
     many_passes = False
+    needs_inputs = False
     n_members = 0
     selects_by_score = True
 
@@ -456,37 +461,3 @@ class Hybrid(Strategy):
 
     def __repr__(self):
         return f"Hybrid(base={self.base!r}, m={self.m})"
-
-
-# the one registry: name -> builder(beta, positive, n_members, hybrid_m), one line of help
-STRATEGIES = {
-    "random": (lambda o: RandomSampling(), "uniformly random (the baseline)"),
-    "entropy": (lambda o: Entropy(), "MaxEnt: entropy of the predicted class distribution"),
-    "margin": (lambda o: Margin(), "smallest gap between the two most probable classes"),
-    "least-confidence": (lambda o: LeastConfidence(), "1 - the highest class probability"),
-    "density": (lambda o: InformationDensity(o["beta"]),
-                "information density: entropy x mean cosine to the unlabeled pool ** beta"),
-    "most-likely-positive": (lambda o: MostLikelyPositive(o["positive"]),
-                             "active search: P(positive class) (rare concepts)"),
-    "bald": (lambda o: BALD(o["n_members"]), "mutual information over a bootstrap committee"),
-    "committee": (lambda o: VoteEntropy(o["n_members"]), "vote entropy of a bootstrap committee"),
-    "kcenter": (lambda o: KCenter(), "core-set diversity (k-center greedy)"),
-    "hybrid": (lambda o: Hybrid(Entropy(), o["hybrid_m"]), "top m*b by entropy, then k-center greedy"),
-    "hybrid-margin": (lambda o: Hybrid(Margin(), o["hybrid_m"]), "top m*b by margin, then k-center greedy"),
-    "hybrid-bald": (lambda o: Hybrid(BALD(o["n_members"]), o["hybrid_m"]),
-                    "top m*b by BALD, then k-center greedy"),
-    "hybrid-committee": (lambda o: Hybrid(VoteEntropy(o["n_members"]), o["hybrid_m"]),
-                         "top m*b by vote entropy, then k-center greedy"),
-}
-STRATEGY_NAMES = tuple(STRATEGIES)
-
-
-def make_strategy(name: str, *, beta: float = 1.0, positive: int = 1, n_members: int = 5,
-                  hybrid_m: int = 10) -> Strategy:
-    """Build a strategy from its registry name (:data:`STRATEGY_NAMES`); one spelling each."""
-    if name not in STRATEGIES:
-        close = difflib.get_close_matches(str(name), STRATEGY_NAMES, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValidationError(f"unknown strategy {name!r}{hint}: expected one of {', '.join(STRATEGY_NAMES)}")
-    build, _ = STRATEGIES[name]
-    return build({"beta": beta, "positive": positive, "n_members": n_members, "hybrid_m": hybrid_m})

@@ -210,7 +210,7 @@ class Campaign:
         from datascout.campaign.formats import read_label_file
         from datascout.campaign.items import items_from_pool, match_items, open_pool, read_items
         from datascout.seals import fingerprint
-        from datascout.strategies import make_strategy
+        from datascout.registry import make_strategy
 
         directory = Path(directory)
         if (directory / DB_NAME).exists():

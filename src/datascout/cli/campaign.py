@@ -12,7 +12,7 @@ import numpy as np
 from datascout.cli import command
 from datascout.exceptions import ValidationError
 from datascout.io import atomic_write_text
-from datascout.strategies import STRATEGY_NAMES
+from datascout.registry import STRATEGY_NAMES
 
 INIT_EXAMPLE = ("datascout campaign init camp/ --pool pool/ --classes funny,wise,other --batch-size 20\n"
                 "  datascout campaign init camp/ --embeddings emb.npy --items quotes.csv --classes funny,wise,other")

@@ -12,8 +12,8 @@ from datascout.io import load_embeddings, load_labels
 from datascout.loop import DENSITY_REFERENCES
 from datascout.models import MODEL_NAMES, MODELS
 from datascout.pool import check_embeddings, check_ids
+from datascout.registry import STRATEGY_NAMES
 from datascout.simulate import SimulationConfig, check_result_paths, simulate, write_result
-from datascout.strategies import STRATEGY_NAMES
 
 EXAMPLE = ("datascout simulate --embeddings E.npy --labels Y.npy --positive-class 3 "
            "--strategy entropy --seals --k 100 --index HNSW32 --initial-positives 5 "

@@ -24,8 +24,9 @@ from datascout.convert import as_float32
 from datascout.exceptions import ValidationError
 from datascout.pool import iter_row_chunks, normalize_rows
 from datascout.ray.session import as_view, init_ray, remote, row_blocks
+from datascout.registry import STRATEGY_NAMES, make_strategy
 from datascout.shards import ShardedArray
-from datascout.strategies import STRATEGY_NAMES, ScoreInputs, cosine_to_direction, make_strategy, rank_values, top_b
+from datascout.strategies import ScoreInputs, cosine_to_direction, rank_values, top_b
 
 
 def _shardable(strategy) -> bool:
