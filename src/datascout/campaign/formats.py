@@ -15,7 +15,13 @@ import numpy as np
 from datascout.exceptions import ValidationError
 from datascout.io import iter_jsonl, open_text
 
-EXPORT_FORMATS = ("csv", "jsonl", "label-studio")
+# the one table of export formats: name -> (what it holds, media type, file extension); the CLI,
+# the server and the docs read it
+EXPORT_FORMATS = {
+    "csv": ("CSV: id, resolved label, answers, agreement", "text/csv", "csv"),
+    "jsonl": ("JSON Lines: the resolved label and every annotator's answer", "application/x-ndjson", "jsonl"),
+    "label-studio": ("Label Studio tasks, with the model's predictions", "application/json", "json"),
+}
 
 
 def _latest_answers(con):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from datascout.campaign.formats import EXPORT_FORMATS
 from datascout.cli import command
 from datascout.exceptions import ValidationError
 from datascout.io import atomic_write_text
@@ -84,7 +85,8 @@ def register(sub) -> None:
     c = command(csub, "export", "Export labels as CSV, JSONL or Label Studio tasks with predictions.",
                 "datascout campaign export camp/ --format label-studio --out tasks.json", run_export)
     c.add_argument("dir")
-    c.add_argument("--format", choices=["csv", "jsonl", "label-studio"], default="jsonl")
+    c.add_argument("--format", choices=list(EXPORT_FORMATS), default="jsonl",
+                   help="; ".join(f"{name}: {what}" for name, (what, _, _) in EXPORT_FORMATS.items()))
     c.add_argument("--out", required=True, help="output file (written atomically)")
 
     c = command(csub, "next", "Retrain and select the next round now, if the current one is fully answered.",

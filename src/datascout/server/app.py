@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from datascout.campaign import Campaign, ConflictError, NotFoundError
+from datascout.campaign import EXPORT_FORMATS, Campaign, ConflictError, NotFoundError
 from datascout.campaign.core import MAX_BATCH
 from datascout.exceptions import DatascoutError, MissingDependencyError
 from datascout.io import raster_media_type
@@ -339,15 +339,13 @@ def create_app(directory, *, token: str | None = None, select_in: str = "process
         return {**campaign.stats(), "exhausted": campaign.exhausted}
 
     @api.get("/export", response_class=Response, responses={**errors(422), 200: {
-        "description": "CSV (`csv`), JSON Lines (`jsonl`) or Label Studio tasks (`label-studio`)",
-        "content": {"text/csv": {"schema": {"type": "string"}},
-                    "application/x-ndjson": {"schema": {"type": "string"}},
-                    "application/json": {"schema": {"type": "array", "items": {"type": "object"}}}}}},
+        "description": "; ".join(f"`{name}`: {what}" for name, (what, _, _) in EXPORT_FORMATS.items()),
+        "content": {media: {"schema": {"type": "array", "items": {"type": "object"}} if media == "application/json"
+                            else {"type": "string"}} for _, media, _ in EXPORT_FORMATS.values()}}},
         summary="Labels as CSV, JSONL or Label Studio tasks (with predictions)")
-    def export(format: Literal["csv", "jsonl", "label-studio"] = Query("jsonl")):
+    def export(format: Literal[tuple(EXPORT_FORMATS)] = Query("jsonl")):  # noqa: F821 (a Literal of the table's names)
         text = campaign.export(format)
-        media = {"csv": "text/csv", "jsonl": "application/x-ndjson", "label-studio": "application/json"}[format]
-        ext = {"csv": "csv", "jsonl": "jsonl", "label-studio": "json"}[format]
+        _, media, ext = EXPORT_FORMATS[format]
         return Response(text, media_type=media,
                         headers={"Content-Disposition": f'attachment; filename="labels.{ext}"'})
 
