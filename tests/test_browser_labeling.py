@@ -5,8 +5,10 @@ field hands the keyboard back, undo shows the earlier answer, and the dashboard 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
-from test_browser import db_rows, launch, playwright, watch
+from test_browser import DOCS, db_rows, launch, playwright, watch
 from test_campaign_support import Server, fortunes_items, write_inputs
 
 
@@ -135,7 +137,11 @@ def test_rare_concept_grid_pages_and_its_labeling_rate(tmp_path, capsys):
                 page.keyboard.press("Enter")
                 page.wait_for_function("() => document.getElementById('last').textContent.startsWith('Saved 24 items')")
                 grid_seconds = time.perf_counter() - t0
+                page.wait_for_function("() => document.querySelectorAll('#grid .gcard').length > 0")
+                page.wait_for_function("() => document.getElementById('t-rounds').textContent !== '0'")  # the dashboard
                 page.screenshot(path=str(tmp_path / "grid.png"), full_page=True)
+                if os.environ.get("DATASCOUT_UPDATE_SCREENSHOT") == "1":  # a test leaves the checkout alone
+                    shutil.copyfile(tmp_path / "grid.png", DOCS / "screenshot-grid.png")
                 # the same labeler one item at a time, for 24 items
                 page.keyboard.press("g")
                 page.wait_for_function("() => document.getElementById('item-id').textContent.length > 0")
