@@ -165,3 +165,41 @@ def test_rare_concept_grid_pages_and_its_labeling_rate(tmp_path, capsys):
     with capsys.disabled():
         print(f"\n[grid vs one at a time] grid {24 / grid_seconds * 60:.0f} items/min, "
               f"one at a time {24 / single_seconds * 60:.0f} items/min (scripted labeler, headless Chromium)")
+
+
+def test_round_boundary_wait_as_a_labeler_sees_it(tmp_path, capsys):
+    """A labeler answering one item a second through three rounds: how long the card is empty at
+    each round boundary (printed: the goal is 0, the next round selected while the last items of
+    this one are labeled; timing is never asserted). The labels all land, in order."""
+    import time
+
+    sync_api = playwright()
+    classes, truth = _campaign(tmp_path, batch_size=8)
+    srv = Server(tmp_path / "camp")
+    gaps, done = [], []
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = launch(p)
+            page = browser.new_page()
+            watch(page, [])
+            page.goto(srv.url + "/?annotator=rita")
+            page.wait_for_function("() => document.getElementById('item-id').textContent.length > 0")
+            while len(done) < 24:
+                shown = page.locator("#item-id").text_content()
+                time.sleep(1.0)  # reading the item
+                page.keyboard.press(str(classes.index(truth[shown]) + 1))
+                page.wait_for_function(f"() => document.getElementById('last').textContent.includes({shown!r})")
+                done.append(shown)
+                t0 = time.perf_counter()
+                page.wait_for_function("() => document.getElementById('item-id').textContent.length > 0",
+                                       timeout=120_000)
+                gaps.append(time.perf_counter() - t0)
+            browser.close()
+    finally:
+        srv.stop()
+    rows = _latest(tmp_path / "camp", "rita")
+    assert [r[0] for r in rows] == done and len(set(done)) == 24  # three rounds of 8, none twice
+    boundary = [g for k, g in enumerate(gaps) if (k + 1) % 8 == 0]
+    with capsys.disabled():
+        print(f"\n[round boundary] empty card after the last label of a round: "
+              f"{', '.join(f'{g:.2f} s' for g in boundary)} (any item: max {max(gaps):.2f} s)")

@@ -190,7 +190,7 @@ class Campaign:
                lease_seconds: float = 600.0, labels_per_item: int = 1, random_state: int = 0,
                seed_labels=None, like=None, query_embedding=None, query_note=None,
                id_column: str = "id", text_column: str = "text", audit_fraction: float = 0.1,
-               review_fraction: float = 0.1) -> "Campaign":
+               review_fraction: float = 0.1, select_ahead: bool = True) -> "Campaign":
         """Create a campaign in ``directory`` (which must not hold one) and select round 0: the
         items most like ``like`` (an item id) or ``query_embedding`` (a vector in the pool's space,
         e.g. an embedded text or image; ``query_note`` describes it in the round's settings), else
@@ -205,7 +205,9 @@ class Campaign:
         honest estimate of the model's quality (0 turns it off). ``review_fraction``: at most this
         share of a batch, every round, of the labels the label audit suspects most (cleanlab on
         out-of-fold probabilities, near-duplicate conflicts) is asked again of another annotator,
-        blind; the answers are resolved by votes weighted by each annotator's quality. Everything is checked before anything is written: a
+        blind; the answers are resolved by votes weighted by each annotator's quality.
+        ``select_ahead``: select the next round once the current one is handed out and half
+        answered, so nobody waits (default); ``False`` waits for its last label. Everything is checked before anything is written: a
         rejected call leaves no folder, no database and no graph behind."""
         from datascout.campaign.formats import read_label_file
         from datascout.campaign.items import items_from_pool, match_items, open_pool, read_items
@@ -290,7 +292,8 @@ class Campaign:
                        "batch_size": int(batch_size), "k": int(k), "index": index,
                        "lease_seconds": float(lease_seconds), "labels_per_item": int(labels_per_item),
                        "audit_fraction": float(audit_fraction),
-                       "review_fraction": float(review_fraction), "random_state": int(random_state),
+                       "review_fraction": float(review_fraction), "select_ahead": bool(select_ahead),
+                       "random_state": int(random_state),
                        "embeddings": str(emb_path),
                        "n_items": int(X.shape[0]), "dim": int(X.shape[1]), "created": time.time(),
                        "embeddings_fingerprint": fp, "embeddings_stat": stat,
@@ -646,7 +649,7 @@ class Campaign:
         their leased items while the model learns from the labels so far, and the next batch is
         there when they finish. Returns True when a
         selection was started (or ran, with ``background=False``)."""
-        early = background if early is None else early
+        early = (background and self.config.get("select_ahead", True)) if early is None else early
         with self._lock:
             if self._worker is not None and self._worker.is_alive():
                 return False
@@ -688,6 +691,15 @@ class Campaign:
         taken = self.con.execute("""SELECT COUNT(*) FROM (SELECT pos FROM selections
                                       UNION SELECT pos FROM labels WHERE class IS NOT NULL)""").fetchone()[0]
         return self.config["n_items"] - int(taken)
+
+    def warm_up(self) -> None:
+        """Under ``select_in="process"``: start the selection process now, idle (see
+        :meth:`_SelectWorker.spawn`)."""
+        if self.select_in == "process":
+            with self._lock:
+                if self._selector is None:
+                    self._selector = _SelectWorker(self.directory)
+                self._selector.spawn()
 
     @property
     def exhausted(self) -> bool:
@@ -957,7 +969,19 @@ class _SelectWorker:
         with self._lock:
             self._start()
 
+    def spawn(self) -> None:
+        """Start the process now, idle: it loads the campaign's embeddings and graph and its
+        libraries while the annotators label round 0, so the first round boundary does not wait
+        for an interpreter to start."""
+        with self._lock:
+            self._spawn()
+
     def _start(self) -> None:
+        self._spawn()
+        self.conn.send("select")
+        self.busy = True
+
+    def _spawn(self) -> None:
         import multiprocessing
 
         if self.proc is None or not self.proc.is_alive():
@@ -967,8 +991,6 @@ class _SelectWorker:
                                     name="datascout-select", daemon=True)
             self.proc.start()
             child.close()
-        self.conn.send("select")
-        self.busy = True
 
     def _collect(self, timeout: float) -> None:
         """Take the round's answer if it came within ``timeout`` s (or note that the process died)."""
@@ -1011,6 +1033,14 @@ def _log_selection_failure(exc: Exception) -> None:
 def _select_worker_main(directory: str, conn) -> None:
     """Body of the selection process: one round per request, answering ``None`` or the error."""
     camp = Campaign(directory)
+    try:  # warm up while idle: the libraries, the checked embeddings and the graph
+        import sklearn.linear_model  # noqa: F401
+
+        import datascout.loop  # noqa: F401
+
+        camp.graph()
+    except Exception:  # reported by the first round that needs them
+        pass
     try:
         while True:
             try:

@@ -56,6 +56,9 @@ def register(sub) -> None:
     c.add_argument("--audit-fraction", type=float, default=0.1,
                    help="share of each round drawn uniformly at random, labeled blind and never trained on: "
                         "the honest estimate of the model's quality (default 0.1; 0 = none)")
+    c.add_argument("--no-select-ahead", action="store_true",
+                   help="select the next round only after the last label of the current one (default: once it "
+                        "is handed out and half answered, so nobody waits)")
     c.add_argument("--review-fraction", type=float, default=0.1,
                    help="at most this share of a batch, each round, of the labels the label audit suspects "
                         "most is asked again of another annotator, blind (default 0.1; 0 = none)")
@@ -135,6 +138,7 @@ def run_init(args) -> int:
         strategy=args.strategy, batch_size=args.batch_size, k=args.k, index=args.index,
         lease_seconds=args.lease_seconds, labels_per_item=args.labels_per_item,
         audit_fraction=args.audit_fraction, review_fraction=args.review_fraction,
+        select_ahead=not args.no_select_ahead,
         random_state=args.random_state, seed_labels=args.seed_labels, like=args.like, query_embedding=query,
         query_note=note)
     prog = camp.round_progress()

@@ -249,7 +249,8 @@ def create_app(directory, *, token: str | None = None, select_in: str = "process
 
     @asynccontextmanager
     async def lifespan(app):
-        campaign.maybe_advance()  # a round that completed just before a crash selects its successor
+        if not campaign.maybe_advance():  # a round that completed just before a crash selects its successor
+            campaign.warm_up()  # else the selection process starts now, idle, ready for the first boundary
         yield
         campaign.wait_idle(30.0)
 
