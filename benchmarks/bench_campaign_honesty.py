@@ -9,7 +9,7 @@ answered by a simulated annotator who gives the true class:
   and rounds, the share of intervals that hold the truth should be about 95%; the biased
   cross-validated figure on the actively chosen labels is shown beside it.
 * **The one-round lag.** With "nobody waits", round r + 1 is selected once round r is handed out
-  and half answered, so it is chosen without the last half of round r. Same seeds, both ways:
+  and a quarter answered, so it is chosen without the last three quarters of round r. Same seeds, both ways:
   the test accuracy and macro-F1 at the end (a held-out test split the campaign never sees).
 
     python benchmarks/bench_campaign_honesty.py --dataset satellite --rounds 10 --batch-size 100 --seeds 5
@@ -47,10 +47,11 @@ def run(X, y, Xt, yt, classes, *, seed: int, rounds: int, batch: int, lag: bool,
             more = camp.lease_batch("oracle", 100)["items"]
             got += [it for it in more if it["id"] not in {g["id"] for g in got}]
         answers = [(it["id"], truth[it["id"]]) for it in got]
-        if lag:  # half, then the early selection runs from those, then the rest
-            camp.submit("oracle", answers[: len(answers) // 2])
+        if lag:  # a quarter, then the early selection runs from those, then the rest
+            q = (len(answers) + 3) // 4
+            camp.submit("oracle", answers[:q])
             camp.wait_idle(300)
-            camp.submit("oracle", answers[len(answers) // 2:])
+            camp.submit("oracle", answers[q:])
         else:
             camp.submit("oracle", answers)
         camp.wait_idle(300)
@@ -143,7 +144,7 @@ def main() -> None:
     for lag in (False, True):
         acc = [r["accuracy"] for r in results[lag]]
         f1 = [r["macro_f1"] for r in results[lag]]
-        name = "next round selected early (half answered)" if lag else "next round after the last label"
+        name = "next round selected early (a quarter answered)" if lag else "next round after the last label"
         print(f"| test accuracy / macro-F1, {name} | {np.mean(acc):.4f} ± {np.std(acc):.4f} / "
               f"{np.mean(f1):.4f} ± {np.std(f1):.4f} |")
     diff = np.asarray([b["accuracy"] - a["accuracy"] for a, b in zip(results[False], results[True])])

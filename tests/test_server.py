@@ -194,7 +194,7 @@ def test_sigkill_mid_burst_keeps_every_acknowledged_label(tmp_path):
             assert c.post("/api/labels", json={"annotator": "alice", "labels": [
                 {"id": i, "label": truth[i]} for i in rest]}).status_code == 200
             for _ in range(300):
-                if c.get("/api/stats").json()["progress"]["round"] == 1:
+                if c.get("/api/stats").json()["progress"]["round"] >= 1:
                     break
                 threading.Event().wait(0.1)
             nxt = [it["id"] for it in c.post("/api/batch", json={"annotator": "alice", "n": 40}).json()["items"]]
@@ -202,7 +202,8 @@ def test_sigkill_mid_burst_keeps_every_acknowledged_label(tmp_path):
     finally:
         srv.stop()
     con = sqlite3.connect(d / "campaign.db")
-    assert con.execute("SELECT COUNT(*), COUNT(DISTINCT pos) FROM selections").fetchone() == (80, 80)
+    n_sel, n_distinct = con.execute("SELECT COUNT(*), COUNT(DISTINCT pos) FROM selections").fetchone()
+    assert n_sel == n_distinct and n_sel in (80, 120)  # no item twice (a third round may be selected ahead)
     assert con.execute("SELECT COUNT(*), COUNT(DISTINCT pos) FROM labels").fetchone() == (40, 40)
 
 

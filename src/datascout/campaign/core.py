@@ -645,9 +645,10 @@ class Campaign:
     def maybe_advance(self, *, background: bool = True, early: bool | None = None) -> bool:
         """Start selecting the next round when the current one is fully answered or, with
         ``early`` (the default in the background), as soon as none of its items is left to hand
-        out (all answered or leased) and at least half are answered: the annotators then label
+        out (all answered or leased) and a quarter of it is answered: the annotators then label
         their leased items while the model learns from the labels so far, and the next batch is
-        there when they finish. Returns True when a
+        there when they finish (with half, 50 annotators leasing 5 items each found the round
+        handed out before half was answered, and waited: docs/benchmarks.md, server load). Returns True when a
         selection was started (or ran, with ``background=False``)."""
         early = (background and self.config.get("select_ahead", True)) if early is None else early
         with self._lock:
@@ -657,7 +658,7 @@ class Campaign:
             if prog["selected"] == 0:
                 return False
             if prog["done"] < prog["selected"] and not (
-                    early and 2 * prog["done"] >= prog["selected"] and self._left_in_round(prog["round"]) == 0):
+                    early and 4 * prog["done"] >= prog["selected"] and self._left_in_round(prog["round"]) == 0):
                 return False
             if background and self._left_to_select() == 0:
                 return False  # the campaign is complete (``exhausted``): a state, not an error
