@@ -203,3 +203,32 @@ def test_round_boundary_wait_as_a_labeler_sees_it(tmp_path, capsys):
     with capsys.disabled():
         print(f"\n[round boundary] empty card after the last label of a round: "
               f"{', '.join(f'{g:.2f} s' for g in boundary)} (any item: max {max(gaps):.2f} s)")
+
+
+def test_grid_of_images_shows_thumbnails_through_the_api(tmp_path):
+    """An image rare-concept campaign: the grid's cards are thumbnails fetched from the API (blob:
+    URLs, never the file path), and Enter saves the page."""
+    from test_campaign_support import make_image_campaign
+
+    sync_api = playwright()
+    kw = {"classes": None, "positive_class": "bag", "batch_size": 12}
+    camp, ids, _ = make_image_campaign(tmp_path, n_per_class=6, **kw)
+    camp.close()
+    srv = Server(tmp_path / "camp")
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = launch(p)
+            page = browser.new_page()
+            watch(page, [])
+            page.goto(srv.url + "/?annotator=ivy")
+            page.wait_for_function("() => document.querySelectorAll('#grid .gcard img').length === 12")
+            page.wait_for_function("() => [...document.querySelectorAll('#grid .gcard img')]"
+                                   ".every((i) => i.src.startsWith('blob:') && i.complete && i.naturalWidth === 8)")
+            page.keyboard.press(" ")  # the first card flipped to positive
+            page.keyboard.press("Enter")
+            page.wait_for_function("() => document.getElementById('last').textContent.startsWith('Saved 12 items')")
+            browser.close()
+    finally:
+        srv.stop()
+    rows = db_rows(tmp_path / "camp", "SELECT COUNT(*), SUM(class) FROM labels WHERE annotator = 'ivy'")
+    assert rows[0][0] == 12 and rows[0][1] >= 1

@@ -111,7 +111,8 @@ async function fetchBatch() {
     clearTimeout(pollTimer);
     if (!queue.length && b.exhausted) status("Every item is labeled: the campaign is complete. Thank you!");
     else if (!queue.length) {
-      status(b.selecting ? "The model is choosing the next round… (a few seconds)" : "Nothing to label right now: waiting for the round to finish.");
+      status(b.selecting ? "The model is choosing the next round… (a few seconds)"
+        : "Nothing to hand out right now: this round's items are answered or leased to others (see the dashboard); the next round follows their answers.");
       pollTimer = setTimeout(fetchBatch, 1500);
     } else status("");
     if (gridMode) { grid = queue.map((it) => ({ item: it, pos: !!it.prediction && it.prediction.label === config.positive_class })); gridFocus = 0; renderGrid(); }
@@ -296,6 +297,8 @@ function curve(points, key, auditName) {
     (cv.length ? "; dashed: cross-validated on the chosen labels (biased toward hard items)" : "");
 }
 
+function clock(unix) { return new Date(unix * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }); }
+
 function auditLine(a) {
   if (!a || a.value === null || a.value === undefined)
     return `Audit: ${a ? a.labels : 0} random items labeled so far; the honest estimate appears once the model is trained on 2+ classes.`;
@@ -323,7 +326,8 @@ async function refreshStats() {
     $("t-disagree").textContent = s.disagreements.items;
     $("t-leased").textContent = s.leases.live;
     $("t-leased-label").textContent = s.leases.by_annotator.length
-      ? "leased: " + s.leases.by_annotator.map((x) => `${x.annotator} ${x.items}`).join(", ") : "leased now";
+      ? "leased: " + s.leases.by_annotator.map((x) => `${x.annotator} ${x.items} until ${clock(x.until)}`).join(", ")
+      : "leased now";
     $("t-review").textContent = s.review.open;
     $("audit").textContent = auditLine(s.audit);
     bars($("per-round"), s.rounds.map((r) => ["round " + r.round, r.labeled]));
