@@ -1040,8 +1040,8 @@ def _select_worker_main(directory: str, conn) -> None:
         import datascout.loop  # noqa: F401
 
         camp.graph()
-    except Exception:  # reported by the first round that needs them
-        pass
+    except Exception as exc:  # reported by the first round that needs them
+        log.debug("warming the selection process failed: %s", exc)
     try:
         while True:
             try:
