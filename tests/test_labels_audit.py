@@ -119,3 +119,34 @@ def test_cli_writes_suspects_csv_and_rejects_bad_input(tmp_path, capsys):
     np.save(one, np.zeros(180, np.int64))
     assert main(["labels", "audit", "--embeddings", str(emb), "--labels", str(one), "--no-graph", "--out", str(out2)]) == 2
     assert "at least 2 classes" in capsys.readouterr().err and not out2.exists()
+
+
+def test_cli_audits_a_campaigns_own_jsonl_export_and_export_to_stdout(tmp_path, capsys):
+    import json
+
+    from datascout.campaign import Campaign
+
+    X, truth = clusters(n_per=30, dim=8)
+    ids = [f"q{i}" for i in range(len(truth))]
+    np.save(tmp_path / "emb.npy", X)
+    np.save(tmp_path / "ids.npy", np.asarray(ids))
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(json.dumps({"id": i, "text": f"item {i}"}) + "\n" for i in ids))
+    names = ["a", "b", "c"]
+    labels = tmp_path / "given.csv"
+    wrong = {5: 1, 40: 2}
+    labels.write_text("id,label,annotator\n" + "".join(
+        f"{i},{names[wrong.get(k, truth[k])]},ann\n" for k, i in enumerate(ids) if k % 9 != 8))  # 10 left to label
+    camp = Campaign.create(tmp_path / "camp", embeddings=tmp_path / "emb.npy", items=items, classes=names,
+                           batch_size=5, k=5, seed_labels=labels)
+    camp.close()
+    assert main(["campaign", "export", str(tmp_path / "camp"), "--format", "jsonl", "--out", "-"]) == 0
+    text = capsys.readouterr().out
+    assert len(text.splitlines()) == 80 and json.loads(text.splitlines()[0])["answers"][0]["annotator"] == "ann"
+    (tmp_path / "export.jsonl").write_text(text)
+    out = tmp_path / "s.csv"
+    assert main(["labels", "audit", "--embeddings", str(tmp_path / "emb.npy"), "--labels",
+                 str(tmp_path / "export.jsonl"), "--index", "Flat", "--out", str(out)]) == 0
+    top = [r["id"] for r in csv.DictReader(open(out))][:2]
+    assert sorted(top) == ["q40", "q5"]
+    capsys.readouterr()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +91,7 @@ def register(sub) -> None:
     c.add_argument("dir")
     c.add_argument("--format", choices=list(EXPORT_FORMATS), default="jsonl",
                    help="; ".join(f"{name}: {what}" for name, (what, _, _) in EXPORT_FORMATS.items()))
-    c.add_argument("--out", required=True, help="output file (written atomically)")
+    c.add_argument("--out", required=True, help="output file (written atomically), or - for standard output")
 
     c = command(csub, "next", "Retrain and select the next round now, if the current one is fully answered.",
                 "datascout campaign next camp/", run_next)
@@ -218,6 +219,9 @@ def run_import(args) -> int:
 def run_export(args) -> int:
     camp = _open(args.dir)
     text = camp.export(args.format)
+    if args.out == "-":  # standard output
+        sys.stdout.write(text)
+        return 0
     atomic_write_text(args.out, text)
     print(f"wrote {args.out}")
     return 0

@@ -7,6 +7,8 @@ import csv
 import io
 from pathlib import Path
 
+import numpy as np
+
 
 from datascout.cli import command
 from datascout.exceptions import ValidationError
@@ -25,8 +27,9 @@ def register(sub) -> None:
                 "and suggest the likely class.", EXAMPLE, run_audit)
     a.add_argument("--embeddings", required=True, help="a pool folder of 'datascout embed', .npy (memory-mapped; "
                    "the kNN graph is saved beside it; ids from ids.npy beside it), .npz, .parquet or a shard directory")
-    a.add_argument("--labels", required=True, help=".npy of class ids (-1 = unlabeled) or .csv (id,label, "
-                   "matched by id; or one label a row)")
+    a.add_argument("--labels", required=True, help=".npy of class ids (-1 = unlabeled), .csv (id,label, "
+                   "matched by id; or one label a row), or a campaign's JSONL / Label Studio JSON export (the "
+                   "majority of each item's answers)")
     a.add_argument("--model", default="logreg", help="classifier for the out-of-fold probabilities "
                    "(logreg, mlp, random-forest)")
     a.add_argument("--folds", type=int, default=5, help="cross-validation folds (default 5)")
@@ -40,6 +43,34 @@ def register(sub) -> None:
     a.add_argument("--no-graph", action="store_true", help="probabilities only: no near-duplicate or outlier check")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--out", required=True, help="suspects table (.csv): id, given, suggested, score, reason")
+
+
+def _labels_from_answers(path, ids, n: int):
+    """One label per item from a JSONL (a campaign's export: each annotator's answer) or Label
+    Studio JSON file: the majority of the answers (a tie: the last one), matched to rows by id."""
+    from collections import Counter
+
+    from datascout.campaign.formats import read_label_file
+
+    if ids is None:
+        raise ValidationError(f"{Path(path).name} names items by id: the embeddings need ids (a pool folder, "
+                              "an .npz / Parquet with ids, or ids.npy beside the .npy)")
+    answers: dict[str, list] = {}
+    for item_id, label, _ in read_label_file(path):
+        if label is not None:
+            answers.setdefault(str(item_id), []).append(label)
+    classes = sorted({lab for labs in answers.values() for lab in labs})
+    row = {str(i): p for p, i in enumerate(ids)}
+    unknown = [i for i in answers if i not in row]
+    if unknown:
+        raise ValidationError(f"{len(unknown)} items of {Path(path).name} are not in the embeddings' ids "
+                              f"(first: {', '.join(map(repr, unknown[:3]))})")
+    y = np.full(n, -1, dtype=np.int64)
+    for item_id, labs in answers.items():
+        counts = Counter(labs)
+        top = max(counts.values())
+        y[row[item_id]] = classes.index(next(lab for lab in reversed(labs) if counts[lab] == top))
+    return y, classes
 
 
 def run_audit(args) -> int:
@@ -60,7 +91,10 @@ def run_audit(args) -> int:
     model = make_model(args.model, random_state=args.seed)
     inputs = open_pool(args.embeddings)  # a file, a shard directory or a pool folder, with its ids
     X, ids = inputs.embeddings, inputs.ids
-    y, classes = load_labels(args.labels, ids=ids)
+    if Path(args.labels).suffix.lower() in (".jsonl", ".json"):  # a campaign's export, or Label Studio's
+        y, classes = _labels_from_answers(args.labels, ids, X.shape[0])
+    else:
+        y, classes = load_labels(args.labels, ids=ids)
     if len(y) != X.shape[0]:
         raise ValidationError(f"labels has {len(y)} entries but embeddings has {X.shape[0]} rows")
     n_classes = len(classes) if classes is not None else int(y.max()) + 1
