@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import deque
 from collections.abc import Iterator
 
 import numpy as np
@@ -208,8 +209,7 @@ class Float32Rows:
             n, d = self.embeddings.shape
             if (n if skip is None else int((~skip).sum())) * d * 4 > self._budget_bytes():
                 return None  # no copy: the caller streams the rows (nothing converted here)
-            for _ in self.chunks(skip):  # makes the copy
-                pass
+            deque(self.chunks(skip), maxlen=0)  # reading every chunk once makes the copy
         return None if self.copy_ is None else (self.copy_, self.copy_positions_)
 
     def _convert(self, pos: np.ndarray, out: np.ndarray) -> None:

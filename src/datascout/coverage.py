@@ -36,6 +36,8 @@ from an on-the-fly index gets an exact kNN graph of at most ``max_rows`` of its 
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
+
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -571,7 +573,7 @@ def cluster_margin_select(inp: SelectInputs, b: int, *, m: float = 10.0,
 # --------------------------------------------------------------------------- strategy objects
 
 
-class SelectingStrategy(Strategy):
+class SelectingStrategy(Strategy, metaclass=ABCMeta):
     """A strategy that chooses the whole batch from the structure of the pool: it has no per-item
     score and reads a :class:`SelectInputs` (``needs_inputs``), which the loop passes to
     :meth:`~datascout.strategies.Strategy.select` beside the view; :meth:`choose` picks from it."""
@@ -582,8 +584,10 @@ class SelectingStrategy(Strategy):
     def select(self, view, b, rng, *, scores, centers, inputs: SelectInputs) -> np.ndarray:
         return self.choose(inputs, b)
 
-    def choose(self, inputs: SelectInputs, b: int) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def choose(self, inputs: SelectInputs, b: int) -> np.ndarray:
+        """Positions in ``inputs``' rows of the ``b`` items to label next (each subclass's method);
+        a subclass without it cannot be constructed."""
 
 
 class TypiClust(SelectingStrategy):
