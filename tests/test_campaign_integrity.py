@@ -616,3 +616,17 @@ def test_an_even_split_is_not_trained_on_and_asks_a_third_annotator(tmp_path):
     pos, lab, tied = camp.resolved_labels(with_ties=True)
     resolved = dict(zip(pos.tolist(), lab.tolist()))
     assert not tied.any() and all(classes[resolved[p]] == truth[i] for i, p in zip(ids[:2], camp.positions(ids[:2])))
+
+
+def test_creating_a_campaign_hashes_the_embeddings_once(tmp_path, monkeypatch):
+    from datascout import seals
+
+    items, X, y, classes = fortunes_items(n_per_class=10)
+    emb, items_path = write_inputs(tmp_path / "inputs", items, X)
+    calls = []
+    real = seals.fingerprint
+    monkeypatch.setattr(seals, "fingerprint", lambda A, *a, **kw: calls.append(A.shape) or real(A, *a, **kw))
+    Campaign.create(tmp_path / "camp", embeddings=emb, items=items_path, classes=classes, batch_size=4, k=5)
+    assert len(calls) == 1  # recorded in the campaign and in graph.json alike (it was hashed twice)
+    meta = json.loads(next((tmp_path / "inputs").glob("emb.knn-*")).joinpath("graph.json").read_text())
+    assert meta["fingerprint"] == real(X)

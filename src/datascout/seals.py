@@ -67,14 +67,17 @@ class KNNGraph:
 
     @classmethod
     def build(cls, embeddings, k: int = 100, index: SimilarityIndex | str = "HNSW32", *,
-              batch_rows: int = 4096, progress: bool = False, out_dir=None) -> "KNNGraph":
+              batch_rows: int = 4096, progress: bool = False, out_dir=None,
+              fingerprint_: str | None = None) -> "KNNGraph":
         """Build the index (if a factory string is given) and query every item's k+1 neighbours
         in batches of ``batch_rows``, dropping the item itself.
 
         With ``out_dir`` the two arrays are written straight into ``.npy`` files there (memory
         stays bounded by one batch, not N x k) and the returned graph is memory-mapped from them.
+        ``fingerprint_``: the embeddings' fingerprint when the caller already took it (their rows
+        were checked then): recorded as it is, the rows not read again to check or hash them.
         """
-        X = check_embeddings(embeddings)
+        X = embeddings if fingerprint_ is not None else check_embeddings(embeddings)
         n = X.shape[0]
         if not 1 <= k < n:
             raise ValidationError(f"k must be in 1..{n - 1} for a pool of {n} items but is {k}")
@@ -110,7 +113,7 @@ class KNNGraph:
                 if bar is not None:
                     bar(0, done=True)
             return {"version": 1, "index": index.factory, "k": k, "n": n, "dim": X.shape[1],
-                    "fingerprint": fingerprint(X), "index_seconds": round(t_index, 3),
+                    "fingerprint": fingerprint_ or fingerprint(X), "index_seconds": round(t_index, 3),
                     "graph_seconds": round(time.perf_counter() - t1, 3)}
 
         if out_dir is None:
@@ -485,17 +488,18 @@ def build_or_load_graph(embeddings, embeddings_path, factory: str, k: int, *,
     if found is not None:
         return KNNGraph.load(found, expect_n=X.shape[0])
     if not save or embeddings_path is None:
-        return KNNGraph.build(X, k, factory, progress=progress, batch_rows=batch_rows)
+        return KNNGraph.build(X, k, factory, progress=progress, batch_rows=batch_rows, fingerprint_=fingerprint_)
     target = graph_dir(embeddings_path, factory, k)
     if not os.access(target.parent, os.W_OK):
         log.warning("datascout: note: %s is not writable: the kNN graph is built in memory for this run only",
                     target.parent)
-        return KNNGraph.build(X, k, factory, progress=progress, batch_rows=batch_rows)
+        return KNNGraph.build(X, k, factory, progress=progress, batch_rows=batch_rows, fingerprint_=fingerprint_)
     try:
         with dir_lock(target):
             found = find_graph(X, embeddings_path, factory, k, fingerprint_=fingerprint_, quiet=True)  # built meanwhile?
             if found is not None:
                 return KNNGraph.load(found, expect_n=X.shape[0])
-            return KNNGraph.build(X, k, factory, progress=progress, batch_rows=batch_rows, out_dir=target)
+            return KNNGraph.build(X, k, factory, progress=progress, batch_rows=batch_rows, out_dir=target,
+                                  fingerprint_=fingerprint_)
     except OSError as exc:
         raise ValidationError(f"cannot write the kNN graph to {str(target)!r}: {exc.strerror or exc}") from exc
