@@ -72,6 +72,7 @@ class ActiveLearner:
         if not (hasattr(self.model, "fit") and hasattr(self.model, "predict_proba")):
             raise ValidationError(f"model must have fit and predict_proba, got {type(self.model).__name__}")
         self.strategy.check(self.n_classes)
+        self._check_strategy_kind()
         if candidates is not None and candidates.embeddings.shape != self.pool.embeddings.shape:
             raise ValidationError(
                 f"the candidate pool covers {candidates.embeddings.shape[0]} items but the pool has {len(self.pool)}"
@@ -120,6 +121,22 @@ class ActiveLearner:
         if len(labeled):
             self._teach_positions(labeled, self.pool.labels[labeled])
 
+    multi_label = False  # label sets (datascout.multilabel_loop.MultiLabelLearner) or one class each
+
+    def _check_strategy_kind(self) -> None:
+        """A strategy that reads a model or the labels is for single-label or multi-label tasks;
+        random and k-center work on either."""
+        s = self.strategy
+        if not (s.needs_probs or s.needs_committee or s.needs_similarity or s.needs_inputs):
+            return
+        if bool(getattr(s, "multi_label", False)) != self.multi_label:
+            task, other = ("multi-label", "single-label") if self.multi_label else ("single-label", "multi-label")
+            raise ValidationError(f"strategy {s.name!r} is for {other} tasks but this learner's task is {task}")
+
+    def _score_inputs(self, rows: np.ndarray) -> ScoreInputs:
+        """The :class:`ScoreInputs` a chunk of rows starts from (before probabilities)."""
+        return ScoreInputs(embeddings=rows)
+
     # -- state ---------------------------------------------------------------------------
 
     @property
@@ -137,8 +154,15 @@ class ActiveLearner:
         labels = np.asarray(labels)
         if ids.ndim != 1 or labels.ndim != 1:
             raise LabelingError(f"ids and labels must be 1-D, got shapes {ids.shape} and {labels.shape}")
-        if len(ids) != len(labels):
-            raise LabelingError(f"got {len(ids)} ids but {len(labels)} labels")
+        positions = self._new_positions(ids, len(labels))
+        labels = self._class_ids(labels)
+        self._teach_positions(positions, labels)
+
+    def _new_positions(self, ids: np.ndarray, n_labels: int) -> np.ndarray:
+        """The pool positions of ``ids`` (1-D) about to be taught ``n_labels`` labels: rejects a
+        size mismatch, no id, duplicate, unknown, held-out and already labeled ids."""
+        if len(ids) != n_labels:
+            raise LabelingError(f"got {len(ids)} ids but {n_labels} labels")
         if len(ids) == 0:
             raise LabelingError("teach needs at least 1 id, got 0")
         positions = self.pool.positions(ids)
@@ -152,8 +176,7 @@ class ActiveLearner:
         already = self.labels_[positions] != UNLABELED
         if already.any():
             raise LabelingError(f"id {ids[already].tolist()[0]!r} is already labeled")
-        labels = self._class_ids(labels)
-        self._teach_positions(positions, labels)
+        return positions
 
     def _class_ids(self, labels: np.ndarray) -> np.ndarray:
         if labels.dtype.kind in "iu":
@@ -312,7 +335,7 @@ class ActiveLearner:
             out = np.empty(X.shape[0], dtype=np.float64)
             chunks = ((rows, X[rows]) for rows in iter_row_chunks(X.shape[0], chunk_rows))
         for rows, xc in chunks:
-            inputs = ScoreInputs(embeddings=xc)
+            inputs = self._score_inputs(xc)
             if s.needs_similarity and direction is not None and s.needs_probs:
                 # one pass over the chunk for both the logits and the projection on the direction
                 inputs.probs, dots = self.model_.predict_proba(xc, project=direction)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 
 from datascout import auto, coverage
+from datascout import multilabel as ml
 from datascout.exceptions import ValidationError
 from datascout.strategies import (
     BALD,
@@ -67,3 +68,43 @@ def make_strategy(name: str, *, beta: float = 1.0, positive: int = 1, n_members:
         raise ValidationError(f"unknown strategy {name!r}{hint}: expected one of {', '.join(STRATEGY_NAMES)}")
     build, _ = STRATEGIES[name]
     return build({"beta": beta, "positive": positive, "n_members": n_members, "hybrid_m": hybrid_m})
+
+
+# --------------------------------------------------------------------------- multi-label
+
+def _multilabel_strategies():
+    scored = {
+        "mean-entropy": (ml.MeanEntropy, "mean over labels of the binary entropy"),
+        "max-entropy": (ml.MaxEntropy, "the largest binary entropy over labels"),
+        "min-margin": (ml.MinMargin, "the label closest to its boundary: -min |2p - 1| (Brinker 2006)"),
+        "mmc": (ml.MMC, "expected loss of the most confident label set (Yang et al. 2009)"),
+        "lci": (ml.LabelCardinalityInconsistency,
+                "label cardinality inconsistency: |#predicted - mean labeled cardinality| (Li & Guo 2013)"),
+        "adaptive": (ml.Adaptive, "max-margin uncertainty^0.5 x cardinality inconsistency^0.5 "
+                                           "(Li & Guo 2013)"),
+        "max-loss": (ml.MaxLoss, "largest hinge loss of the predicted label set (Li et al. 2004)"),
+        "mean-max-loss": (ml.MeanMaxLoss, "mean hinge loss of the predicted label set (Li et al. 2004)"),
+    }
+    table = {"random": (lambda o: RandomSampling(), "uniformly random (the baseline)")}
+    table.update({name: (lambda o, make=make: make(), text) for name, (make, text) in scored.items()})
+    table["kcenter"] = (lambda o: KCenter(), "core-set diversity (k-center greedy)")
+    table.update({f"hybrid-{name}": (lambda o, make=make: ml.MultiLabelHybrid(make(), o["hybrid_m"]),
+                                     f"top m*b by {name}, then k-center greedy")
+                  for name, (make, _) in scored.items()})
+    return table
+
+
+# name -> builder(options), one line of help: the strategies of a multi-label task (label sets)
+MULTILABEL_STRATEGIES = _multilabel_strategies()
+MULTILABEL_STRATEGY_NAMES = tuple(MULTILABEL_STRATEGIES)
+
+
+def make_multilabel_strategy(name: str, *, hybrid_m: int = 10) -> Strategy:
+    """Build a multi-label strategy from its name (:data:`MULTILABEL_STRATEGY_NAMES`)."""
+    if name not in MULTILABEL_STRATEGIES:
+        close = difflib.get_close_matches(str(name), MULTILABEL_STRATEGY_NAMES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValidationError(f"unknown multi-label strategy {name!r}{hint}: expected one of "
+                              f"{', '.join(MULTILABEL_STRATEGY_NAMES)}")
+    build, _ = MULTILABEL_STRATEGIES[name]
+    return build({"hybrid_m": hybrid_m})
