@@ -31,8 +31,9 @@ from datascout.coverage import (
 from datascout.exceptions import ValidationError
 from datascout.index import SimilarityIndex
 from datascout.loop import ActiveLearner
+from datascout.multilabel_loop import MultiLabelLearner
 from datascout.seals import CandidatePool, KNNGraph
-from datascout.registry import STRATEGY_NAMES, make_strategy
+from datascout.registry import MULTILABEL_STRATEGY_NAMES, STRATEGY_NAMES, make_strategy
 from datascout.strategies import (
     Entropy,
     Hybrid,
@@ -72,7 +73,22 @@ def seed_positions(seed=0, size=30):
     return np.sort(np.random.default_rng(seed).choice(400, size=size, replace=False))
 
 
-def learner_for(name, X, *, seed=0, candidates=None):
+# the multi-label task on the same digits: each digit's set of properties
+ML_NAMES = ["even", "big", "loop", "prime", "straight"]
+ML_SETS = np.array([[d % 2 == 0, d >= 5, d in (0, 6, 8, 9), d in (2, 3, 5, 7), d in (1, 4, 7)]
+                    for d in range(10)])
+CASES = [("single", n) for n in STRATEGY_NAMES] + [("multi", n) for n in MULTILABEL_STRATEGY_NAMES]
+
+
+def task_data(task, pool):
+    """The pool's embeddings and its labels for the task: class ids, or (N, 5) label sets."""
+    X, y = pool
+    return X, (y if task == "single" else ML_SETS[y])
+
+
+def learner_for(name, X, *, seed=0, candidates=None, task="single"):
+    if task == "multi":
+        return MultiLabelLearner(X, ML_NAMES, name, candidates=candidates, holdout=HOLDOUT, random_state=seed)
     return ActiveLearner(X, N_CLASSES, name, candidates=candidates, holdout=HOLDOUT, random_state=seed)
 
 
@@ -123,11 +139,11 @@ def check_selection_criterion(name, L, X, seed, ids, free, b):
         raise AssertionError(f"no selection criterion for {name}")
 
 
-@pytest.mark.parametrize("name", STRATEGY_NAMES)
+@pytest.mark.parametrize(("task", "name"), CASES, ids=[f"{t}-{n}" for t, n in CASES])
 class TestContract:
-    def test_shape_and_membership(self, name, pool):
-        X, y = pool
-        L = learner_for(name, X)
+    def test_shape_and_membership(self, task, name, pool):
+        X, y = task_data(task, pool)
+        L = learner_for(name, X, task=task)
         s = seed_positions()
         L.teach(s, y[s])
         ids = L.query(12)
@@ -139,9 +155,9 @@ class TestContract:
         assert L.last_query_["candidates"] == 400 - len(s)
         assert L.last_query_["padded"] == 0
 
-    def test_direction_higher_first(self, name, pool):
-        X, y = pool
-        L = learner_for(name, X)
+    def test_direction_higher_first(self, task, name, pool):
+        X, y = task_data(task, pool)
+        L = learner_for(name, X, task=task)
         s = seed_positions()
         L.teach(s, y[s])
         b = 8
@@ -169,25 +185,25 @@ class TestContract:
         if name == "random":
             assert np.all(scores == scores[0])
 
-    def test_deterministic_under_seed(self, name, pool):
-        X, y = pool
+    def test_deterministic_under_seed(self, task, name, pool):
+        X, y = task_data(task, pool)
         s = seed_positions()
         runs = []
         for _ in range(2):
-            L = learner_for(name, X, seed=7)
+            L = learner_for(name, X, seed=7, task=task)
             L.teach(s, y[s])
             first = L.query(10)
             L.teach(first, y[first])
             runs.append(np.concatenate([first, L.query(10)]))
         np.testing.assert_array_equal(runs[0], runs[1])
         if name == "random":
-            L = learner_for(name, X, seed=8)
+            L = learner_for(name, X, seed=8, task=task)
             L.teach(s, y[s])
             assert not np.array_equal(L.query(10), runs[0][:10])
 
-    def test_never_repeats_labeled_or_held_out(self, name, pool):
-        X, y = pool
-        L = learner_for(name, X, seed=3)
+    def test_never_repeats_labeled_or_held_out(self, task, name, pool):
+        X, y = task_data(task, pool)
+        L = learner_for(name, X, seed=3, task=task)
         s = seed_positions(3)
         L.teach(s, y[s])
         seen = set(s.tolist())
@@ -199,23 +215,27 @@ class TestContract:
             seen |= set(ids.tolist())
         assert L.n_labeled_ == len(seen) == 30 + 45
 
-    def test_one_class_seen(self, name, pool):
-        X, y = pool
-        L = learner_for(name, X, seed=1)
-        only3 = np.flatnonzero(y[:400] == 3)[:12]
-        L.teach(only3, np.full(len(only3), 3))
+    def test_one_class_seen(self, task, name, pool):
+        X, digit = pool
+        L = learner_for(name, X, seed=1, task=task)
+        only3 = np.flatnonzero(digit[:400] == 3)[:12]
+        threes = np.full(len(only3), 3)
+        L.teach(only3, threes if task == "single" else ML_SETS[threes])  # multi: no label varies
         ids = L.query(6)
         assert len(np.unique(ids)) == 6
         assert not np.isin(ids, only3).any() and not np.isin(ids, HOLDOUT).any()
         if L.model_ is not None:
             p = L.predict_proba(X[:5])
-            assert p.shape == (5, N_CLASSES)
-            np.testing.assert_allclose(p[:, 3], 1.0)
+            if task == "single":
+                assert p.shape == (5, N_CLASSES)
+                np.testing.assert_allclose(p[:, 3], 1.0)
+            else:  # labels never seen positive are 0, a label always seen is 1
+                np.testing.assert_array_equal(p, np.broadcast_to(ML_SETS[3].astype(np.float32), (5, 5)))
 
-    def test_seals_candidates(self, name, pool, flat_graph):
-        X, y = pool
+    def test_seals_candidates(self, task, name, pool, flat_graph):
+        X, y = task_data(task, pool)
         cand = CandidatePool(X, graph=flat_graph, k=10)
-        L = learner_for(name, X, seed=2, candidates=cand)
+        L = learner_for(name, X, seed=2, candidates=cand, task=task)
         s = seed_positions(2, size=40)
         L.teach(s, y[s])
         labeled = set(s.tolist())

@@ -77,7 +77,7 @@ def check_label_sets(Y, n_labels: int | None = None, *, name: str = "label sets"
         bad = (Y != 0) & (Y != 1)
         if bad.any():
             r, c = map(int, np.argwhere(bad)[0])
-            raise ValidationError(f"{name} must hold only 0 and 1 but row {r}, column {c} holds {Y[r, c]!r}")
+            raise ValidationError(f"{name} must hold only 0 and 1 but row {r}, column {c} holds {Y[r, c].item()!r}")
         Y = Y == 1
     if not allow_empty and Y.shape[0]:
         empty = ~Y.any(axis=1)
@@ -259,11 +259,11 @@ def adaptive(probs: np.ndarray, cardinality: float, beta: float = 0.5, threshold
 
 def mmc(probs: np.ndarray, cardinality: float) -> np.ndarray:
     """Yang et al. 2009: ``sum_l (1 - yhat_l f_l) / 2`` with ``f_l = 2 p_l - 1`` and yhat (+1/-1)
-    the ``m = max(1, round(cardinality))`` most probable labels; equals
+    the ``m = max(1, round(cardinality))`` most probable labels (half rounds up); equals
     ``sum_{l in yhat+} (1 - p_l) + sum_{l in yhat-} p_l``."""
     p = np.asarray(probs, dtype=np.float64)
     L = p.shape[1]
-    m = int(min(L, max(1, round(float(cardinality)))))
+    m = int(min(L, max(1, np.floor(float(cardinality) + 0.5))))  # half up, not to even
     top = np.argpartition(-p, m - 1, axis=1)[:, :m] if m < L else np.broadcast_to(np.arange(L), (len(p), L))
     yhat = -np.ones_like(p)
     np.put_along_axis(yhat, top, 1.0, axis=1)
