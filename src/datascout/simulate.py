@@ -63,18 +63,7 @@ def validate_config(cfg: SimulationConfig, n_items: int, labels: np.ndarray) -> 
         raise ValidationError(f"unknown strategy {cfg.strategy!r}: expected one of {', '.join(STRATEGY_NAMES)}")
     if cfg.model not in MODEL_NAMES:
         raise ValidationError(f"unknown model {cfg.model!r}: expected one of {', '.join(MODEL_NAMES)}")
-    if cfg.batch_size <= 0:
-        raise ValidationError(f"batch_size must be > 0 but is {cfg.batch_size}")
-    if cfg.rounds < 0:
-        raise ValidationError(f"rounds must be >= 0 but is {cfg.rounds}")
-    if not 0.0 < cfg.test_size < 1.0:
-        raise ValidationError(f"test_size must be in (0, 1) but is {cfg.test_size}")
-    if cfg.k < 1:
-        raise ValidationError(f"k must be >= 1 but is {cfg.k}")
-    if cfg.explore < 0:
-        raise ValidationError(f"explore must be >= 0 but is {cfg.explore}")
-    if cfg.explore and not cfg.seals:
-        raise ValidationError("explore adds random items to the SEALS candidate set: it needs seals=True")
+    check_run_settings(cfg)
     if cfg.positive_class is not None and not (labels == cfg.positive_class).any():
         present = np.unique(labels)
         raise ValidationError(
@@ -87,8 +76,6 @@ def validate_config(cfg: SimulationConfig, n_items: int, labels: np.ndarray) -> 
         raise ValidationError("give either initial or initial_positives/initial_negatives, not both")
     if cfg.initial_positives is not None and cfg.positive_class is None:
         raise ValidationError("initial_positives/initial_negatives need positive_class")
-    if not 0 <= cfg.seed < 2**32:
-        raise ValidationError(f"seed must be in 0..{2**32 - 1} but is {cfg.seed}")
     if n_items == 0:
         raise ValidationError("the labels hold no labeled item: expected class ids >= 0, got only -1")
     n_test = int(np.ceil(n_items * cfg.test_size))  # as train_test_split rounds
@@ -103,6 +90,30 @@ def validate_config(cfg: SimulationConfig, n_items: int, labels: np.ndarray) -> 
         (cfg.initial_positives or 0) + (cfg.initial_negatives or 0) or 100)
     if seed_size <= 0:
         raise ValidationError(f"the seed set must hold at least 1 item but holds {seed_size}")
+    check_budget(cfg, n_pool, seed_size)
+
+
+def check_run_settings(cfg) -> None:
+    """The settings every simulation shares (single- or multi-label): batch, rounds, test split,
+    SEALS neighbours and exploration, seed."""
+    if cfg.batch_size <= 0:
+        raise ValidationError(f"batch_size must be > 0 but is {cfg.batch_size}")
+    if cfg.rounds < 0:
+        raise ValidationError(f"rounds must be >= 0 but is {cfg.rounds}")
+    if not 0.0 < cfg.test_size < 1.0:
+        raise ValidationError(f"test_size must be in (0, 1) but is {cfg.test_size}")
+    if cfg.k < 1:
+        raise ValidationError(f"k must be >= 1 but is {cfg.k}")
+    if cfg.explore < 0:
+        raise ValidationError(f"explore must be >= 0 but is {cfg.explore}")
+    if cfg.explore and not cfg.seals:
+        raise ValidationError("explore adds random items to the SEALS candidate set: it needs seals=True")
+    if not 0 <= cfg.seed < 2**32:
+        raise ValidationError(f"seed must be in 0..{2**32 - 1} but is {cfg.seed}")
+
+
+def check_budget(cfg, n_pool: int, seed_size: int) -> None:
+    """The seed set and every round's batch fit in the pool."""
     if cfg.rounds > 0 and cfg.batch_size > n_pool - seed_size:  # with 0 rounds no batch is drawn
         raise ValidationError(
             f"batch_size {cfg.batch_size} is larger than the {n_pool - seed_size} unlabeled pool items "
@@ -113,6 +124,23 @@ def validate_config(cfg: SimulationConfig, n_items: int, labels: np.ndarray) -> 
             f"seed {seed_size} + {cfg.rounds} rounds x batch {cfg.batch_size} = "
             f"{seed_size + cfg.batch_size * cfg.rounds} labels, more than the pool's {n_pool} items"
         )
+
+
+def build_candidates(X, cfg, graph=None, embeddings_path=None):
+    """With ``cfg.seals``: the SEALS candidate pool (a precomputed kNN graph, built or loaded
+    beside ``embeddings_path``, or an index queried on the fly) and what building it took;
+    without: ``(None, None)``."""
+    if not cfg.seals:
+        return None, None
+    t0 = time.perf_counter()
+    if cfg.graph:
+        if graph is None:
+            graph = build_or_load_graph(X, embeddings_path, cfg.index, cfg.k)
+        candidates = CandidatePool(X, graph=graph, k=cfg.k, explore=cfg.explore)
+    else:
+        candidates = CandidatePool(X, index=SimilarityIndex(cfg.index).build(X), k=cfg.k, explore=cfg.explore)
+    return candidates, {"seconds": round(time.perf_counter() - t0, 3),
+                        **({"meta": graph.meta} if graph is not None else {})}
 
 
 def simulate(embeddings, labels, config: SimulationConfig, *, embeddings_path=None,
@@ -147,19 +175,7 @@ def simulate(embeddings, labels, config: SimulationConfig, *, embeddings_path=No
     X_test = np.asarray(X[test_pos], dtype=np.float32)
     y_test = y_task[test_pos]
 
-    candidates = None
-    graph_info = None
-    if cfg.seals:
-        t0 = time.perf_counter()
-        if cfg.graph:
-            if graph is None:
-                graph = build_or_load_graph(X, embeddings_path, cfg.index, cfg.k)
-            candidates = CandidatePool(X, graph=graph, k=cfg.k, explore=cfg.explore)
-        else:
-            candidates = CandidatePool(X, index=SimilarityIndex(cfg.index).build(X), k=cfg.k,
-                                       explore=cfg.explore)
-        graph_info = {"seconds": round(time.perf_counter() - t0, 3),
-                      **({"meta": graph.meta} if graph is not None else {})}
+    candidates, graph_info = build_candidates(X, cfg, graph, embeddings_path)
 
     strategy = make_strategy(cfg.strategy, beta=cfg.beta, positive=1, n_members=cfg.n_members)
     model_name = cfg.model if model is None else repr(model)
@@ -238,11 +254,12 @@ def aulc(labeled, values) -> float | None:
 
 
 def rounds_csv(result: dict) -> str:
+    keys = result.get("round_keys", ROUND_KEYS)  # a multi-label run names its own
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(ROUND_KEYS), extrasaction="ignore", lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=list(keys), extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for r in result["rounds"]:
-        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in ROUND_KEYS})
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in keys})
     return buf.getvalue()
 
 
