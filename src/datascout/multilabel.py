@@ -51,10 +51,12 @@ import numpy as np
 
 from datascout.exceptions import ValidationError
 from datascout.io import open_text
+from datascout.pool import iter_row_chunks
 from datascout.strategies import Hybrid, ScoreInputs, Strategy
 
 _EPS = np.float32(1e-12)
 THRESHOLD = 0.5
+SCORE_ROWS = 4096  # rows per block of a score's (rows x labels) work
 
 
 # --------------------------------------------------------------------------- label sets
@@ -194,11 +196,29 @@ def _label_sets_csv(path, ids, id_column, label_column, classes, separator):
 # --------------------------------------------------------------------------- scores
 
 
+def _float(probs) -> np.ndarray:
+    p = np.asarray(probs)
+    return p if p.dtype in (np.float32, np.float64) else p.astype(np.float64)
+
+
 def binary_entropy(probs: np.ndarray) -> np.ndarray:
     """``-p log p - (1-p) log(1-p)`` per entry (nats; ``0 log 0 = 0``), same shape as ``probs``."""
-    p = np.asarray(probs)
+    p = _float(probs)
+    eps = np.asarray(_EPS, dtype=p.dtype)
     q = 1.0 - p
-    return -(p * np.log(np.maximum(p, _EPS)) + q * np.log(np.maximum(q, _EPS)))
+    a = np.maximum(p, eps)
+    np.log(a, out=a)
+    a *= p
+    b = np.maximum(q, eps)
+    np.log(b, out=b)
+    b *= q
+    a += b
+    return np.negative(a, out=a)
+
+
+def _nearer_side(p: np.ndarray) -> np.ndarray:
+    """``min(p, 1 - p)`` per entry: the probability of the less likely answer of each label."""
+    return np.minimum(p, 1.0 - p)
 
 
 def mean_entropy(probs: np.ndarray) -> np.ndarray:
@@ -207,13 +227,16 @@ def mean_entropy(probs: np.ndarray) -> np.ndarray:
 
 
 def max_entropy(probs: np.ndarray) -> np.ndarray:
-    """Max over labels of the binary entropy: the item's most uncertain label."""
-    return binary_entropy(probs).max(axis=1)
+    """Max over labels of the binary entropy: the item's most uncertain label. (The entropy grows
+    with ``min(p, 1-p)``, so it is the entropy of the row's largest ``min(p, 1-p)``: one logarithm
+    per item, not per label.)"""
+    return binary_entropy(_nearer_side(_float(probs)).max(axis=1))
 
 
 def min_margin(probs: np.ndarray) -> np.ndarray:
-    """``-min_l |2 p_l - 1|``: the label closest to its boundary (Brinker 2006, BinMin)."""
-    return -np.abs(2.0 * np.asarray(probs) - 1.0).min(axis=1)
+    """``-min_l |2 p_l - 1|``: the label closest to its boundary (Brinker 2006, BinMin); equal to
+    ``2 max_l min(p_l, 1 - p_l) - 1``."""
+    return 2.0 * _nearer_side(_float(probs)).max(axis=1) - 1.0
 
 
 def predicted_sets(probs: np.ndarray, threshold: float = THRESHOLD, *, at_least_one: bool = False) -> np.ndarray:
@@ -231,7 +254,7 @@ def label_cardinality_inconsistency(probs: np.ndarray, cardinality: float,
                                     threshold: float = THRESHOLD) -> np.ndarray:
     """``| #{l : p_l > threshold} - cardinality |`` (Li & Guo 2013), ``cardinality`` the mean
     number of labels of the labeled items."""
-    return np.abs(predicted_sets(probs, threshold).sum(axis=1) - float(cardinality))
+    return np.abs(np.count_nonzero(np.asarray(probs) > threshold, axis=1) - float(cardinality))
 
 
 def separation_margin(probs: np.ndarray, threshold: float = THRESHOLD) -> np.ndarray:
@@ -239,12 +262,12 @@ def separation_margin(probs: np.ndarray, threshold: float = THRESHOLD) -> np.nda
     labels above the threshold (Li & Guo 2013's max-margin separation). A side with no label
     measures from the threshold itself (``f = 0``); the margin is in ``[0, 1]``, 0 only when no
     label is above the threshold and the most probable one sits exactly on it."""
-    f = np.asarray(probs, dtype=np.float64) - threshold
+    f = _float(probs) - threshold  # in [-1, 1]: 2 stands for "no label on this side"
     pos = f > 0
-    lo = np.where(pos, f, np.inf).min(axis=1)
-    hi = np.where(pos, -np.inf, f).max(axis=1)
-    lo = np.where(np.isinf(lo), 0.0, lo)
-    hi = np.where(np.isinf(hi), 0.0, hi)
+    lo = np.where(pos, f, 2.0).min(axis=1)
+    hi = np.where(pos, -2.0, f).max(axis=1)
+    lo[lo == 2.0] = 0.0
+    hi[hi == -2.0] = 0.0
     return lo - hi
 
 
@@ -252,7 +275,7 @@ def adaptive(probs: np.ndarray, cardinality: float, beta: float = 0.5, threshold
              eps: float = 1e-6) -> np.ndarray:
     """``u ** beta * c ** (1 - beta)``: ``u = 1 / max(separation margin, eps)``, ``c`` the label
     cardinality inconsistency (Li & Guo 2013)."""
-    u = 1.0 / np.maximum(separation_margin(probs, threshold), eps)
+    u = 1.0 / np.maximum(separation_margin(probs, threshold).astype(np.float64), eps)
     c = label_cardinality_inconsistency(probs, cardinality, threshold)
     return np.power(u, beta) * np.power(c, 1.0 - beta)
 
@@ -260,30 +283,30 @@ def adaptive(probs: np.ndarray, cardinality: float, beta: float = 0.5, threshold
 def mmc(probs: np.ndarray, cardinality: float) -> np.ndarray:
     """Yang et al. 2009: ``sum_l (1 - yhat_l f_l) / 2`` with ``f_l = 2 p_l - 1`` and yhat (+1/-1)
     the ``m = max(1, round(cardinality))`` most probable labels (half rounds up); equals
-    ``sum_{l in yhat+} (1 - p_l) + sum_{l in yhat-} p_l``."""
-    p = np.asarray(probs, dtype=np.float64)
+    ``sum_{l in yhat+} (1 - p_l) + sum_{l in yhat-} p_l = sum_l p_l + m - 2 sum_{l in yhat+} p_l``."""
+    p = _float(probs)
     L = p.shape[1]
     m = int(min(L, max(1, np.floor(float(cardinality) + 0.5))))  # half up, not to even
-    top = np.argpartition(-p, m - 1, axis=1)[:, :m] if m < L else np.broadcast_to(np.arange(L), (len(p), L))
-    yhat = -np.ones_like(p)
-    np.put_along_axis(yhat, top, 1.0, axis=1)
-    return ((1.0 - yhat * (2.0 * p - 1.0)) / 2.0).sum(axis=1)
-
-
-def _hinge_losses(probs: np.ndarray) -> np.ndarray:
-    f = 2.0 * np.asarray(probs, dtype=np.float64) - 1.0
-    yhat = np.where(predicted_sets(probs, THRESHOLD, at_least_one=True), 1.0, -1.0)
-    return np.maximum(0.0, 1.0 - yhat * f)
+    top = p.max(axis=1) if m == 1 else np.partition(p, L - m, axis=1)[:, L - m:].sum(axis=1)
+    return p.sum(axis=1, dtype=np.float64) + m - 2.0 * top
 
 
 def max_loss(probs: np.ndarray) -> np.ndarray:
-    """Li et al. 2004, Max Loss: ``max_l max(0, 1 - yhat_l f_l)``."""
-    return _hinge_losses(probs).max(axis=1)
+    """Li et al. 2004, Max Loss: ``max_l max(0, 1 - yhat_l f_l)`` with ``f_l = 2 p_l - 1`` and yhat
+    the labels above 1/2 (the most probable one when none is). A label's loss is ``2 min(p, 1-p)``,
+    except the label forced positive: ``2 (1 - p)``, which is then the row's maximum."""
+    p = _float(probs)
+    pmax = p.max(axis=1)
+    return np.where(pmax > THRESHOLD, 2.0 * _nearer_side(p).max(axis=1), 2.0 * (1.0 - pmax))
 
 
 def mean_max_loss(probs: np.ndarray) -> np.ndarray:
-    """Li et al. 2004, Mean Max Loss: ``mean_l max(0, 1 - yhat_l f_l)``."""
-    return _hinge_losses(probs).mean(axis=1)
+    """Li et al. 2004, Mean Max Loss: ``mean_l max(0, 1 - yhat_l f_l)`` (yhat as for
+    :func:`max_loss`)."""
+    p = _float(probs)
+    pmax = p.max(axis=1)
+    forced = np.where(pmax > THRESHOLD, 0.0, 2.0 - 4.0 * pmax)  # 2 (1 - p) instead of 2 p
+    return (2.0 * _nearer_side(p).sum(axis=1, dtype=np.float64) + forced) / p.shape[1]
 
 
 # --------------------------------------------------------------------------- strategies
@@ -306,9 +329,16 @@ class MultiLabelStrategy(Strategy):
     function = staticmethod(mean_entropy)
 
     def score(self, inputs):
+        p = inputs.probs
+        out = np.empty(len(p), dtype=np.float64)
+        for rows in iter_row_chunks(len(p), SCORE_ROWS):  # (rows x labels) temporaries stay in cache
+            out[rows] = self.score_probs(p[rows], inputs.cardinality)
+        return out
+
+    def score_probs(self, probs, cardinality):
         if self.needs_cardinality:
-            return type(self).function(inputs.probs, inputs.cardinality)
-        return type(self).function(inputs.probs)
+            return type(self).function(probs, cardinality)
+        return type(self).function(probs)
 
 
 class MeanEntropy(MultiLabelStrategy):
@@ -357,8 +387,8 @@ class Adaptive(MultiLabelStrategy):
             raise ValidationError(f"adaptive's beta must be in [0, 1] but is {beta}")
         self.beta = float(beta)
 
-    def score(self, inputs):
-        return adaptive(inputs.probs, inputs.cardinality, self.beta)
+    def score_probs(self, probs, cardinality):
+        return adaptive(probs, cardinality, self.beta)
 
     def __repr__(self):
         return f"Adaptive(beta={self.beta})"

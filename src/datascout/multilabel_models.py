@@ -25,11 +25,14 @@ from datascout.models import SMALL_FIT_ELEMENTS, default_model
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
-    """``1 / (1 + exp(-z))`` to full relative precision in both tails (``exp(-log(1 + e^-z))``),
-    in the dtype of ``z``; never overflows."""
-    out = np.logaddexp(np.zeros((), dtype=z.dtype), -z)
-    np.negative(out, out=out)
-    return np.exp(out, out=out)
+    """``1 / (1 + exp(-z))`` in place, in the dtype of ``z``. Where ``exp(-z)`` overflows (z below
+    about -88 in float32) the result is 0, the nearest float32 anyway; elsewhere the relative
+    error is a few ulps on both sides (``1 + e`` only rounds where ``e`` is tiny or huge)."""
+    with np.errstate(over="ignore"):
+        np.negative(z, out=z)
+        np.exp(z, out=z)
+    z += 1.0
+    return np.reciprocal(z, out=z)
 
 
 class BinaryRelevance(BaseEstimator):
@@ -145,15 +148,19 @@ class FittedMultiLabel:
         if project is not None:
             raise ValidationError("multi-label models do not compute a density projection")
         X = np.asarray(X, dtype=np.float32)
+        if self._linear is not None:
+            w, b = self._linear
+            logits = X @ w
+            logits += b
+            probs = sigmoid(logits)
+            if len(self.varying_) == self.n_labels:
+                return probs
         out = np.empty((X.shape[0], self.n_labels), dtype=np.float32)
         out[:] = self.constant_
         if len(self.varying_) == 0:
             return out
         if self._linear is not None:
-            w, b = self._linear
-            logits = X @ w
-            logits += b
-            out[:, self.varying_] = sigmoid(logits)
+            out[:, self.varying_] = probs
         elif self.estimators_:
             for j, e in zip(self.varying_, self.estimators_):
                 out[:, j] = _positive_column(e.predict_proba(X), e.classes_)
