@@ -16,6 +16,7 @@ from datascout.multilabel_simulate import (
     MULTILABEL_ROUND_KEYS,
     MultiLabelSimulationConfig,
     evaluate_sets,
+    label_ranking_ap,
     simulate_multilabel,
 )
 
@@ -55,6 +56,16 @@ def test_metrics_by_hand():
     none = evaluate_sets(np.zeros((2, 2), dtype=bool), np.array([[0.6, 0.1], [0.2, 0.3]]))
     assert none["average_precision"] is None and none["macro_f1"] is None and none["label_ranking_ap"] is None
     assert none["micro_f1"] == 0.0 and none["hamming_loss"] == pytest.approx(0.25)
+
+
+def test_label_ranking_ap_matches_scikit_learn():
+    from sklearn.metrics import label_ranking_average_precision_score
+
+    rng = np.random.default_rng(0)
+    Y = rng.random((300, 7)) < 0.3
+    Y[0], Y[1] = False, True  # no relevant label / every label relevant
+    S = np.round(rng.random((300, 7)), 1)  # many ties
+    assert label_ranking_ap(Y, S, chunk_elements=500) == pytest.approx(label_ranking_average_precision_score(Y, S))
 
 
 def test_multilabel_run_writes_the_contract(tmp_path, ml_files, capsys):

@@ -20,7 +20,6 @@ from sklearn.metrics import (
     average_precision_score,
     f1_score,
     hamming_loss,
-    label_ranking_average_precision_score,
 )
 
 from datascout.exceptions import ValidationError
@@ -95,11 +94,33 @@ def validate_multilabel_config(cfg: MultiLabelSimulationConfig, Y: np.ndarray) -
     return seed_size
 
 
+def label_ranking_ap(Y_true: np.ndarray, scores: np.ndarray, chunk_elements: int = 1 << 22) -> float:
+    """scikit-learn's ``label_ranking_average_precision_score`` (ties ranked at their worst, a row
+    with no relevant label or with every label relevant scores 1), vectorised over rows: for each
+    relevant label j of a row, the fraction of the labels scored >= s_j that are relevant. (The
+    scikit-learn function loops over rows in Python: 2 s for 2,400 x 20 on this machine.)"""
+    Y = np.asarray(Y_true, dtype=bool)
+    S = np.asarray(scores, dtype=np.float64)
+    n, L = Y.shape
+    total = 0.0
+    step = max(1, chunk_elements // max(L * L, 1))
+    for start in range(0, n, step):
+        y, s = Y[start:start + step], S[start:start + step]
+        geq = s[:, None, :] >= s[:, :, None]  # [i, j, k]: label k scores >= label j
+        rank = geq.sum(axis=2)
+        hits = (geq & y[:, None, :]).sum(axis=2)
+        k = y.sum(axis=1)
+        trivial = (k == 0) | (k == L)
+        per = np.where(y, hits / rank, 0.0).sum(axis=1) / np.maximum(k, 1)
+        total += float(np.where(trivial, 1.0, per).sum())
+    return total / n
+
+
 def evaluate_sets(Y_true: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> dict:
     """The round metrics of the module docstring, on one test split."""
     pred = probs > threshold
     present = np.flatnonzero(Y_true.any(axis=0))
-    aps = [average_precision_score(Y_true[:, j], probs[:, j]) for j in present]
+    aps = average_precision_score(Y_true[:, present], probs[:, present], average=None) if len(present) else []
     return {
         "micro_f1": float(f1_score(Y_true, pred, average="micro", zero_division=0)),
         "macro_f1": (float(f1_score(Y_true, pred, average="macro", labels=present, zero_division=0))
@@ -108,9 +129,8 @@ def evaluate_sets(Y_true: np.ndarray, probs: np.ndarray, threshold: float = 0.5)
         "samples_f1": float(f1_score(Y_true, pred, average="samples", zero_division=1.0)),
         "hamming_loss": float(hamming_loss(Y_true, pred)),
         "subset_accuracy": float(accuracy_score(Y_true, pred)),
-        "average_precision": float(np.mean(aps)) if aps else None,
-        "label_ranking_ap": (float(label_ranking_average_precision_score(Y_true, probs))
-                             if Y_true.any() else None),
+        "average_precision": float(np.mean(aps)) if len(present) else None,
+        "label_ranking_ap": label_ranking_ap(Y_true, probs) if Y_true.any() else None,
     }
 
 
