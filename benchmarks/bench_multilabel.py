@@ -29,7 +29,6 @@ import json
 import os
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import markdown_table, peak_rss_mib, write_section  # noqa: E402
 
+from datascout.multilabel import supported_labels  # noqa: E402
 from datascout.multilabel_loop import MultiLabelLearner  # noqa: E402
 from datascout.multilabel_models import BinaryRelevance, FittedMultiLabel  # noqa: E402
 from datascout.multilabel_simulate import MultiLabelSimulationConfig, evaluate_sets, simulate_multilabel  # noqa: E402
@@ -55,7 +55,7 @@ def debtags_pool(n_labels: int):
     from datascout.datasets import cache_dir, load_debian_packages
     from datascout.embed.pipeline import load_pool_dir
 
-    folder = Path(os.environ.get("DATASCOUT_CACHE", cache_dir())) / "pools" / "debian"
+    folder = cache_dir() / "pools" / "debian"
     pool = load_pool_dir(folder)
     pk = load_debian_packages()
     tags_of = dict(zip(pk.ids.tolist(), pk.tags))
@@ -63,14 +63,7 @@ def debtags_pool(n_labels: int):
     missing = [i for i in ids if i not in tags_of]
     if missing:
         raise SystemExit(f"{len(missing)} pool ids are not in the apt lists (e.g. {missing[0]!r}): rebuild the pool")
-    counts = Counter(t for i in ids for t in tags_of[i])
-    names = sorted(t for t, _ in counts.most_common(n_labels))
-    col = {t: j for j, t in enumerate(names)}
-    Y = np.zeros((len(ids), len(names)), dtype=bool)
-    for r, i in enumerate(ids):
-        for t in tags_of[i]:
-            if t in col:
-                Y[r, col[t]] = True
+    Y, names = supported_labels([tags_of[i] for i in ids], max_labels=n_labels)
     X = np.ascontiguousarray(np.asarray(pool.embeddings, dtype=np.float32))
     info = {"n": len(ids), "support_min": int(Y.sum(axis=0).min()), "support_max": int(Y.sum(axis=0).max()),
             "cardinality": float(Y.sum(axis=1).mean()), "empty": float((~Y.any(axis=1)).mean()),

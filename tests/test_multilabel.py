@@ -324,3 +324,35 @@ def test_seals_candidates_are_the_neighbours_of_every_labeled_item_empty_sets_in
     scores = L.score_rows(X)
     cand = np.fromiter(expected, dtype=np.int64)
     assert scores[ids].min() >= np.sort(scores[cand])[-4] - 1e-12  # the top 4 candidates
+
+
+# --------------------------------------------------------------------------- real data: debtags
+
+
+def test_debtags_snapshot_end_to_end():
+    """The committed 311-package Debian snapshot: debtags with enough support as label sets,
+    TF-IDF + SVD features of the descriptions, a SEALS run that learns."""
+    from pathlib import Path
+
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from datascout.datasets import load_debian_packages
+    from datascout.multilabel import supported_labels
+    from datascout.multilabel_simulate import MultiLabelSimulationConfig, simulate_multilabel
+
+    pk = load_debian_packages(Path(__file__).parent / "data" / "debian", min_items=1)
+    Y, names = supported_labels(pk.tags, min_support=25)
+    assert names == sorted(names) and "role::program" in names and "interface::commandline" in names
+    assert Y.sum(axis=0).min() >= 25 and Y.shape == (len(pk.ids), len(names))
+    for r in (0, 7, 100):  # an item's set is its tags among the kept ones
+        assert {names[j] for j in np.flatnonzero(Y[r])} == set(pk.tags[r]) & set(names)
+    with pytest.raises(ValidationError, match="no label is carried by at least 1000 items"):
+        supported_labels(pk.tags, min_support=1000)
+    X = TruncatedSVD(48, random_state=0).fit_transform(TfidfVectorizer(min_df=2).fit_transform(pk.texts))
+    res = simulate_multilabel(X.astype(np.float32), Y, MultiLabelSimulationConfig(
+        strategy="random", initial=40, batch_size=20, rounds=5, test_size=0.3, seals=True, k=10, index="Flat"),
+        classes=names)
+    f1 = [r["micro_f1"] for r in res["rounds"]]
+    assert f1[-1] > f1[0] + 0.05  # 40 -> 140 labels
+    assert all(r["candidates"] < res["n_pool"] for r in res["rounds"][1:])

@@ -108,6 +108,33 @@ def sets_to_indicator(sets, classes, *, name: str = "label sets") -> np.ndarray:
     return out
 
 
+def supported_labels(sets, *, min_support: int = 1, max_labels: int | None = None):
+    """``(Y, names)`` from raw label sets (e.g. each package's debtags): the labels that at least
+    ``min_support`` items carry, at most ``max_labels`` of them (the most frequent; ties by name),
+    in name order; each item's set restricted to them (it may become empty)."""
+    if min_support < 1:
+        raise ValidationError(f"min_support must be >= 1 but is {min_support}")
+    counts: dict = {}
+    for s in sets:
+        for v in set(s):
+            counts[v] = counts.get(v, 0) + 1
+    kept = sorted((v for v, c in counts.items() if c >= min_support), key=lambda v: (-counts[v], v))
+    if max_labels is not None:
+        kept = kept[:max_labels]
+    if not kept:
+        raise ValidationError(f"no label is carried by at least {min_support} items "
+                              f"(the most frequent by {max(counts.values()) if counts else 0})")
+    names = sorted(kept)
+    col = {v: j for j, v in enumerate(names)}
+    Y = np.zeros((len(sets), len(names)), dtype=bool)
+    for r, s in enumerate(sets):
+        for v in s:
+            j = col.get(v)
+            if j is not None:
+                Y[r, j] = True
+    return Y, names
+
+
 def indicator_to_sets(Y, classes=None) -> list[list]:
     """Rows of an indicator as lists of class names (or ids), in class order."""
     Y = np.asarray(Y, dtype=bool)
