@@ -41,45 +41,63 @@ from datascout.multilabel_loop import MultiLabelLearner  # noqa: E402
 from datascout.multilabel_models import BinaryRelevance, FittedMultiLabel  # noqa: E402
 from datascout.multilabel_simulate import MultiLabelSimulationConfig, evaluate_sets, simulate_multilabel  # noqa: E402
 from datascout.registry import MULTILABEL_STRATEGY_NAMES  # noqa: E402
+from datascout.seals import KNNGraph  # noqa: E402
 from datascout.seeds import iterative_stratification_seed  # noqa: E402
 from datascout.simulate import learning_curves_png  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+FEATURES = {"minilm": "all-MiniLM-L6-v2 embeddings (the `datascout datasets embed debian` pool)",
+            "tfidf": "TF-IDF (sublinear, words in >= 3 descriptions) + truncated SVD to 256 dimensions"}
 DEFAULT_STRATEGIES = ("random", "mean-entropy", "max-entropy", "min-margin", "mmc", "lci", "adaptive",
                       "max-loss", "mean-max-loss", "kcenter", "hybrid-mean-entropy")
-FIGURE = ROOT / "docs" / "figures" / "multilabel-debtags.png"
+FIGURES = ROOT / "docs" / "figures"
 
 
-def debtags_pool(n_labels: int):
-    """(X, Y, tag names, pool info) from the cached debian pool and the apt lists' debtags."""
+def debtags_pool(n_labels: int, features: str = "minilm"):
+    """(X, Y, tag names, pool info): ``minilm`` reads the cached debian pool (``datascout
+    datasets embed debian``) and matches the apt lists' debtags to it by package name; ``tfidf``
+    embeds every tagged package's description as TF-IDF (words in >= 3 descriptions, sublinear)
+    reduced to 256 dimensions by truncated SVD, L2-normalised."""
     from datascout.datasets import cache_dir, load_debian_packages
-    from datascout.embed.pipeline import load_pool_dir
 
-    folder = cache_dir() / "pools" / "debian"
-    pool = load_pool_dir(folder)
     pk = load_debian_packages()
-    tags_of = dict(zip(pk.ids.tolist(), pk.tags))
-    ids = np.asarray(pool.ids).astype(str).tolist()
-    missing = [i for i in ids if i not in tags_of]
-    if missing:
-        raise SystemExit(f"{len(missing)} pool ids are not in the apt lists (e.g. {missing[0]!r}): rebuild the pool")
-    Y, names = supported_labels([tags_of[i] for i in ids], max_labels=n_labels)
-    X = np.ascontiguousarray(np.asarray(pool.embeddings, dtype=np.float32))
+    if features == "tfidf":
+        from sklearn.decomposition import TruncatedSVD
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        T = TfidfVectorizer(min_df=3, sublinear_tf=True).fit_transform(pk.texts)
+        X = TruncatedSVD(256, random_state=0).fit_transform(T).astype(np.float32)
+        X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+        ids, sets, subset = pk.ids.tolist(), pk.tags, None
+    else:
+        from datascout.embed.pipeline import load_pool_dir
+
+        pool = load_pool_dir(cache_dir() / "pools" / "debian")
+        tags_of = dict(zip(pk.ids.tolist(), pk.tags))
+        ids = np.asarray(pool.ids).astype(str).tolist()
+        missing = [i for i in ids if i not in tags_of]
+        if missing:
+            raise SystemExit(f"{len(missing)} pool ids are not in the apt lists (e.g. {missing[0]!r}): rebuild the pool")
+        sets = [tags_of[i] for i in ids]
+        X = np.ascontiguousarray(np.asarray(pool.embeddings, dtype=np.float32))
+        subset = pool.manifest.get("subset")
+    Y, names = supported_labels(sets, max_labels=n_labels)
     info = {"n": len(ids), "support_min": int(Y.sum(axis=0).min()), "support_max": int(Y.sum(axis=0).max()),
             "cardinality": float(Y.sum(axis=1).mean()), "empty": float((~Y.any(axis=1)).mean()),
-            "subset": pool.manifest.get("subset")}
+            "subset": subset, "features": features}
     return X, Y, names, info
 
 
-def run_one(X, Y, names, strategy, seed, args, seals: bool, cache: Path | None):
-    key = f"{strategy}-{'seals' if seals else 'full'}-s{seed}-b{args.budget}-m{args.batch}-L{len(names)}-n{len(X)}"
+def run_one(X, Y, names, strategy, seed, args, seals: bool, cache: Path | None, graph=None):
+    key = (f"{args.features}-{strategy}-{'seals' if seals else 'full'}-s{seed}-b{args.budget}-m{args.batch}"
+           f"-L{len(names)}-n{len(X)}")
     if cache is not None and (cache / f"{key}.json").is_file():
         return json.loads((cache / f"{key}.json").read_text())
     rounds = (args.budget - 100) // args.batch
     cfg = MultiLabelSimulationConfig(strategy=strategy, seals=seals, k=100, index="Flat", initial=100,
                                      batch_size=args.batch, rounds=rounds, seed=seed)
     t0 = time.perf_counter()
-    res = simulate_multilabel(X, Y, cfg, classes=names)
+    res = simulate_multilabel(X, Y, cfg, classes=names, graph=graph() if seals else None)
     res["wall_seconds"] = time.perf_counter() - t0
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
@@ -115,7 +133,7 @@ def ceiling(X, Y):
 
 
 def efficiency(args) -> None:
-    X, Y, names, info = debtags_pool(args.labels)
+    X, Y, names, info = debtags_pool(args.labels, args.features)
     cache = Path(args.runs_cache) if args.runs_cache else None
     strategies = args.strategies.split(",")
     seals = [s for s in args.seals.split(",") if s]
@@ -124,7 +142,14 @@ def efficiency(args) -> None:
             raise SystemExit(f"unknown strategy {s!r}")
     seeds = range(args.seeds)
     runs = {s: [run_one(X, Y, names, s, k, args, False, cache) for k in seeds] for s in strategies}
-    seal_runs = {s: [run_one(X, Y, names, s, k, args, True, cache) for k in seeds] for s in seals}
+    built = {}
+
+    def graph():  # the exact kNN graph (k = 100), built once for every SEALS run
+        if "g" not in built:
+            built["g"] = KNNGraph.build(X, k=100, index="Flat")
+        return built["g"]
+
+    seal_runs = {s: [run_one(X, Y, names, s, k, args, True, cache, graph) for k in seeds] for s in seals}
     top = ceiling(X, Y)
     xr, mr, sr = curve(runs["random"])
     target = float(mr[-1])
@@ -148,17 +173,18 @@ def efficiency(args) -> None:
         else:
             row += ["", f"{res[0]['n_pool']} (100%)"]
         rows.append(row)
-    FIGURE.parent.mkdir(parents=True, exist_ok=True)
+    figure = FIGURES / f"multilabel-debtags-{args.features}.png"
+    figure.parent.mkdir(parents=True, exist_ok=True)
     shown = {k: v for k, v in runs.items() if k in ("random", "mean-entropy", "min-margin", "adaptive", "mmc",
                                                       "max-loss", "lci", "kcenter")}
     shown.update({f"{k} + SEALS": v for k, v in seal_runs.items()})
-    FIGURE.write_bytes(learning_curves_png(
+    figure.write_bytes(learning_curves_png(
         shown, title=f"debtags, {len(names)} labels, {info['n']} packages: micro-F1 ({args.seeds} seeds)"))
     sub = info["subset"]
-    body = (f"## Multi-label active learning on Debian debtags\n\n"
+    body = (f"## Multi-label active learning on Debian debtags ({args.features})\n\n"
             f"{info['n']:,} Debian package descriptions"
-            f"{' (a seeded random subset of ' + str(sub['limit']) + ')' if sub else ''} as all-MiniLM-L6-v2 "
-            f"embeddings; label set = the package's debtags among the {len(names)} most frequent tags of the pool "
+            f"{' (a seeded random subset of ' + str(sub['limit']) + ')' if sub else ''} as "
+            f"{FEATURES[args.features]}; label set = the package's debtags among the {len(names)} most frequent tags of the pool "
             f"(support {info['support_min']}..{info['support_max']} packages; mean {info['cardinality']:.2f} labels "
             f"per package, {info['empty']:.0%} with none of them). Binary relevance over balanced logistic "
             f"regression; iteratively stratified 20% test split; 100 random seed labels, batches of {args.batch} "
@@ -169,11 +195,11 @@ def efficiency(args) -> None:
             + markdown_table(["strategy", f"micro-F1 @ {args.budget}", "macro-F1", "mAP", "Hamming", "AULC",
                               "labels to random's micro-F1", "select s/round", "SEALS / full micro-F1",
                               "candidates scored"], rows)
-            + f"\n\n![micro-F1 learning curves](figures/{FIGURE.name})\n\n"
+            + f"\n\n![micro-F1 learning curves](figures/{figure.name})\n\n"
             f"Labels: {', '.join(names)}. Peak RSS {peak_rss_mib():.0f} MiB. The machine was shared with other "
             f"jobs (load {os.getloadavg()[0]:.1f} at the end): the seconds are noisy.")
     cmd = "python benchmarks/bench_multilabel.py efficiency " + " ".join(sys.argv[2:])
-    write_section("multilabel-debtags", body, cmd.strip())
+    write_section(f"multilabel-debtags-{args.features}", body, cmd.strip())
     print(body)
 
 
@@ -221,6 +247,8 @@ def main() -> None:
     e.add_argument("--strategies", default=",".join(DEFAULT_STRATEGIES))
     e.add_argument("--seals", default="mean-entropy,adaptive")
     e.add_argument("--runs-cache", default=None)
+    e.add_argument("--features", choices=("minilm", "tfidf"), default="minilm",
+                   help="minilm: the cached 'datasets embed debian' pool; tfidf: TF-IDF + SVD-256 of every package")
     c = sub.add_parser("cost")
     c.add_argument("--n", type=int, default=1_000_000)
     c.add_argument("--d", type=int, default=256)
