@@ -368,41 +368,22 @@ class MultiLabelStrategy(Strategy):
         return type(self).function(probs)
 
 
-class MeanEntropy(MultiLabelStrategy):
-    name = "mean-entropy"
-    function = staticmethod(mean_entropy)
+def _scored(class_name: str, name: str, function, needs_cardinality: bool = False) -> type:
+    """A :class:`MultiLabelStrategy` whose score is ``function`` (of the probabilities, and of the
+    labeled set's mean cardinality when ``needs_cardinality``)."""
+    return type(class_name, (MultiLabelStrategy,), {
+        "name": name, "function": staticmethod(function), "needs_cardinality": needs_cardinality,
+        "__doc__": f"Score: :func:`{function.__name__}`.", "__module__": __name__})
 
 
-class MaxEntropy(MultiLabelStrategy):
-    name = "max-entropy"
-    function = staticmethod(max_entropy)
-
-
-class MinMargin(MultiLabelStrategy):
-    name = "min-margin"
-    function = staticmethod(min_margin)
-
-
-class MMC(MultiLabelStrategy):
-    name = "mmc"
-    needs_cardinality = True
-    function = staticmethod(mmc)
-
-
-class LabelCardinalityInconsistency(MultiLabelStrategy):
-    name = "lci"
-    needs_cardinality = True
-    function = staticmethod(label_cardinality_inconsistency)
-
-
-class MaxLoss(MultiLabelStrategy):
-    name = "max-loss"
-    function = staticmethod(max_loss)
-
-
-class MeanMaxLoss(MultiLabelStrategy):
-    name = "mean-max-loss"
-    function = staticmethod(mean_max_loss)
+MeanEntropy = _scored("MeanEntropy", "mean-entropy", mean_entropy)
+MaxEntropy = _scored("MaxEntropy", "max-entropy", max_entropy)
+MinMargin = _scored("MinMargin", "min-margin", min_margin)
+MMC = _scored("MMC", "mmc", mmc, needs_cardinality=True)
+LabelCardinalityInconsistency = _scored("LabelCardinalityInconsistency", "lci", label_cardinality_inconsistency,
+                                        needs_cardinality=True)
+MaxLoss = _scored("MaxLoss", "max-loss", max_loss)
+MeanMaxLoss = _scored("MeanMaxLoss", "mean-max-loss", mean_max_loss)
 
 
 class Adaptive(MultiLabelStrategy):

@@ -11,7 +11,6 @@ apply is ``null``. ``aulc`` is the normalised area under the micro-F1 learning c
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -28,7 +27,7 @@ from datascout.multilabel_loop import MultiLabelLearner
 from datascout.multilabel_models import MULTILABEL_MODEL_NAMES, make_multilabel_model
 from datascout.pool import check_embeddings
 from datascout.registry import MULTILABEL_STRATEGY_NAMES, make_multilabel_strategy
-from datascout.simulate import aulc, build_candidates, check_budget, check_run_settings
+from datascout.simulate import aulc, build_candidates, check_budget, check_run_settings, run_round
 from datascout.seeds import iterative_stratification_seed, label_positives_seed, random_seed
 
 MULTILABEL_ROUND_KEYS = ("round", "labeled", "label_cardinality", "candidates", "select_seconds", "fit_seconds",
@@ -180,16 +179,7 @@ def simulate_multilabel(embeddings, label_sets, config: MultiLabelSimulationConf
 
     rounds = []
     for r in range(cfg.rounds + 1):
-        sel_s = cand = None
-        if r > 0:
-            t0 = time.perf_counter()
-            ids = learner.query(cfg.batch_size)
-            sel_s = time.perf_counter() - t0
-            cand = learner.last_query_["candidates"]
-            learner.teach(ids, Y_all[ids])  # the oracle
-        t0 = time.perf_counter()
-        learner.fit()
-        fit_s = time.perf_counter() - t0
+        sel_s, cand, fit_s = run_round(learner, r, cfg.batch_size, lambda ids: Y_all[ids])  # the oracle
         rec = {"round": r, "labeled": learner.n_labeled_,
                "label_cardinality": round(learner.label_cardinality, 6), "candidates": cand,
                "select_seconds": None if sel_s is None else round(sel_s, 6), "fit_seconds": round(fit_s, 6),
