@@ -356,3 +356,19 @@ def test_debtags_snapshot_end_to_end():
     f1 = [r["micro_f1"] for r in res["rounds"]]
     assert f1[-1] > f1[0] + 0.05  # 40 -> 140 labels
     assert all(r["candidates"] < res["n_pool"] for r in res["rounds"][1:])
+
+
+def test_items_are_taught_by_id_never_by_position(small):
+    from datascout.pool import Pool
+
+    X, _ = small
+    ids = np.array([f"pkg{i:03d}" for i in range(len(X))])[::-1].copy()  # id order != position order
+    L = MultiLabelLearner(Pool(X, ids=ids), ["a", "b", "c", "d"], "max-loss", random_state=0)
+    L.teach(["pkg000", "pkg119"], [{"b"}, {"a", "d"}])
+    pos, sets = L.label_sets()
+    np.testing.assert_array_equal(pos, [0, 119])  # pkg119 sits at position 0, pkg000 at 119
+    np.testing.assert_array_equal(sets, [[True, False, False, True], [False, True, False, False]])
+    got = L.query(3)
+    assert got.dtype.kind == "U" and not set(got.tolist()) & {"pkg000", "pkg119"}
+    with pytest.raises(LabelingError, match="already labeled"):
+        L.teach(["pkg119"], [{"c"}])
