@@ -80,7 +80,7 @@ def debtags_pool(n_labels: int, features: str = "minilm"):
             raise SystemExit(f"{len(missing)} pool ids are not in the apt lists (e.g. {missing[0]!r}): rebuild the pool")
         sets = [tags_of[i] for i in ids]
         X = np.ascontiguousarray(np.asarray(pool.embeddings, dtype=np.float32))
-        subset = pool.manifest.get("subset")
+        subset = pool.manifest.get("subset") or pool.manifest.get("source", {}).get("subset")
     Y, names = supported_labels(sets, max_labels=n_labels)
     info = {"n": len(ids), "support_min": int(Y.sum(axis=0).min()), "support_max": int(Y.sum(axis=0).max()),
             "cardinality": float(Y.sum(axis=1).mean()), "empty": float((~Y.any(axis=1)).mean()),

@@ -215,6 +215,10 @@ def test_learner_refuses_bad_setup(small):
         MultiLabelLearner(X, ["a", "a"])
     with pytest.raises(ValidationError, match="no labeled items yet"):
         MultiLabelLearner(X, 4, "mean-entropy").query(3)
+    from datascout.pool import Pool
+
+    with pytest.raises(ValidationError, match="the pool holds single-label class ids"):
+        MultiLabelLearner(Pool(X, labels=np.r_[0, np.full(len(X) - 1, -1)]), 4)
 
 
 # --------------------------------------------------------------------------- models

@@ -18,6 +18,7 @@ from datascout.exceptions import LabelingError, ValidationError
 from datascout.loop import ActiveLearner
 from datascout.multilabel import MultiLabelScoreInputs, check_label_sets, sets_to_indicator
 from datascout.multilabel_models import BinaryRelevance, FittedMultiLabel
+from datascout.pool import UNLABELED, Pool
 from datascout.registry import make_multilabel_strategy
 
 
@@ -61,12 +62,13 @@ class MultiLabelLearner(ActiveLearner):
         self.allow_empty = bool(allow_empty)
         self._set_chunks: list[np.ndarray] = []  # (n_i, L) bool, aligned with labeled_order_
         self._cardinality_sum = 0
+        pool = pool if isinstance(pool, Pool) else Pool(pool)
+        if (pool.labels != UNLABELED).any():
+            raise ValidationError("the pool holds single-label class ids: a multi-label learner is taught "
+                                  "label sets (teach(ids, sets))")
         super().__init__(pool, n_labels, strategy,
                          model=model if model is not None else BinaryRelevance(random_state=random_state),
                          candidates=candidates, holdout=holdout, random_state=random_state)
-        if (self.pool.labels != -1).any():
-            raise ValidationError("the pool holds single-label class ids: a multi-label learner is taught "
-                                  "label sets (teach(ids, sets))")
         if self.strategy.needs_committee:
             raise ValidationError(f"strategy {self.strategy.name!r} needs a committee, which multi-label "
                                   "learners do not fit")
