@@ -176,7 +176,8 @@ def efficiency(args) -> None:
         else:
             row += ["", f"{res[0]['n_pool']} (100%)"]
         rows.append(row)
-    figure = FIGURES / f"multilabel-debtags-{args.features}.png"
+    tag = args.features + ("" if args.budget == 1000 else f"-b{args.budget}")
+    figure = FIGURES / f"multilabel-debtags-{tag}.png"
     figure.parent.mkdir(parents=True, exist_ok=True)
     shown = {k: v for k, v in runs.items() if k in ("random", "mean-entropy", "min-margin", "adaptive", "mmc",
                                                       "max-loss", "lci", "kcenter")}
@@ -211,7 +212,7 @@ def efficiency(args) -> None:
             f"Labels: {', '.join(names)}. Peak RSS {peak_rss_mib():.0f} MiB. The machine was shared with other "
             f"jobs (load {os.getloadavg()[0]:.1f} at the end): the seconds are noisy.")
     cmd = "python benchmarks/bench_multilabel.py efficiency " + " ".join(sys.argv[2:])
-    write_section(f"multilabel-debtags-{args.features}", body, cmd.strip())
+    write_section(f"multilabel-debtags-{tag}", body, cmd.strip())
     print(body)
 
 

@@ -28,8 +28,9 @@ and the label is predicted positive when ``p_l > threshold`` (0.5).
   SVM classification"): ``| #{l : p_l > t} - mean labeled cardinality |``;
 * ``adaptive``: Li & Guo 2013's mix of the max-margin prediction uncertainty
   ``u = 1 / (min_{l in yhat+} f_l - max_{l in yhat-} f_l)`` (the separation between the predicted
-  positive and negative labels) and the cardinality inconsistency ``c``: ``u ** beta * c ** (1 -
-  beta)``. The paper picks beta per round among ``0, 0.1, ..., 1`` by an approximate
+  positive and negative labels, measured on ``p_l - threshold``, half of ``f_l``: a constant
+  factor that leaves the ranking alone) and the cardinality inconsistency ``c``:
+  ``u ** beta * c ** (1 - beta)``. The paper picks beta per round among ``0, 0.1, ..., 1`` by an approximate
   generalisation error that retrains the model once per beta; here beta is fixed (default 0.5,
   small-text's default), which keeps the score one vectorised pass;
 * ``max_loss`` / ``mean_max_loss``: Li, Wang & Sung 2004 (ICIP, "Multilabel SVM active learning for
