@@ -14,7 +14,7 @@ from datascout.files import atomic_write_bytes, atomic_write_text, dir_lock, rea
 from datascout.shards import is_shard_dir, open_shards
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "dir_lock", "iter_jsonl", "load_embeddings", "load_labels",
-           "open_text", "raster_media_type", "staged_dir"]
+           "open_text", "raster_media_type", "read_npy", "staged_dir"]
 
 
 RASTER_MAGIC = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"),
@@ -101,10 +101,7 @@ def load_labels(path, *, ids=None, id_column: str = "id", label_column: str = "l
     path = _require_file(path)
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        try:
-            labels = np.load(path, allow_pickle=False)
-        except Exception as exc:
-            raise ValidationError(f"cannot read {str(path)!r} as a .npy array: {exc}") from exc
+        labels = read_npy(path)
         if labels.ndim != 1:
             raise ValidationError(f"labels in {str(path)!r} must be 1-D but have shape {labels.shape}")
         if labels.dtype.kind == "f":
@@ -150,6 +147,15 @@ def load_labels(path, *, ids=None, id_column: str = "id", label_column: str = "l
             raw = np.asarray([r[col] if len(r) > col else "" for r in body], dtype=str)  # blank = unlabeled
         return _names_to_ids(raw, classes)
     raise ValidationError(f"unsupported labels file {path.name!r}: expected .npy or .csv")
+
+
+def read_npy(path) -> np.ndarray:
+    """A ``.npy`` file read whole (no pickles); one clear error when it is missing or unreadable."""
+    path = _require_file(path)
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise ValidationError(f"cannot read {str(path)!r} as a .npy array: {exc}") from exc
 
 
 def _names_to_ids(raw: np.ndarray, classes):

@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from datascout.exceptions import ValidationError
-from datascout.io import open_text
+from datascout.io import open_text, read_npy
 from datascout.pool import iter_row_chunks
 from datascout.strategies import Hybrid, ScoreInputs, Strategy
 
@@ -155,10 +155,7 @@ def load_label_sets(path, *, ids=None, id_column: str = "id", label_column: str 
         raise ValidationError(f"expected a file at {str(path)!r} but none exists")
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        try:
-            Y = np.load(path, allow_pickle=False)
-        except Exception as exc:
-            raise ValidationError(f"cannot read {str(path)!r} as a .npy array: {exc}") from exc
+        Y = read_npy(path)
         if Y.ndim != 2:
             raise ValidationError(f"label sets in {str(path)!r} must be an (items x labels) array but "
                                   f"have shape {Y.shape}")
