@@ -11,6 +11,7 @@ apply is ``null``. ``aulc`` is the normalised area under the micro-F1 learning c
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -27,7 +28,7 @@ from datascout.multilabel_loop import MultiLabelLearner
 from datascout.multilabel_models import MULTILABEL_MODEL_NAMES, make_multilabel_model
 from datascout.pool import check_embeddings
 from datascout.registry import MULTILABEL_STRATEGY_NAMES, make_multilabel_strategy
-from datascout.simulate import aulc, build_candidates, check_budget, check_run_settings, run_round
+from datascout.simulate import aulc, build_candidates, check_budget, check_run_settings
 from datascout.seeds import iterative_stratification_seed, label_positives_seed, random_seed
 
 MULTILABEL_ROUND_KEYS = ("round", "labeled", "label_cardinality", "candidates", "select_seconds", "fit_seconds",
@@ -133,6 +134,22 @@ def evaluate_sets(Y_true: np.ndarray, probs: np.ndarray, threshold: float = 0.5)
     }
 
 
+def _run_round(learner, r: int, batch_size: int, oracle):
+    """Round ``r`` of a simulation: (from round 1) query a batch and teach the ``oracle``'s answers
+    for its ids, then refit. Returns ``(select_seconds, candidates, fit_seconds)``; the first two
+    are ``None`` in round 0 (the seed set)."""
+    sel_s = cand = None
+    if r > 0:
+        t0 = time.perf_counter()
+        ids = learner.query(batch_size)
+        sel_s = time.perf_counter() - t0
+        cand = learner.last_query_["candidates"]
+        learner.teach(ids, oracle(ids))
+    t0 = time.perf_counter()
+    learner.fit()
+    return sel_s, cand, time.perf_counter() - t0
+
+
 def simulate_multilabel(embeddings, label_sets, config: MultiLabelSimulationConfig, *, labeled=None,
                         classes=None, embeddings_path=None, graph=None, model=None, progress=None) -> dict:
     """Run one simulated multi-label campaign; returns ``{"config", "rounds", "aulc", ...}``.
@@ -179,7 +196,7 @@ def simulate_multilabel(embeddings, label_sets, config: MultiLabelSimulationConf
 
     rounds = []
     for r in range(cfg.rounds + 1):
-        sel_s, cand, fit_s = run_round(learner, r, cfg.batch_size, lambda ids: Y_all[ids])  # the oracle
+        sel_s, cand, fit_s = _run_round(learner, r, cfg.batch_size, lambda ids: Y_all[ids])  # the oracle
         rec = {"round": r, "labeled": learner.n_labeled_,
                "label_cardinality": round(learner.label_cardinality, 6), "candidates": cand,
                "select_seconds": None if sel_s is None else round(sel_s, 6), "fit_seconds": round(fit_s, 6),

@@ -143,22 +143,6 @@ def build_candidates(X, cfg, graph=None, embeddings_path=None):
                         **({"meta": graph.meta} if graph is not None else {})}
 
 
-def run_round(learner, r: int, batch_size: int, oracle):
-    """Round ``r`` of a simulation: (from round 1) query a batch and teach the ``oracle``'s answers
-    for its ids, then refit. Returns ``(select_seconds, candidates, fit_seconds)``; the first two
-    are ``None`` in round 0 (the seed set)."""
-    sel_s = cand = None
-    if r > 0:
-        t0 = time.perf_counter()
-        ids = learner.query(batch_size)
-        sel_s = time.perf_counter() - t0
-        cand = learner.last_query_["candidates"]
-        learner.teach(ids, oracle(ids))
-    t0 = time.perf_counter()
-    learner.fit()
-    return sel_s, cand, time.perf_counter() - t0
-
-
 def simulate(embeddings, labels, config: SimulationConfig, *, embeddings_path=None,
              graph: KNNGraph | None = None, model=None, progress=None) -> dict:
     """Run one simulated campaign and return ``{"config", "rounds", "aulc", ...}``.
@@ -215,7 +199,16 @@ def simulate(embeddings, labels, config: SimulationConfig, *, embeddings_path=No
 
     rounds = []
     for r in range(cfg.rounds + 1):
-        sel_s, cand, fit_s = run_round(learner, r, cfg.batch_size, lambda ids: y_task[ids])
+        sel_s = cand = None
+        if r > 0:
+            t0 = time.perf_counter()
+            ids = learner.query(cfg.batch_size)
+            sel_s = time.perf_counter() - t0
+            cand = learner.last_query_["candidates"]
+            learner.teach(ids, y_task[ids])  # the oracle
+        t0 = time.perf_counter()
+        learner.fit()
+        fit_s = time.perf_counter() - t0
         probs = learner.model_.predict_proba(X_test)
         pred = probs.argmax(axis=1)
         rec = {
