@@ -189,7 +189,7 @@ def efficiency(args) -> None:
         {k: [{**r, "metric": "average_precision"} for r in v] for k, v in shown.items()},
         title=f"debtags, {len(names)} labels, {info['n']} packages: mAP ({args.seeds} seeds)"))
     sub = info["subset"]
-    body = (f"## Multi-label active learning on Debian debtags ({args.features})\n\n"
+    body = (f"## Multi-label active learning on Debian debtags ({args.features}, to {args.budget:,} labels)\n\n"
             f"{info['n']:,} Debian package descriptions"
             f"{' (a seeded random subset of ' + str(sub['limit']) + ')' if sub else ''} as "
             f"{FEATURES[args.features]}; label set = the package's debtags among the {len(names)} most frequent tags of the pool "
