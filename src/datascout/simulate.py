@@ -253,26 +253,43 @@ def plot_learning_curves(runs: dict[str, list[dict]], path, *, title: str = "") 
 
 def learning_curves_png(runs: dict[str, list[dict]], *, title: str = "") -> bytes:
     """The PNG of :func:`plot_learning_curves`, as bytes."""
+    return learning_curve_panels_png([(title, runs, None)])
+
+
+def learning_curve_panels_png(panels, *, ncols: int | None = None, styles: dict | None = None,
+                              title: str = "") -> bytes:
+    """A PNG of several learning-curve panels: ``panels`` lists ``(title, runs, metric)``, with
+    ``runs`` as for :func:`plot_learning_curves` and ``metric`` a round key (``None``: the
+    results' main metric). Mean +- std over seeds; ``styles`` maps a run label to matplotlib line
+    keywords (``color``, ``ls``); panels fill ``ncols`` columns (default: all in one row)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    metric = None
-    for label, results in runs.items():
-        metric = results[0]["metric"]
-        x = np.asarray([r["labeled"] for r in results[0]["rounds"]])
-        v = np.asarray([[r[metric] for r in res["rounds"]] for res in results], dtype=float)
-        mean, std = v.mean(axis=0), v.std(axis=0)
-        ax.plot(x, mean, label=label, lw=2)
-        if len(results) > 1:
-            ax.fill_between(x, mean - std, mean + std, alpha=0.18)
-    ax.set_xlabel("labeled items")
-    ax.set_ylabel((metric or "").replace("_", " "))
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(frameon=False)
+    ncols = len(panels) if ncols is None else max(1, min(int(ncols), len(panels)))
+    nrows = -(-len(panels) // ncols)
+    size = (7.0, 4.5) if len(panels) == 1 else (5.2 * ncols, 3.8 * nrows)
+    fig, axes = plt.subplots(nrows, ncols, figsize=size, dpi=110, squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (panel_title, runs, metric) in zip(axes.flat, panels):
+        shown = metric
+        for label, results in runs.items():
+            shown = metric or results[0]["metric"]
+            x = np.asarray([r["labeled"] for r in results[0]["rounds"]])
+            v = np.asarray([[r[shown] for r in res["rounds"]] for res in results], dtype=float)
+            mean, std = v.mean(axis=0), v.std(axis=0)
+            line, = ax.plot(x, mean, label=label, lw=2, **(styles or {}).get(label, {}))
+            if len(results) > 1:
+                ax.fill_between(x, mean - std, mean + std, alpha=0.18, color=line.get_color())
+        ax.set_xlabel("labeled items")
+        ax.set_ylabel((shown or "").replace("_", " "))
+        ax.set_title(panel_title)
+        ax.grid(alpha=0.3)
+        ax.legend(frameon=False, fontsize="small" if len(panels) > 1 else None)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
