@@ -287,10 +287,18 @@ def learning_curve_panels_png(panels, *, ncols: int | None = None, styles: dict 
         ax.set_ylabel((shown or "").replace("_", " "))
         ax.set_title(panel_title)
         ax.grid(alpha=0.3)
-        ax.legend(frameon=False, fontsize="small" if len(panels) > 1 else None)
+        if len(panels) == 1:
+            ax.legend(frameon=False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    if len(panels) == 1:
+        fig.tight_layout()
+    else:  # one legend for every panel, below them
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        ncol = min(len(labels), 4)
+        fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False)
+        legend_inches = 0.25 * -(-len(labels) // ncol) + 0.15
+        fig.tight_layout(rect=(0, legend_inches / size[1], 1, 1))
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)

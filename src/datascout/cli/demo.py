@@ -268,6 +268,7 @@ def make_campaign(directory: Path, pool: Path, concept: str, query: str, console
 
     init = ["campaign", "init", str(directory), "--pool", str(pool), "--positive-class", concept,
             "--query-text", query]
+    subset = (json.loads((pool / "manifest.json").read_text(encoding="utf-8")).get("source") or {}).get("subset")
     if (directory / DB_NAME).exists():
         camp = Campaign(directory)
         try:
@@ -279,6 +280,10 @@ def make_campaign(directory: Path, pool: Path, concept: str, query: str, console
         return {"dir": str(directory), "created": False, "round": p["round"], "labels": int(n)}
     from datascout.cli import build_parser
 
+    if subset:  # a pool of some of the quotes: the campaign's items are those (a pool's source is all of them)
+        items = directory.parent / f"{pool.name}-items.jsonl"
+        write_items(items, pool)
+        init += ["--items", str(items)]
     console.print(f"campaign: {_datascout_command()} {shlex.join(init)}")
     t0 = time.perf_counter()
     args = build_parser().parse_args(init)
@@ -286,6 +291,19 @@ def make_campaign(directory: Path, pool: Path, concept: str, query: str, console
     dt = time.perf_counter() - t0
     return {"dir": str(directory), "created": True, "seconds": round(dt, 1), "command": init,
             **first_round_truth(directory, pool, concept)}
+
+
+def write_items(path: Path, pool: Path) -> None:
+    """The quotes of ``pool`` as JSONL ``{"id", "text"}``, matched to the data set by id."""
+    from datascout.datasets import load
+    from datascout.embed import load_pool_dir
+    from datascout.files import atomic_write_text
+
+    d = load(DATASET)
+    text_of = dict(zip(d.ids.tolist(), d.data))
+    ids = np.asarray(load_pool_dir(pool).ids).astype(str).tolist()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "".join(json.dumps({"id": i, "text": text_of[i]}) + "\n" for i in ids))
 
 
 def first_round_truth(directory: Path, pool: Path, concept: str) -> dict:
@@ -344,7 +362,7 @@ def run(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValidationError(f"--out must be a folder but {str(out)!r} is a file")
-    console = Console(width=120, highlight=False)
+    console = Console(width=120, highlight=False, soft_wrap=True)
     console.print("[bold]datascout demo[/]: find rare concepts in the Debian fortunes quotes (MiniLM text "
                   "embeddings), over the full pool and with SEALS, then label one yourself")
     pool, pool_info = ready_pool(args.limit, console)
