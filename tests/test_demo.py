@@ -109,6 +109,15 @@ def test_demo_on_a_slice_then_again_with_the_cache(cache, tmp_path, capsys):
     assert res["campaign"] == {"dir": str(out / "campaign"), "created": False, "round": 0, "labels": 1}
     assert all(len(v) == 1 for v in res["runs"][CONCEPT].values())
 
+    # a concept too rare for a seed set in this pool: one line, before any run, results untouched
+    n_pratchett = int((pf.labels == pf.manifest["classes"].index("pratchett")).sum())
+    before = (out / "results.json").read_bytes()
+    assert main(["demo", "--out", str(out), "--limit", "200", "--concepts", "pratchett", "--campaign-concept",
+                 CONCEPT, "--query", QUERY]) == 2
+    err = capsys.readouterr().err
+    assert f"'pratchett' has {n_pratchett} quotes in this pool but the demo needs at least 7" in err
+    assert (out / "results.json").read_bytes() == before
+
 
 @pytest.mark.parametrize("argv, message", [
     (["--concepts", "startrek,nosuch"], "--concepts must name fortunes files"),

@@ -139,7 +139,7 @@ def ready_pool(limit: int | None, console) -> tuple[Path, dict]:
     n = len(load(DATASET).labels) if limit is None else limit
     console.print(f"[bold]first run[/]: embedding {n:,} quotes once with all-MiniLM-L6-v2 into {out} "
                   f"(about {max(1, round(n / EMBED_RATE / 60))} min on 2 cores at ~{EMBED_RATE} quotes/s; "
-                  "later runs reuse it and take seconds)")
+                  "an interrupted run resumes; later runs reuse it)")
     t0 = time.perf_counter()
     embed_dataset(DATASET, out, limit=limit, progress=True)
     dt = time.perf_counter() - t0
@@ -370,6 +370,11 @@ def run(args) -> int:
     X = np.ascontiguousarray(np.asarray(pf.embeddings, dtype=np.float32))
     y = np.asarray(pf.labels, dtype=np.int64)
     classes = list(pf.manifest["classes"])
+    for concept in concepts:  # the seed set needs its positives in the pool, the test at least one
+        n = int((y == classes.index(concept)).sum())
+        if n < SEED_POSITIVES + 2:
+            raise ValidationError(f"{concept!r} has {n} quotes in this pool but the demo needs at least "
+                                  f"{SEED_POSITIVES + 2}: choose another concept or a larger --limit")
 
     t0 = time.perf_counter()
     saved = find_graph(X, pool / "embeddings.npy", args.index, args.k, quiet=True)
