@@ -199,15 +199,19 @@ def summarize(concept: str, share: float, arms, runs: dict[str, list[dict]]) -> 
     return rows
 
 
+TABLE_NOTE = ("vs full: the worst seed against the full-pool run of the same seed (same split, same seed set), "
+              "AP / positives found, and on how many seeds SEALS was below it; scored: the share of the pool "
+              "scored in round 1 -> the last round; ms: selection time per round")
+
+
 def _table(rows: list[dict], title: str):
     from rich import box
     from rich.table import Table
 
-    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1),
-              show_edge=False)
-    for col in ("strategy", "final test AP", f"found of {rows[0]['pool_positives']}", "worst seed vs full: AP / found (seeds below)",
-                "scored / pool, round 1 -> last", "select ms / round"):
-        t.add_column(col, justify="left" if col.startswith(("strategy", "vs")) else "right")
+    t = Table(title=title, title_justify="left", caption=TABLE_NOTE, caption_justify="left",
+              box=box.SIMPLE_HEAD, padding=(0, 1), show_edge=False)
+    for col in ("strategy", "final test AP", f"found / {rows[0]['pool_positives']}", "vs full", "scored", "ms"):
+        t.add_column(col, justify="left" if col == "strategy" else "right", no_wrap=True)
     for r in rows:
         vs = "-"
         if r["seals_k"]:
