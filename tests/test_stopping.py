@@ -16,7 +16,6 @@ from datascout.stopping import (
     kappa,
     next_round_gain,
     normalized_entropy,
-    prior_adjusted,
     recall_estimate,
     remaining_from_sample,
     round_signals,
@@ -111,20 +110,6 @@ def test_recall_estimate_and_remaining_by_hand():
     assert rem == pytest.approx(50)
     assert ci == pytest.approx([x * 1000 for x in wilson_interval(5, 100)])
     assert remaining_from_sample(0, 0, 10) == (None, None)
-
-
-def test_prior_adjusted_recovers_the_prior_of_a_calibrated_mixture():
-    # true posteriors: 100 items at 0.6 and 900 at 0.0444...: prior 0.1 (= their mean)
-    p_true = np.r_[np.full(100, 0.6), np.full(900, (0.1 - 0.06) / 0.9)]
-    prior = 0.1
-    # what a model trained at prior 0.5 reports: odds multiplied by (0.5/0.5)/(prior/(1-prior))
-    odds = p_true / (1 - p_true) * (1 - prior) / prior
-    p_bal = odds / (1 + odds)
-    adj, est = prior_adjusted(p_bal, 0.5)
-    assert est == pytest.approx(0.1, abs=1e-4)
-    assert adj == pytest.approx(p_true, abs=1e-3)
-    with pytest.raises(ValidationError, match="train_prior"):
-        prior_adjusted(p_bal, 1.0)
 
 
 def test_stopping_report_figures():

@@ -43,10 +43,10 @@ def first_passing(rounds, key, op, thr, window=1):
 
 def test_stopping_rounds_match_the_recorded_measurements(run):
     rounds = run["rounds"]
-    assert set(run["stopping"]) == {n for n in RULES if n != "recall"} | {"budget"}  # multiclass: no recall
+    assert set(run["stopping"]) == {n for n in RULES if not n.startswith("recall")} | {"budget"}  # multiclass
     assert run["stopping"]["budget"] == 5  # 50 + 5 x 50 = 300 labels
     for name, rule in RULES.items():
-        if name == "recall":
+        if name.startswith("recall"):
             continue
         assert run["stopping"][name] == first_passing(rounds, rule.signal, rule.op, rule.threshold, rule.window)
     # the measurements: none before there are two models; kappa and change agree in direction
@@ -64,14 +64,20 @@ def test_recall_rule_on_a_rare_concept(digits):
     X, y = digits
     res = simulate(X, y, SimulationConfig(strategy="most-likely-positive", positive_class=3, initial_positives=5,
                                           initial_negatives=45, batch_size=20, rounds=10, seed=0))
-    assert "recall" in res["stopping"]
+    assert {"recall", "recall-lower"} <= set(res["stopping"])
+    n_test, n_pool = res["n_test"], res["n_pool"]
+    test_pos = round(np.mean(y == 3) * n_test)  # a stratified split: the test split's share of digit 3
     for r in res["rounds"]:
-        lo, est = r["recall_lower"], r["recall_estimate"]
-        assert 0 <= lo <= est <= 1
+        lo, est, hi = r["recall_lower"], r["recall_estimate"], r["recall_upper"]
+        assert 0 <= lo <= est <= hi <= 1
         found = r["positives_found"]
         assert r["recall_true"] == pytest.approx(found / r["pool_positives"])  # a clean oracle: found = true
-        a_lo, a_hi = r["recall_audit_ci"]
-        assert a_lo <= r["recall_audit"] <= a_hi
+        # the test split plays the audit sample: pool positives estimated as its prevalence x the pool
+        assert est == pytest.approx(min(1.0, found / (test_pos / n_test * n_pool)), rel=0.02)
+        assert 0 <= r["recall_scores_lower"] <= r["recall_scores"] <= 1
+    for name in ("recall", "recall-lower"):
+        rule = RULES[name]
+        assert res["stopping"][name] == first_passing(res["rounds"], rule.signal, rule.op, rule.threshold)
     # recall climbs as positives are found; most-likely-positive finds nearly all of digit 3
     assert res["rounds"][-1]["recall_true"] > 0.8
 

@@ -19,7 +19,6 @@ from datascout.labels import NOISE_KINDS, NoisyOracle, audit_labels, confusable_
 from datascout.stopping import (
     RULES,
     add_gain,
-    prior_adjusted,
     recall_estimate,
     remaining_from_sample,
     round_signals,
@@ -193,8 +192,6 @@ class StoppingWatch:
         self.n_pool = len(pool_pos)
         self.pool_positives = int(np.asarray(truth)[pool_pos].sum()) if binary else None
         self.truth = np.asarray(truth)
-        # a class-balanced model is trained as if at prior 0.5 (the default logistic regression)
-        self.balanced = getattr(model, "class_weight", None) == "balanced"
         self.previous_ = None
         self.selected_ = {}
 
@@ -215,22 +212,23 @@ class StoppingWatch:
             lab = learner.labeled_positions
             found = int((learner.labels_[lab] == 1).sum())  # the answers, as a campaign knows them
             n_unl = learner.n_unlabeled
-            prior = 0.5 if self.balanced else max(min(found / max(len(lab), 1), 1 - 1e-6), 1e-6)
-            adj = prior_adjusted(probs[unl, 1], prior)[0] if unl.any() else np.empty(0)
-            rem, ci = remaining_from_sample(float(adj.sum()), int(unl.sum()), n_unl)
-            est = recall_estimate(found, rem, ci) if rem is not None else None
-            # the test split, as if it were the audit sample: positives in the pool = prevalence x pool
+            # from the scores: the model's probabilities on the stop set's unlabeled items, scaled up
+            rem, ci = remaining_from_sample(float(probs[unl, 1].sum()), int(unl.sum()), n_unl)
+            scores = recall_estimate(found, rem, ci) if rem is not None else None
+            # from an audit sample: the test split (uniform, never trained on) plays it here;
+            # positives in the pool = its prevalence x the pool
             tot, tci = remaining_from_sample(float(np.sum(y_test == 1)), len(y_test), self.n_pool)
             audit = recall_estimate(found, max(tot - found, 0.0), [max(tci[0] - found, 0.0), max(tci[1] - found, 0.0)])
-            sig.update({"recall_lower": None if est is None else est["ci"][0],
-                        "recall_estimate": None if est is None else est["value"],
-                        "recall_audit": audit["value"], "recall_audit_ci": audit["ci"],
+            sig.update({"recall_estimate": audit["value"], "recall_lower": audit["ci"][0],
+                        "recall_upper": audit["ci"][1],
+                        "recall_scores": None if scores is None else scores["value"],
+                        "recall_scores_lower": None if scores is None else scores["ci"][0],
                         "recall_true": int((self.truth[lab] == 1).sum()) / max(self.pool_positives, 1)})
         return sig
 
     def report(self, rounds: list, metric: str) -> tuple:
         add_gain(rounds, metric)
-        rules = {n: r.threshold for n, r in RULES.items() if self.binary or n != "recall"}
+        rules = {n: r.threshold for n, r in RULES.items() if self.binary or not n.startswith("recall")}
         fired = stopping_rounds(rounds, rules=rules, budget=self.cfg.label_budget)
         fired = {n: None if i is None else rounds[i]["round"] for n, i in fired.items()}
         index = {r["round"]: i for i, r in enumerate(rounds)}

@@ -16,10 +16,12 @@ measurements from arrays, :func:`stopping_rounds` applies the rules (:data:`RULE
   class changed since the previous model; the original stops at no change at all.
 * ``selected-accuracy`` (Zhu et al. 2008): the accuracy of the previous model on the batch just
   labeled, before it learns from it.
-* ``recall`` (rare concepts): the lower end of the 95% interval of the estimated recall of
-  positives, ``found / (found + remaining)``, with the positives remaining among the unlabeled
-  items estimated from a uniform random audit sample where one exists, else from the model's
-  prior-adjusted scores (:func:`prior_adjusted`) on the stop set.
+* ``recall`` and ``recall-lower`` (rare concepts): the estimated recall of positives,
+  ``found / (found + remaining)``, and the lower end of its 95% interval, with the positives
+  remaining among the unlabeled items estimated from a uniform random audit sample where one
+  exists (Wilson interval of its prevalence), else from the model's scores on the stop set's
+  unlabeled items (their sum; optimistic once the positives left are the ones the model is sure
+  are negative: docs/benchmarks.md).
 * ``gain``: the estimated gain of the next round: the least-squares slope of the (audit) quality
   over the labels of the last 4 rounds, times the batch size.
 * ``budget``: the labels used reach the budget.
@@ -78,8 +80,10 @@ RULES = {
                      "no stop-set item changed its predicted class since the previous model"),
         StoppingRule("selected-accuracy", "selected_accuracy", ">=", 0.9, 1,
                      "the previous model was right on >= 90% of the batch just labeled"),
-        StoppingRule("recall", "recall_lower", ">=", 0.9, 1,
-                     "lower 95% bound of the estimated recall of positives >= 0.9 (rare concepts)"),
+        StoppingRule("recall", "recall_estimate", ">=", 0.85, 1,
+                     "estimated recall of positives >= 0.85 (rare concepts)"),
+        StoppingRule("recall-lower", "recall_lower", ">=", 0.75, 1,
+                     "lower end of the 95% interval of the estimated recall of positives >= 0.75 (rare concepts)"),
         StoppingRule("gain", "gain", "<=", 0.002, 1,
                      "estimated gain of the next round (slope of the last 4 rounds x batch) <= 0.002"),
     )
@@ -109,26 +113,6 @@ def kappa(previous, current, n_classes: int) -> float:
     if np.array_equal(a, b):
         return 1.0
     return float(cohen_kappa_score(a, b, labels=list(range(n_classes))))
-
-
-def prior_adjusted(probs_pos, train_prior: float = 0.5, *, iters: int = 200, tol: float = 1e-9):
-    """Posteriors of the positive class re-estimated for the prior of the items they are for
-    (Saerens, Latinne & Decaestecker 2002, EM): a model trained at prior ``train_prior`` (0.5
-    for a class-balanced one) over-states a rare class. Returns ``(adjusted, prior)``."""
-    p = np.clip(np.asarray(probs_pos, dtype=np.float64), 1e-12, 1 - 1e-12)
-    if not 0 < train_prior < 1:
-        raise ValidationError(f"train_prior must be in (0, 1) but is {train_prior}")
-    prior = float(p.mean())
-    adj = p
-    for _ in range(iters):
-        w1, w0 = prior / train_prior, (1 - prior) / (1 - train_prior)
-        adj = w1 * p / (w1 * p + w0 * (1 - p))
-        new = float(adj.mean())
-        if abs(new - prior) < tol:
-            prior = new
-            break
-        prior = new
-    return adj, prior
 
 
 def recall_estimate(found: int, remaining: float, remaining_ci) -> dict:

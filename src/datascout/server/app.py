@@ -208,6 +208,8 @@ class StatsOut(Out):
     review: Review
     agreement: Agreement
     annotator_quality: dict[str, float] = Field(description="each annotator's estimated quality (CROWDLAB)")
+    stopping: dict[str, Any] = Field(description="which stopping rules have fired (rule -> round), when, and the "
+                                                 "audit metric then (datascout.campaign.stopping)")
 
 
 class ConfigOut(Out):
@@ -337,7 +339,7 @@ def create_app(directory, *, token: str | None = None, select_in: str = "process
     @api.get("/stats", response_model=StatsOut,
              summary="Rounds, labels, class counts, positives, disagreements, model quality")
     def stats():
-        return {**campaign.stats(), "exhausted": campaign.exhausted}
+        return {**campaign.stats(), "exhausted": campaign.exhausted, "stopping": campaign.stopping()}
 
     @api.get("/export", response_class=Response, responses={**errors(422), 200: {
         "description": "; ".join(f"`{name}`: {what}" for name, (what, _, _) in EXPORT_FORMATS.items()),
