@@ -90,6 +90,10 @@ def test_next_round_gain_is_the_slope_times_the_batch():
     assert [h["gain"] for h in hist][:3] == [None, None, None]
     assert [h["gain"] for h in hist][3:] == pytest.approx([0.0, 0.0], abs=1e-12)
     assert rule_round(hist, RULES["gain"]) == 3
+    # with intervals: a round whose interval is wider than 0.1 reads no slope
+    hist = [{"labeled": 10 * i, "acc": 0.5, "ci": [0.46, 0.54] if i != 4 else [0.3, 0.7]} for i in range(6)]
+    gains = [h["gain"] for h in add_gain(hist, "acc", ci_key="ci")]
+    assert gains[:5] == [None, None, None, pytest.approx(0.0, abs=1e-12), None] and gains[5] == pytest.approx(0, abs=1e-12)
 
 
 def test_budget_round():

@@ -257,7 +257,7 @@ def aulc(labeled, values) -> float | None:
 
 
 STOPPING_KEYS = ("answers", "wrong_labels", "reviewed", "review_changed", "kappa", "changed", "uncertainty",
-                 "max_uncertainty", "selected_accuracy", "gain", "recall_estimate", "recall_lower", "recall_scores", "recall_true")
+                 "max_uncertainty", "selected_accuracy", "gain", "recall_estimate", "recall_lower", "recall_scores_lower", "recall_true")
 
 
 def stopping_lines(result: dict) -> list:

@@ -16,14 +16,16 @@ measurements from arrays, :func:`stopping_rounds` applies the rules (:data:`RULE
   class changed since the previous model; the original stops at no change at all.
 * ``selected-accuracy`` (Zhu et al. 2008): the accuracy of the previous model on the batch just
   labeled, before it learns from it.
-* ``recall`` and ``recall-lower`` (rare concepts): the estimated recall of positives,
-  ``found / (found + remaining)``, and the lower end of its 95% interval, with the positives
+* ``recall`` (rare concepts): the lower end of the 95% interval of the estimated recall of
+  positives, ``found / (found + remaining)`` (the interval, not the point estimate: an audit
+  sample without a positive yet puts the remaining positives at 0, the recall at 1), with the positives
   remaining among the unlabeled items estimated from a uniform random audit sample where one
   exists (Wilson interval of its prevalence), else from the model's scores on the stop set's
   unlabeled items (their sum; optimistic once the positives left are the ones the model is sure
   are negative: docs/benchmarks.md).
 * ``gain``: the estimated gain of the next round: the least-squares slope of the (audit) quality
-  over the labels of the last 4 rounds, times the batch size.
+  over the labels of the last 4 rounds, times the batch size (in a campaign only once the audit
+  interval is at most 0.1 wide).
 * ``budget``: the labels used reach the budget.
 
 Scores follow the library's convention: every measurement is a plain float; a threshold is
@@ -80,9 +82,7 @@ RULES = {
                      "no stop-set item changed its predicted class since the previous model"),
         StoppingRule("selected-accuracy", "selected_accuracy", ">=", 0.9, 1,
                      "the previous model was right on >= 90% of the batch just labeled"),
-        StoppingRule("recall", "recall_estimate", ">=", 0.85, 1,
-                     "estimated recall of positives >= 0.85 (rare concepts)"),
-        StoppingRule("recall-lower", "recall_lower", ">=", 0.75, 1,
+        StoppingRule("recall", "recall_lower", ">=", 0.75, 1,
                      "lower end of the 95% interval of the estimated recall of positives >= 0.75 (rare concepts)"),
         StoppingRule("gain", "gain", "<=", 0.002, 1,
                      "estimated gain of the next round (slope of the last 4 rounds x batch) <= 0.002"),
@@ -155,13 +155,18 @@ def next_round_gain(labeled, values, *, window: int = 4, step: float | None = No
     return float(slope * step)
 
 
-def add_gain(history: list, metric: str, *, labeled_key: str = "labeled", window: int = 4) -> list:
+def add_gain(history: list, metric: str, *, labeled_key: str = "labeled", window: int = 4,
+             ci_key: str | None = None, max_width: float = 0.1) -> list:
     """Set ``gain`` (:func:`next_round_gain` over the rounds so far) in each per-round dict of
-    ``history`` (in place; also returned)."""
+    ``history`` (in place; also returned). With ``ci_key`` (each round's 95% interval of the
+    metric, e.g. an audit sample's), a round whose interval is wider than ``max_width`` gets no
+    gain: a slope read off estimates that loose says nothing."""
     labeled = [h[labeled_key] for h in history]
     values = [np.nan if h.get(metric) is None else h[metric] for h in history]
     for i, h in enumerate(history):
-        h["gain"] = next_round_gain(labeled[:i + 1], values[:i + 1], window=window)
+        ci = h.get(ci_key) if ci_key else None
+        loose = ci_key is not None and (ci is None or ci[1] - ci[0] > max_width)
+        h["gain"] = None if loose else next_round_gain(labeled[:i + 1], values[:i + 1], window=window)
     return history
 
 

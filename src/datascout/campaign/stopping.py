@@ -101,7 +101,7 @@ def stopping_status(camp, con=None) -> dict:
     if not history:
         out["message"] = "no round yet"
         return out
-    add_gain(history, "audit")
+    add_gain(history, "audit", ci_key="audit_ci")
     idx = stopping_rounds(history, rules=rules, budget=budget)
     detail = stopping_report(history, idx, metric="audit", rules=rules)
     for name, i in idx.items():
