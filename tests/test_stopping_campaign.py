@@ -103,3 +103,24 @@ def test_a_new_campaign_has_not_stopped(tmp_path):
     with pytest.raises(ValueError, match="label_budget must be > 0"):
         Campaign.create(tmp_path / "c2", embeddings=camp.config["embeddings"], items=None, classes=["a", "b"],
                         label_budget=0)
+
+
+def test_the_dashboard_says_whether_labeling_still_pays(campaign):
+    pytest.importorskip("playwright")
+    from playwright.sync_api import sync_playwright
+
+    from test_browser import launch
+
+    camp, _, _, tmp = campaign
+    srv = Server(tmp / "camp")
+    try:
+        with sync_playwright() as p:
+            browser = launch(p)
+            page = browser.new_page()
+            page.goto(srv.url + "/?annotator=carol")
+            line = page.locator("#stopping", has_text="Stopping:")
+            line.wait_for(timeout=30000)
+            assert line.text_content() == "Stopping: " + camp.stopping()["message"] + "."
+            browser.close()
+    finally:
+        srv.stop()
