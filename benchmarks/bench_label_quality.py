@@ -27,6 +27,7 @@ Three parts, each its own section of docs/benchmarks.md:
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import replace
 import sys
 import time
@@ -50,6 +51,15 @@ STOP_PLAN = {"digits": (50, 50, 20), "satellite": (100, 100, 20), "letter": (100
 RATES = (0.05, 0.10, 0.20)
 
 
+LOADS = []
+
+
+def load_range() -> str:
+    """The 1-minute load averages seen so far (sampled at each data set), as 'lo-hi'."""
+    LOADS.append(os.getloadavg()[0])
+    return f"{min(LOADS):.1f}-{max(LOADS):.1f}"
+
+
 def mean(xs):
     xs = [x for x in xs if x is not None]
     return float(np.mean(xs)) if xs else None
@@ -63,6 +73,7 @@ def part_noise(datasets, seeds, command):
     rows = []
     t0 = time.perf_counter()
     for name in datasets:
+        LOADS.append(os.getloadavg()[0])
         X, y, _ = data(name)
         initial, batch, rounds = NOISE_PLAN[name]
         clean = {}
@@ -107,7 +118,7 @@ def part_noise(datasets, seeds, command):
             + markdown_table(["data", "strategy", "noise", "wrong", "acc", "vs clean", "audit P", "audit R",
                               "P@flips", "re-ask flagged", "re-ask random", "answers"], rows)
             + f"\n\n{seconds:.0f} s in all, peak RSS {peak_rss_mib():.0f} MiB; the 2 cores were shared with "
-            "other jobs (load 6-8).\n")
+            f"other jobs (load average {load_range()}).\n")
     write_section("label-noise", body, command)
 
 
@@ -152,7 +163,7 @@ def part_annotators(datasets, seeds, command, n_items=1000,
             "(cross-validation needs 2), mean per seed.\n\n"
             + markdown_table(["data", "annotators", "majority vote", "CROWDLAB", "best single",
                               "left out"], rows)
-            + f"\n\n{seconds:.0f} s in all; the 2 cores were shared with other jobs (load 6-8).\n")
+            + f"\n\n{seconds:.0f} s in all; the 2 cores were shared with other jobs (load average {load_range()}).\n")
     write_section("label-annotators", body, command)
 
 
@@ -161,6 +172,7 @@ def part_stopping(datasets, seeds, command):
     t0 = time.perf_counter()
     tasks = [(d, None) for d in datasets] + ([("letter", 0)] if "letter" in datasets else [])
     for name, positive in tasks:
+        LOADS.append(os.getloadavg()[0])
         X, y, _ = data(name)
         initial, batch, rounds = STOP_PLAN[name]
         if positive is None:
@@ -209,7 +221,7 @@ def part_stopping(datasets, seeds, command):
             "larger than a campaign's: a tighter interval); `recall (scores)` is `recall` with the positives "
             "remaining estimated from the model's probabilities on the stop set instead. "
             "The rules and their thresholds are `datascout.stopping.RULES` (stop set: 2,000 pool items, or the "
-            "pool when smaller); `budget` is set to half the rounds. *fired* = seeds where the rule fired "
+            "pool when smaller); `budget` is set to half the rounds (Letter 'A': 800 labels). *fired* = seeds where the rule fired "
             "within the budget; *round*, *labels* = mean where it fired; *saved* = labels saved relative to "
             "the full budget; *lost* = final test metric minus the metric at the stop (mean, max; negative = "
             "better at the stop); *early* = seeds losing more than 0.01. `gain` reads the test metric here "
@@ -217,7 +229,7 @@ def part_stopping(datasets, seeds, command):
             + markdown_table(["task", "rule", "fired", "round", "labels", "saved", "lost", "max lost", "early",
                               "note"], rows)
             + "\n\nRules that stop too early somewhere: " + ("; ".join(early_notes) or "none") + ".\n\n"
-            f"{seconds:.0f} s in all; the 2 cores were shared with other jobs (load 6-8).\n")
+            f"{seconds:.0f} s in all; the 2 cores were shared with other jobs (load average {load_range()}).\n")
     write_section("label-stopping", body, command)
 
 
