@@ -967,7 +967,7 @@ class Campaign:
     def stats(self) -> dict:
         from datascout.campaign.formats import stats
 
-        return stats(self)
+        return {**stats(self), "stopping": self.stopping()}
 
     def export(self, fmt: str) -> str:
         from datascout.campaign.formats import export

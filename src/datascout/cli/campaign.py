@@ -156,7 +156,6 @@ def run_status(args) -> int:
     s = camp.stats()
     now = camp.quality_now()
     s["model_now"] = now
-    s["stopping"] = camp.stopping()
     if args.json:
         print(json.dumps(s, indent=2))
         return 0

@@ -339,7 +339,7 @@ def create_app(directory, *, token: str | None = None, select_in: str = "process
     @api.get("/stats", response_model=StatsOut,
              summary="Rounds, labels, class counts, positives, disagreements, model quality")
     def stats():
-        return {**campaign.stats(), "exhausted": campaign.exhausted, "stopping": campaign.stopping()}
+        return {**campaign.stats(), "exhausted": campaign.exhausted}
 
     @api.get("/export", response_class=Response, responses={**errors(422), 200: {
         "description": "; ".join(f"`{name}`: {what}" for name, (what, _, _) in EXPORT_FORMATS.items()),
