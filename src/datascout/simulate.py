@@ -7,6 +7,12 @@ evaluated on the test split: accuracy and macro-F1 always, average precision whe
 binary (``positive_class`` vs the rest). ``positives_found`` counts labeled pool positives
 (binary tasks); ``aulc`` is the area under the learning curve of the main metric (AP for binary,
 accuracy for multiclass) over the labeled count, normalised by its span (a mean metric value).
+
+Label quality and stopping (:mod:`datascout.oracle`): with ``label_noise`` the oracle answers
+wrongly at that rate (``noise_kind``), ``review_fraction`` re-asks the label audit's suspects
+every round, and ``noise`` in the result measures the audit against the truth; every round also
+records the stopping rules' measurements (:mod:`datascout.stopping`) and the result says at which
+round each rule fires (``stopping``, ``stopping_detail``).
 """
 
 from __future__ import annotations
