@@ -126,7 +126,7 @@ def summarise(records, name):
     for r in records:
         keys.setdefault((r["model"], r["name"], r["fraction"]), []).append(r["accuracy"])
     rows, wins = [], []
-    for model in ("logreg", "mlp"):
+    for model in ("scaled-logreg", "scaled-mlp"):
         names = [n for n in dict.fromkeys(r["name"] for r in records if r["model"] == model)]
         for n in names:
             row = [model, n]
@@ -153,16 +153,16 @@ def run_dataset(name, args):
     Xtr, ytr, Xte, yte, what = LOADERS[name](args)
     n_clusters = max(10, len(ytr) // 200)
     cfgs = configs(n_clusters)
-    rec = evaluate_pruning(Xtr, ytr, Xte, yte, cfgs, FRACTIONS, seeds=SEEDS, models=("logreg",))
+    rec = evaluate_pruning(Xtr, ytr, Xte, yte, cfgs, FRACTIONS, seeds=SEEDS, models=("scaled-logreg",))
     print(name, "logreg done", round(time.perf_counter() - t0), "s", flush=True)
     if name in args.mlp:
         rec += evaluate_pruning(Xtr, ytr, Xte, yte, {k: cfgs[k] for k in MLP_METHODS}, FRACTIONS,
-                                seeds=SEEDS, models=("mlp",))
-    from datascout.prune import default_eval_model
+                                seeds=SEEDS, models=("scaled-mlp",))
+    from datascout.models import make_model
 
-    full = float(np.mean(default_eval_model("logreg").fit(Xtr, ytr).predict(Xte) == yte))
+    full = float(np.mean(make_model("scaled-logreg").fit(Xtr, ytr).predict(Xte) == yte))
     secs = time.perf_counter() - t0
-    plot_accuracy_vs_fraction([r for r in rec if r["model"] == "logreg"],
+    plot_accuracy_vs_fraction([r for r in rec if r["model"] == "scaled-logreg"],
                               Path(args.plots) / f"prune-{name}.png", title=f"{name}: logistic regression")
     table, verdict = summarise(rec, name)
     return (f"### {name}: {what}; {len(ytr):,} train / {len(yte):,} test, {len(np.unique(ytr))} classes\n\n"

@@ -223,3 +223,32 @@ def test_train_makes_an_empty_trained_index_and_from_faiss_adopts_one(data):
     back = pickle.loads(pickle.dumps(full))  # travels to a Ray task whole, options included
     assert (back.factory, back.nprobe, back.refine, back.ntotal_) == ("IVF16,Flat", 16, 4, len(X))
     np.testing.assert_array_equal(back.search(Q[:20], 5)[1], full.search(Q[:20], 5)[1])
+
+
+@pytest.mark.parametrize("crash_at", [1, 2, 3])
+def test_a_save_interrupted_at_any_step_leaves_the_old_index_or_the_new(tmp_path, data, monkeypatch, crash_at):
+    """Each rename of a save may be the last thing the process does: a later load gives the
+    previous index (interrupted before the description moved into place) or the new one (after),
+    never a refused, torn pair."""
+    import os
+
+    X, _, _ = data
+    path = tmp_path / "i.faiss"
+    SimilarityIndex("Flat").build(X[:200]).save(path)
+    real_replace, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == crash_at:
+            raise KeyboardInterrupt("killed")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        SimilarityIndex("Flat").build(X[:300]).save(path)
+    monkeypatch.setattr(os, "replace", real_replace)
+    committed = any(str(d).endswith(".json") for d in calls[:-1])  # the description moved into place
+    loaded = SimilarityIndex.load(path)
+    assert loaded.ntotal_ == (300 if committed else 200)
+    assert SimilarityIndex.load(path).ntotal_ == loaded.ntotal_  # and stays so
+    assert not (tmp_path / "i.faiss.pending").exists()

@@ -24,13 +24,13 @@ def test_named_models():
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.neural_network import MLPClassifier
 
-    assert MODEL_NAMES == ("logreg", "mlp", "random-forest")
+    assert MODEL_NAMES == ("logreg", "mlp", "random-forest", "scaled-logreg", "scaled-mlp")
     assert make_model("logreg", 4).get_params() == default_model(4).get_params()
     mlp = make_model("mlp", 4)
     assert isinstance(mlp, MLPClassifier) and mlp.hidden_layer_sizes == (128,) and mlp.random_state == 4
     rf = make_model("random-forest", 4)
     assert isinstance(rf, RandomForestClassifier) and rf.class_weight == "balanced" and rf.random_state == 4
-    with pytest.raises(ValidationError, match="unknown model 'svm': expected one of logreg, mlp, random-forest"):
+    with pytest.raises(ValidationError, match="unknown model 'svm': expected one of logreg, mlp, random-forest, scaled-logreg, scaled-mlp"):
         make_model("svm")
 
 

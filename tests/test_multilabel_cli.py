@@ -131,6 +131,7 @@ def test_stratified_test_split_keeps_every_label(digits):
     (["--initial-positives", "2", "--initial-negatives", "2"], "needs seed_label, initial_positives"),
     (["--initial", "50", "--batch-size", "100", "--rounds", "9"], "more than the pool's"),
     (["--batch-size", "0"], "batch_size must be > 0"),
+    (["--label-noise", "0.1"], "--label-noise is for single-label runs"),
 ])
 def test_bad_multilabel_input_is_one_line_exit_2_no_file(tmp_path, ml_files, capsys, extra, message):
     e, lab = ml_files

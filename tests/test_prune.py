@@ -298,8 +298,26 @@ def test_evaluate_pruning_records(digits):
     assert all(r["kept"] == (240 if r["fraction"] == 0.2 else 1200) for r in recs)
     acc = {(r["name"], r["fraction"], r["seed"]): r["accuracy"] for r in recs}
     assert all(acc["random", f, s] > 0.8 for f in (0.2, 1.0) for s in (0, 1))
+    assert {r["model"] for r in recs} == {"scaled-logreg"}  # the model registry's name, nothing of its own
     # keeping only the hardest 20% of a small data set hurts (Sorscher et al.: keep easy when scarce)
     assert all(acc["el2n", 0.2, s] < acc["random", 0.2, s] - 0.1 for s in (0, 1))
+
+
+def test_evaluate_pruning_names_its_models_from_the_one_registry(digits):
+    """The evaluation model is the registry's scaled-logreg (fitted here by hand: the same
+    accuracy), and a name the registry lacks is refused before any score is computed."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = digits
+    recs = evaluate_pruning(X[:1200], y[:1200], X[1200:], y[1200:], {"random": PruneConfig(method="random")},
+                            (1.0,), seeds=(0,))
+    by_hand = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300)).fit(X[:1200], y[:1200])
+    assert recs[0]["accuracy"] == pytest.approx(float(np.mean(by_hand.predict(X[1200:]) == y[1200:])))
+    with pytest.raises(ValidationError, match="unknown evaluation model 'svm': expected one of logreg, mlp"):
+        evaluate_pruning(X[:100], y[:100], X[100:200], y[100:200], {"random": PruneConfig(method="random")},
+                         (1.0,), models=("svm",))
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -136,19 +136,21 @@ def test_token_required_beyond_localhost(tmp_path, capsys, monkeypatch):
     assert main(["serve", str(tmp_path / "camp"), "--host", "0.0.0.0"]) == 2
     assert "needs a token" in capsys.readouterr().err
     srv = Server(tmp_path / "camp", token="s3cret-0123456789", host="0.0.0.0")
+    http = httpx.Client(timeout=60)  # a loaded machine may take seconds for a first round
     try:
-        assert httpx.get(srv.url + "/api/stats").status_code == 401
-        assert httpx.get(srv.url + "/api/stats", headers={"Authorization": "Bearer wrong"}).status_code == 401
-        assert httpx.get(srv.url + "/api/stats", headers={"Authorization": "Bearer s3cret-0123456789"}).status_code == 200
-        assert httpx.get(srv.url + "/").status_code == 200  # the page itself; it sends the token
+        assert http.get(srv.url + "/api/stats").status_code == 401
+        assert http.get(srv.url + "/api/stats", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert http.get(srv.url + "/api/stats", headers={"Authorization": "Bearer s3cret-0123456789"}).status_code == 200
+        assert http.get(srv.url + "/").status_code == 200  # the page itself; it sends the token
         # the token is accepted only as a bearer header, never from a URL or another scheme
         for headers, params in [({"Authorization": "s3cret-0123456789"}, {}), ({"Authorization": "Token s3cret-0123456789"}, {}),
                                 ({"Authorization": "Basic s3cret-0123456789"}, {}), ({"Authorization": "Bearer"}, {}),
                                 ({"Authorization": "Bearer s3cret-01234567892"}, {}), ({}, {"token": "s3cret-0123456789"})]:
-            r = httpx.get(srv.url + "/api/stats", headers=headers, params=params)
+            r = http.get(srv.url + "/api/stats", headers=headers, params=params)
             assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", (headers, params)
             assert r.json() == {"error": "a valid token is required (header 'Authorization: Bearer TOKEN')"}
     finally:
+        http.close()
         srv.stop()
 
 

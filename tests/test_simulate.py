@@ -12,7 +12,7 @@ from sklearn.metrics import accuracy_score
 from datascout.exceptions import ValidationError
 from datascout.models import default_model
 from datascout.seeds import positives_negatives_seed, random_seed, stratified_seed
-from datascout.simulate import ROUND_KEYS, SimulationConfig, aulc, simulate, write_result
+from datascout.simulate import ROUND_KEYS, STOPPING_KEYS, SimulationConfig, aulc, simulate, write_result
 
 ISSUE_ROUND_KEYS = {"round", "labeled", "positives_found", "pool_positives", "candidates",
                     "select_seconds", "fit_seconds", "accuracy", "average_precision"}
@@ -36,7 +36,9 @@ def test_multiclass_run(digits):
     assert [r["round"] for r in rounds] == [0, 1, 2, 3]
     assert [r["labeled"] for r in rounds] == [50, 90, 130, 170]
     for r in rounds:
-        assert ISSUE_ROUND_KEYS <= set(r) and set(r) == set(ROUND_KEYS)
+        # and the stopping rules' measurements (a clean oracle: no noise figures)
+        assert ISSUE_ROUND_KEYS <= set(r) and set(r) == set(ROUND_KEYS) | {
+            "kappa", "changed", "uncertainty", "max_uncertainty", "selected_accuracy", "gain"}
         assert r["positives_found"] is None and r["pool_positives"] is None
         assert r["average_precision"] is None
         assert 0 <= r["accuracy"] <= 1 and 0 <= r["macro_f1"] <= 1 and r["fit_seconds"] >= 0
@@ -204,7 +206,8 @@ def test_write_result_files(tmp_path, digits):
     data = json.loads((tmp_path / "run.json").read_text())
     assert {"config", "rounds", "aulc"} <= set(data) and len(data["rounds"]) == 3
     rows = list(csv.DictReader((tmp_path / "run.csv").open()))
-    assert list(rows[0]) == list(ROUND_KEYS)
+    assert list(rows[0])[:len(ROUND_KEYS)] == list(ROUND_KEYS)
+    assert set(list(rows[0])[len(ROUND_KEYS):]) <= set(STOPPING_KEYS)
     assert [int(r["labeled"]) for r in rows] == [30, 40, 50]
     assert rows[0]["average_precision"] == "" and rows[0]["candidates"] == ""
     assert (tmp_path / "run.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -21,7 +21,9 @@ they reach faiss. What :meth:`SimilarityIndex.search` returns as similarities:
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 from pathlib import Path
 
@@ -255,36 +257,43 @@ class SimilarityIndex:
     # -- persistence ---------------------------------------------------------------------
 
     def save(self, path) -> None:
-        """Write the faiss index to ``path`` and its description to ``path.json``, each through
-        a temporary file and a rename. The description records the index file's size and
-        SHA-256, so a pair left mismatched by an interrupted save is refused by :meth:`load`."""
+        """Write the faiss index to ``path`` and its description to ``path.json``, as one change:
+        the new index is staged beside ``path`` (``path.pending``), then the description, which
+        records its size and SHA-256, is moved into place (the commit), then the staged index.
+        A save interrupted at any step leaves the previous pair or the new one: :meth:`load`
+        finishes a committed save whose last rename did not happen, and ignores an uncommitted
+        staged index."""
         self._check_built()
         path = Path(path)
         data = np.asarray(_faiss().serialize_index(self.index_), dtype=np.uint8).tobytes()
-        atomic_write_bytes(path, data)
+        pending = _pending_path(path)
+        atomic_write_bytes(pending, data)
         meta = {"version": 1, "factory": self.factory, "dim": self.dim_, "ntotal": self.ntotal_,
                 "ef_search": self.ef_search, "ef_construction": self.ef_construction,
                 "nprobe": self.nprobe, "train_size": self.train_size, "refine": self.refine,
                 "random_state": self.random_state, "index_bytes": len(data),
-                "index_sha256": file_sha256(path)}
-        atomic_write_bytes(_meta_path(path), json.dumps(meta).encode())
+                "index_sha256": hashlib.sha256(data).hexdigest()}
+        atomic_write_bytes(_meta_path(path), json.dumps(meta).encode())  # the commit point
+        os.replace(pending, path)
 
     @classmethod
     def load(cls, path) -> "SimilarityIndex":
         """Read an index written by :meth:`save`; a missing, corrupt or mismatched description or
         index file is a :class:`ValidationError` naming it."""
         path = Path(path)
+        meta_path = _meta_path(path)
+        meta = _read_meta(meta_path) if meta_path.is_file() else None
+        if meta is not None:
+            path = _finish_save(path, meta)
         if not path.is_file():
             raise ValidationError(f"expected an index file at {str(path)!r} but none exists")
-        meta_path = _meta_path(path)
-        if not meta_path.is_file():
+        if meta is None:
             raise ValidationError(f"expected the index description {str(meta_path)!r} beside the index but none exists")
-        meta = _read_meta(meta_path)
         size = path.stat().st_size
         if size != meta["index_bytes"] or file_sha256(path) != meta["index_sha256"]:
             raise ValidationError(
                 f"{str(path)!r} holds {size} bytes that do not match its description "
-                f"({meta['index_bytes']} bytes and a checksum): an interrupted save? build the index again")
+                f"({meta['index_bytes']} bytes and a checksum): a damaged file? build the index again")
         self = cls(meta["factory"], ef_search=meta["ef_search"], nprobe=meta["nprobe"],
                    ef_construction=meta["ef_construction"], train_size=meta["train_size"],
                    refine=meta["refine"], random_state=meta["random_state"])
@@ -303,6 +312,31 @@ class SimilarityIndex:
 
 def _meta_path(path: Path) -> Path:
     return path.with_name(path.name + ".json")
+
+
+def _pending_path(path: Path) -> Path:
+    return path.with_name(path.name + ".pending")
+
+
+def _finish_save(path: Path, meta: dict) -> Path:
+    """Complete a save interrupted after its commit (the description is new, the staged index
+    matches it, its last rename did not happen) and drop a staged index the description does not
+    name (a save interrupted before its commit). Returns the file that holds the index the
+    description names (the staged one, where the folder is read-only)."""
+    pending = _pending_path(path)
+    if not pending.is_file():
+        return path
+    matches = pending.stat().st_size == meta["index_bytes"] and file_sha256(pending) == meta["index_sha256"]
+    try:
+        if matches:
+            os.replace(pending, path)
+        else:
+            pending.unlink()
+    except FileNotFoundError:  # another reader finished it first
+        pass
+    except OSError:  # a read-only folder: read the committed index where it lies
+        return pending if matches else path
+    return path
 
 
 # what an index description holds: name -> (accepted types, may be None)

@@ -166,3 +166,119 @@ def audit_labels(embeddings, labels, *, n_classes: int | None = None, model=None
     return LabelAudit(positions=pos[order], given=y[order], suggested=suggested[order], score=score[order],
                       reasons=[tuple(r for r in REASONS if flags[r][i]) for i in order],
                       checked=pos, quality=quality, noise_rate=noise, folds=n_folds)
+
+
+# -- simulated annotators and consensus ----------------------------------------------------
+
+NOISE_KINDS = ("uniform", "confusion")
+
+
+def confusable_classes(X, y, n_classes: int) -> np.ndarray:
+    """For each class, the class whose centroid (mean unit embedding) is nearest in cosine: the
+    one an annotator is likeliest to confuse it with (a class with no item maps to the next id)."""
+    Xn = np.asarray(X, dtype=np.float64)
+    Xn = Xn / np.maximum(np.linalg.norm(Xn, axis=1, keepdims=True), 1e-12)
+    y = np.asarray(y, dtype=np.int64)
+    cent = np.zeros((n_classes, Xn.shape[1]))
+    np.add.at(cent, y, Xn)
+    cent /= np.maximum(np.linalg.norm(cent, axis=1, keepdims=True), 1e-12)
+    sim = cent @ cent.T
+    np.fill_diagonal(sim, -np.inf)
+    empty = np.bincount(y, minlength=n_classes) == 0
+    sim[:, empty] = -np.inf
+    out = sim.argmax(axis=1)
+    stuck = ~np.isfinite(sim.max(axis=1))
+    out[stuck] = (np.flatnonzero(stuck) + 1) % n_classes
+    return out.astype(np.int64)
+
+
+class NoisyOracle:
+    """An annotator who answers wrongly at ``rate`` (a number, or one per true class), the same
+    way every time for the same ``(item, attempt)``: attempt ``a`` of an item is an independent
+    draw (a different annotator, or the same one asked again blind). A wrong answer is a uniformly
+    random other class (``kind="uniform"``) or the class most confusable with the true one
+    (``kind="confusion"``: ``confusion_to[true class]``, see :func:`confusable_classes`).
+
+    ``truth`` holds every pool item's true class id (by position); ``answer(positions, attempt)``
+    returns the answers."""
+
+    def __init__(self, truth, n_classes: int, rate, *, kind: str = "uniform", confusion_to=None,
+                 random_state: int = 0):
+        self.truth = truth
+        self.n_classes = n_classes
+        self.rate = rate
+        self.kind = kind
+        self.confusion_to = confusion_to
+        self.random_state = random_state
+
+    def _check(self):
+        rate = np.broadcast_to(np.asarray(self.rate, dtype=np.float64), (self.n_classes,))
+        if not ((rate >= 0) & (rate <= 1)).all():
+            raise ValidationError(f"the label noise rate must be in [0, 1] but is {self.rate}")
+        if self.kind not in NOISE_KINDS:
+            raise ValidationError(f"unknown noise kind {self.kind!r}: expected one of {', '.join(NOISE_KINDS)}")
+        if self.kind == "confusion" and self.confusion_to is None:
+            raise ValidationError("class-confusion noise needs confusion_to (the class each class is confused with)")
+        if self.n_classes < 2:
+            raise ValidationError(f"label noise needs at least 2 classes but there are {self.n_classes}")
+        return rate
+
+    def answer(self, positions, attempt: int = 0) -> np.ndarray:
+        rate = self._check()
+        positions = np.asarray(positions, dtype=np.int64)
+        truth = np.asarray(self.truth, dtype=np.int64)
+        rng = np.random.default_rng([self.random_state, 0x6E6F6973, attempt])  # one stream per attempt
+        u = rng.random((len(truth), 2))[positions]  # drawn for the whole pool: order-free
+        t = truth[positions]
+        wrong = u[:, 0] < rate[t]
+        if self.kind == "uniform":
+            other = (t + 1 + (u[:, 1] * (self.n_classes - 1)).astype(np.int64)) % self.n_classes
+        else:
+            other = np.asarray(self.confusion_to, dtype=np.int64)[t]
+        return np.where(wrong, other, t)
+
+
+def majority_vote(answers) -> np.ndarray:
+    """Each row's most frequent answer of ``answers`` ((n, m) class ids, -1 = no answer); a tie
+    goes to the answer given last (rightmost) among the tied classes; -1 for a row with none."""
+    A = np.asarray(answers, dtype=np.int64)
+    n, m = A.shape
+    K = int(A.max()) + 1 if A.size and A.max() >= 0 else 1
+    votes = np.zeros((n, K), dtype=np.int64)
+    last = np.full((n, K), -1, dtype=np.int64)
+    for j in range(m):
+        ok = A[:, j] >= 0
+        votes[ok, A[ok, j]] += 1
+        last[ok, A[ok, j]] = j
+    best = votes == votes.max(axis=1, keepdims=True)
+    out = np.argmax(np.where(best, last, -2), axis=1)
+    out[votes.sum(axis=1) == 0] = -1
+    return out
+
+
+def crowdlab_consensus(answers, probs, annotators=None) -> tuple:
+    """CROWDLAB (cleanlab.multiannotator): the consensus label of each row of ``answers``
+    ((n, m) class ids, -1 = no answer) weighed by each annotator's estimated quality and by the
+    model's ``probs`` ((n, K), out of fold where the model saw the item). Returns
+    ``(labels, {annotator: quality})``."""
+    import warnings
+
+    import pandas as pd
+
+    try:
+        from cleanlab.multiannotator import get_label_quality_multiannotator
+    except ImportError as exc:
+        raise MissingDependencyError("annotator consensus needs cleanlab: pip install 'datascout[labels]'") from exc
+    A = np.asarray(answers, dtype=np.int64)
+    P = np.clip(np.asarray(probs, dtype=np.float64), 1e-6, None)
+    P /= P.sum(axis=1, keepdims=True)
+    if A.ndim != 2 or P.shape[0] != A.shape[0]:
+        raise ValidationError(f"answers has {A.shape[0]} rows but probs has {P.shape[0]}")
+    names = [str(a) for a in (annotators if annotators is not None else range(A.shape[1]))]
+    table = pd.DataFrame(np.where(A >= 0, A, np.nan).astype(float), columns=names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = get_label_quality_multiannotator(table, P, verbose=False)
+    labels = np.asarray(got["label_quality"]["consensus_label"], dtype=np.int64)
+    quality = {str(a): float(q) for a, q in got["annotator_stats"]["annotator_quality"].items()}
+    return labels, quality

@@ -178,6 +178,21 @@ class ActiveLearner:
             raise LabelingError(f"id {ids[already].tolist()[0]!r} is already labeled")
         return positions
 
+    def relabel(self, ids, labels) -> None:
+        """Replace the labels of ``ids``, already labeled (a review changed its mind); the model
+        is refitted at the next ``fit``. Rejects what ``teach`` rejects, and unlabeled ids."""
+        ids, labels = np.asarray(ids), np.asarray(labels)
+        if ids.ndim != 1 or len(ids) != len(labels):
+            raise LabelingError(f"got {len(ids)} ids but {len(labels)} labels")
+        positions = self.pool.positions(ids)
+        if len(np.unique(positions)) != len(positions):
+            raise LabelingError("an id occurs more than once in one relabel call")
+        unlabeled = self.labels_[positions] < 0
+        if unlabeled.any():
+            raise LabelingError(f"id {ids[unlabeled].tolist()[0]!r} is not labeled: teach it first")
+        self.labels_[positions] = self._class_ids(labels)
+        self._stale = True
+
     def _class_ids(self, labels: np.ndarray) -> np.ndarray:
         if labels.dtype.kind in "iu":
             bad = (labels < 0) | (labels >= self.n_classes)

@@ -39,12 +39,31 @@ def _random_forest(random_state=None):
     return RandomForestClassifier(n_estimators=200, class_weight="balanced", n_jobs=-1, random_state=random_state)
 
 
+def _scaled_logreg(random_state=None):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=300, random_state=random_state))
+
+
+def _scaled_mlp(random_state=None):
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(128,), max_iter=60,
+                                                         early_stopping=True, random_state=random_state))
+
+
 # the one table of named classifiers: name -> (unfitted estimator from a random_state, help).
-# mlp and random-forest are for embeddings or features a linear model underfits (raw tabular data).
+# mlp and random-forest are for embeddings or features a linear model underfits (raw tabular data);
+# the two "scaled-" ones are the pruning literature's evaluation protocol (prune.evaluate_pruning).
 MODELS = {
     "logreg": (default_model, "logistic regression with balanced class weights (the default)"),
     "mlp": (_mlp, "one hidden layer of 128 ReLU units (Adam)"),
     "random-forest": (_random_forest, "200 trees with balanced class weights"),
+    "scaled-logreg": (_scaled_logreg, "logistic regression on standardised features, unweighted (pruning evaluation)"),
+    "scaled-mlp": (_scaled_mlp, "standardised features, 128 ReLU units, early stopping (pruning evaluation)"),
 }
 MODEL_NAMES = tuple(MODELS)
 

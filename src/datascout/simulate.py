@@ -7,6 +7,12 @@ evaluated on the test split: accuracy and macro-F1 always, average precision whe
 binary (``positive_class`` vs the rest). ``positives_found`` counts labeled pool positives
 (binary tasks); ``aulc`` is the area under the learning curve of the main metric (AP for binary,
 accuracy for multiclass) over the labeled count, normalised by its span (a mean metric value).
+
+Label quality and stopping (:mod:`datascout.oracle`): with ``label_noise`` the oracle answers
+wrongly at that rate (``noise_kind``), ``review_fraction`` re-asks the label audit's suspects
+every round, and ``noise`` in the result measures the audit against the truth; every round also
+records the stopping rules' measurements (:mod:`datascout.stopping`) and the result says at which
+round each rule fires (``stopping``, ``stopping_detail``).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from datascout.index import SimilarityIndex
 from datascout.io import atomic_write_bytes
 from datascout.loop import ActiveLearner
 from datascout.models import MODEL_NAMES, make_model
+from datascout.oracle import SimulatedOracle, StoppingWatch, check_quality_config
 from datascout.pool import check_embeddings
 from datascout.registry import STRATEGY_NAMES, make_strategy
 from datascout.seals import CandidatePool, KNNGraph, build_or_load_graph
@@ -55,6 +62,12 @@ class SimulationConfig:
     seed: int = 0
     n_members: int = 5
     model: str = "logreg"  # a name of datascout.models.MODEL_NAMES (simulate(model=...) overrides it)
+    # label quality and stopping (datascout.labels, datascout.stopping)
+    label_noise: float = 0.0  # the oracle answers wrongly at this rate
+    noise_kind: str = "uniform"  # a wrong answer: a random other class, or the most confusable class
+    review_fraction: float = 0.0  # each round, re-ask this share of a batch of the audit's suspects
+    stop_set: int = 2000  # pool items (drawn once) on which successive models are compared
+    label_budget: int | None = None
     extra: dict = field(default_factory=dict)
 
 
@@ -76,6 +89,7 @@ def validate_config(cfg: SimulationConfig, n_items: int, labels: np.ndarray) -> 
         raise ValidationError("give either initial or initial_positives/initial_negatives, not both")
     if cfg.initial_positives is not None and cfg.positive_class is None:
         raise ValidationError("initial_positives/initial_negatives need positive_class")
+    check_quality_config(cfg)
     if n_items == 0:
         raise ValidationError("the labels hold no labeled item: expected class ids >= 0, got only -1")
     n_test = int(np.ceil(n_items * cfg.test_size))  # as train_test_split rounds
@@ -194,7 +208,9 @@ def simulate(embeddings, labels, config: SimulationConfig, *, embeddings_path=No
     else:
         seed_rel = random_seed(len(pool_pos), cfg.initial if cfg.initial is not None else 100, rng)
     seed = pool_pos[seed_rel]
-    learner.teach(seed, y_task[seed])
+    oracle = SimulatedOracle(cfg, X, y_task, n_classes, pool_pos)
+    watch = StoppingWatch(cfg, X, pool_pos, n_classes, binary, model, y_task)
+    learner.teach(seed, oracle.answer(seed))
     pool_positives = int(in_pool_y.sum()) if binary else None
 
     rounds = []
@@ -205,7 +221,10 @@ def simulate(embeddings, labels, config: SimulationConfig, *, embeddings_path=No
             ids = learner.query(cfg.batch_size)
             sel_s = time.perf_counter() - t0
             cand = learner.last_query_["candidates"]
-            learner.teach(ids, y_task[ids])  # the oracle
+            answers = oracle.answer(ids)
+            watch.selected(learner, ids, answers)  # what the previous model said of the batch
+            learner.teach(ids, answers)  # the oracle
+        reviewed = oracle.review(learner, cfg.batch_size, r)
         t0 = time.perf_counter()
         learner.fit()
         fit_s = time.perf_counter() - t0
@@ -222,12 +241,15 @@ def simulate(embeddings, labels, config: SimulationConfig, *, embeddings_path=No
             "accuracy": float(accuracy_score(y_test, pred)),
             "macro_f1": float(f1_score(y_test, pred, average="macro", labels=task_classes, zero_division=0)),
             "average_precision": float(average_precision_score(y_test, probs[:, 1])) if binary else None,
+            **oracle.round_figures(learner, reviewed),
+            **watch.after_fit(learner, y_test),
         }
         rounds.append(rec)
         if progress is not None:
             progress(rec)
 
     metric = "average_precision" if binary else "accuracy"
+    stopping, stopping_detail = watch.report(rounds, metric)
     return {
         "config": {**{k: v for k, v in asdict(cfg).items() if k != "extra"}, **cfg.extra,
                    "model": model_name},
@@ -241,6 +263,9 @@ def simulate(embeddings, labels, config: SimulationConfig, *, embeddings_path=No
         "aulc": aulc([r["labeled"] for r in rounds], [r[metric] for r in rounds]),
         "graph": graph_info,
         "prepare_seconds": round(prepare_s, 6),
+        "stopping": stopping,
+        "stopping_detail": stopping_detail,
+        **({"noise": oracle.report(learner, X_test, y_test)} if oracle.noisy else {}),
     }
 
 
@@ -253,13 +278,46 @@ def aulc(labeled, values) -> float | None:
     return float(np.trapezoid(v, x) / (x[-1] - x[0]))
 
 
+STOPPING_KEYS = ("answers", "wrong_labels", "reviewed", "review_changed", "kappa", "changed", "uncertainty",
+                 "max_uncertainty", "selected_accuracy", "gain", "recall_estimate", "recall_lower", "recall_scores_lower", "recall_true")
+
+
+def stopping_lines(result: dict) -> list:
+    """What a user reads of a run's stopping rules and label noise, one line each."""
+    metric, last = result["metric"], result["rounds"][-1]
+    lines = []
+    for name, d in result.get("stopping_detail", {}).items():
+        if d["round"] is None:
+            lines.append(f"stopping: {name} did not fire ({d['signal']} never passed {d['threshold']})")
+        else:
+            lines.append(f"stopping: {name} fired at round {d['round']} ({d['labeled']} labels, "
+                         f"{100 * d['labels_saved']:.0f}% fewer): {metric} {d['metric']:.4f} then, "
+                         f"{d['final_metric']:.4f} at the end ({last['labeled']} labels)")
+    noise = result.get("noise")
+    if noise:
+        a = noise.get("audit")
+        text = (f"label noise {noise['rate']:g} ({noise['kind']}): {noise['wrong_labels']} of {noise['labeled']} "
+                f"labels wrong at the end, {noise['review']['fixed']} fixed by review")
+        if a:
+            text += (f"; the audit flagged {a['flagged']} (precision {a['precision'] or 0:.2f}, recall "
+                     f"{a['recall'] or 0:.2f}; precision at the {a['at_true_flips']} true flips "
+                     f"{a['precision_at_true_flips'] or 0:.2f})")
+        lines.append(text)
+        rel = noise.get("relabel")
+        if rel and "flagged" in rel:
+            lines.append(f"re-asking the {rel['n']} flagged labels: accuracy {rel['accuracy_before']:.4f} -> "
+                         f"{rel['flagged']['accuracy']:.4f}; as many random labels: {rel['random']['accuracy']:.4f}")
+    return lines
+
+
 def rounds_csv(result: dict) -> str:
     keys = result.get("round_keys", ROUND_KEYS)  # a multi-label run names its own
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(keys), extrasaction="ignore", lineterminator="\n")
+    extra = [k for k in STOPPING_KEYS if any(k in r for r in result["rounds"])]
+    w = csv.DictWriter(buf, fieldnames=list(keys) + extra, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for r in result["rounds"]:
-        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in keys})
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in (*keys, *extra)})
     return buf.getvalue()
 
 
@@ -270,27 +328,58 @@ def plot_learning_curves(runs: dict[str, list[dict]], path, *, title: str = "") 
 
 def learning_curves_png(runs: dict[str, list[dict]], *, title: str = "") -> bytes:
     """The PNG of :func:`plot_learning_curves`, as bytes."""
+    return learning_curve_panels_png([(title, runs, None)])
+
+
+def learning_curve_panels_png(panels, *, ncols: int | None = None, styles: dict | None = None,
+                              title: str = "") -> bytes:
+    """A PNG of several learning-curve panels: ``panels`` lists ``(title, runs, metric)``, with
+    ``runs`` as for :func:`plot_learning_curves` and ``metric`` a round key (``None``: the
+    results' main metric). Mean +- std over seeds; ``styles`` maps a run label to matplotlib line
+    keywords (``color``, ``ls``); panels fill ``ncols`` columns (default: all in one row)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    metric = None
-    for label, results in runs.items():
-        metric = results[0]["metric"]
-        x = np.asarray([r["labeled"] for r in results[0]["rounds"]])
-        v = np.asarray([[r[metric] for r in res["rounds"]] for res in results], dtype=float)
-        mean, std = v.mean(axis=0), v.std(axis=0)
-        ax.plot(x, mean, label=label, lw=2)
-        if len(results) > 1:
-            ax.fill_between(x, mean - std, mean + std, alpha=0.18)
-    ax.set_xlabel("labeled items")
-    ax.set_ylabel((metric or "").replace("_", " "))
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(frameon=False)
-    fig.tight_layout()
+    ncols = len(panels) if ncols is None else max(1, min(int(ncols), len(panels)))
+    nrows = -(-len(panels) // ncols)
+    size = (7.0, 4.5) if len(panels) == 1 else (5.2 * ncols, 3.8 * nrows)
+    fig, axes = plt.subplots(nrows, ncols, figsize=size, dpi=110, squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (panel_title, runs, metric) in zip(axes.flat, panels):
+        shown = metric
+        for label, results in runs.items():
+            shown = metric or results[0]["metric"]
+            x = np.asarray([r["labeled"] for r in results[0]["rounds"]])
+            v = np.asarray([[r[shown] for r in res["rounds"]] for res in results], dtype=float)
+            mean, std = v.mean(axis=0), v.std(axis=0)
+            line, = ax.plot(x, mean, label=label, lw=2, **(styles or {}).get(label, {}))
+            if len(results) > 1:
+                ax.fill_between(x, mean - std, mean + std, alpha=0.18, color=line.get_color())
+        if len(runs) == 1 and len(next(iter(runs.values()))) == 1:  # one run: mark where each stopping rule fired
+            res = next(iter(runs.values()))[0]
+            by_round = {r["round"]: r["labeled"] for r in res["rounds"]}
+            fired = sorted((rnd, name) for name, rnd in (res.get("stopping") or {}).items() if rnd is not None)
+            for i, (rnd, name) in enumerate(fired):
+                ax.axvline(by_round[rnd], color=f"C{(i + 1) % 10}", ls="--", lw=1, label=f"stop: {name} (round {rnd})")
+        ax.set_xlabel("labeled items")
+        ax.set_ylabel((shown or "").replace("_", " "))
+        ax.set_title(panel_title)
+        ax.grid(alpha=0.3)
+        if len(panels) == 1:
+            ax.legend(frameon=False)
+    if title:
+        fig.suptitle(title)
+    if len(panels) == 1:
+        fig.tight_layout()
+    else:  # one legend for every panel, below them
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        ncol = min(len(labels), 4)
+        fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False)
+        legend_inches = 0.25 * -(-len(labels) // ncol) + 0.15
+        fig.tight_layout(rect=(0, legend_inches / size[1], 1, 1))
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)

@@ -190,7 +190,8 @@ class Campaign:
                lease_seconds: float = 600.0, labels_per_item: int = 1, random_state: int = 0,
                seed_labels=None, like=None, query_embedding=None, query_note=None,
                id_column: str = "id", text_column: str = "text", audit_fraction: float = 0.1,
-               review_fraction: float = 0.1, select_ahead: bool = True) -> "Campaign":
+               review_fraction: float = 0.1, select_ahead: bool = True,
+               label_budget: int | None = None) -> "Campaign":
         """Create a campaign in ``directory`` (which must not hold one) and select round 0: the
         items most like ``like`` (an item id) or ``query_embedding`` (a vector in the pool's space,
         e.g. an embedded text or image; ``query_note`` describes it in the round's settings), else
@@ -207,7 +208,9 @@ class Campaign:
         out-of-fold probabilities, near-duplicate conflicts) is asked again of another annotator,
         blind; the answers are resolved by votes weighted by each annotator's quality.
         ``select_ahead``: select the next round once the current one is handed out and half
-        answered, so nobody waits (default); ``False`` waits for its last label. Everything is checked before anything is written: a
+        answered, so nobody waits (default); ``False`` waits for its last label. ``label_budget``:
+        the stopping rule ``budget`` fires once the campaign holds this many labeled items
+        (:meth:`stopping`). Everything is checked before anything is written: a
         rejected call leaves no folder, no database and no graph behind."""
         from datascout.campaign.formats import read_label_file
         from datascout.campaign.items import items_from_pool, match_items, open_pool, read_items
@@ -240,6 +243,8 @@ class Campaign:
             raise ValidationError(f"audit_fraction must be in [0, 1) but is {audit_fraction}")
         if not 0 <= float(review_fraction) <= 1:
             raise ValidationError(f"review_fraction must be in [0, 1] but is {review_fraction}")
+        if label_budget is not None and int(label_budget) <= 0:
+            raise ValidationError(f"label_budget must be > 0 but is {label_budget}")
         inputs = open_pool(embeddings, pool)
         X = inputs.embeddings
         if items is None:
@@ -293,6 +298,7 @@ class Campaign:
                        "lease_seconds": float(lease_seconds), "labels_per_item": int(labels_per_item),
                        "audit_fraction": float(audit_fraction),
                        "review_fraction": float(review_fraction), "select_ahead": bool(select_ahead),
+                       "label_budget": None if label_budget is None else int(label_budget),
                        "random_state": int(random_state),
                        "embeddings": str(emb_path),
                        "n_items": int(X.shape[0]), "dim": int(X.shape[1]), "created": time.time(),
@@ -527,6 +533,13 @@ class Campaign:
         if "audit" not in metrics:
             metrics["audit"] = {"labels": int(len(audit_pos)), "value": None, "ci": None,
                                 "metric": "average_precision" if positive is not None else "accuracy"}
+        stop_meta = None
+        if learner is not None and len(np.unique(train_y)) >= 2:  # what the stopping rules read
+            from datascout.campaign.stopping import round_measurements
+
+            metrics["stopping"], stop_meta = round_measurements(
+                con, X, learner, pos, chosen[:n_pick], cfg, metrics.get("audit"),
+                int((y == 1).sum()) if positive is not None else None)
         settings = {"batch_size": int(b), "audit": int(len(audit_new)), "k": cfg["k"], "index": cfg["index"],
                     **how, "seconds": round(time.perf_counter() - t0, 3)}
         with self._write() as con:
@@ -538,6 +551,8 @@ class Campaign:
                             [(p_, rnd, why, sc, sug, first, time.time()) for p_, why, sc, sug, first in reviews])
             if quality is not None:
                 con.execute("INSERT OR REPLACE INTO meta VALUES ('annotator_quality', ?)", (json.dumps(quality),))
+            if stop_meta is not None:
+                con.execute("INSERT OR REPLACE INTO meta VALUES ('stop_set_predictions', ?)", (stop_meta,))
             con.executemany(
                 "INSERT INTO selections (pos, round, rank, score, audit, pred_class, pred_prob) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -943,10 +958,16 @@ class Campaign:
                             "VALUES (?, ?, ?, ?, ?, 'import')", new)
         return len(new)
 
+    def stopping(self) -> dict:
+        """Which stopping rules have fired, and when (:func:`datascout.campaign.stopping.stopping_status`)."""
+        from datascout.campaign.stopping import stopping_status
+
+        return stopping_status(self)
+
     def stats(self) -> dict:
         from datascout.campaign.formats import stats
 
-        return stats(self)
+        return {**stats(self), "stopping": self.stopping()}
 
     def export(self, fmt: str) -> str:
         from datascout.campaign.formats import export

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from datascout.stopping import Z95, wilson_interval  # noqa: F401 (their home moved; callers use either)
+
 
 def cv_quality(X, y, n_classes: int, *, positive: int | None = None, random_state: int = 0,
                max_folds: int = 5) -> dict:
@@ -47,20 +49,6 @@ def cv_quality(X, y, n_classes: int, *, positive: int | None = None, random_stat
         cv["average_precision"] = float(average_precision_score(y == positive, proba[:, positive]))
     out["cv"] = cv
     return out
-
-
-Z95 = 1.959963984540054  # two-sided 95% normal quantile
-
-
-def wilson_interval(k: int, n: int, z: float = Z95) -> list:
-    """The Wilson score interval of a proportion k / n ([0, 1] when n is 0)."""
-    if n <= 0:
-        return [0.0, 1.0]
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
 
 
 def _macro_f1_counts(tp, fp, fn):

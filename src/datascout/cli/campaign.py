@@ -63,6 +63,8 @@ def register(sub) -> None:
     c.add_argument("--review-fraction", type=float, default=0.1,
                    help="at most this share of a batch, each round, of the labels the label audit suspects "
                         "most is asked again of another annotator, blind (default 0.1; 0 = none)")
+    c.add_argument("--label-budget", type=int, default=None,
+                   help="labels the campaign may use: the 'budget' stopping rule fires there (status says so)")
     c.add_argument("--seed-labels", help="labels that already exist (CSV id,label / JSONL / Label Studio JSON)")
     q = c.add_mutually_exclusive_group()
     q.add_argument("--like", metavar="ITEM_ID", help="first round: the items most similar to this item")
@@ -139,7 +141,7 @@ def run_init(args) -> int:
         strategy=args.strategy, batch_size=args.batch_size, k=args.k, index=args.index,
         lease_seconds=args.lease_seconds, labels_per_item=args.labels_per_item,
         audit_fraction=args.audit_fraction, review_fraction=args.review_fraction,
-        select_ahead=not args.no_select_ahead,
+        select_ahead=not args.no_select_ahead, label_budget=args.label_budget,
         random_state=args.random_state, seed_labels=args.seed_labels, like=args.like, query_embedding=query,
         query_note=note)
     prog = camp.round_progress()
@@ -199,6 +201,7 @@ def run_status(args) -> int:
         quality = ", ".join(f"{a} {q:.2f}" for a, q in sorted(s["annotator_quality"].items()))
         print(f"agreement: Krippendorff's alpha {alpha} on {ag['items_with_several_answers']} items; "
               f"Cohen's kappa {kappas or 'n/a'}" + (f"; annotator quality {quality}" if quality else ""))
+    print("stopping: " + s["stopping"]["message"])
     for r in s["rounds"]:
         q = "" if r["cv"] is None else f"  CV macro-F1 {r['cv']['macro_f1']:.3f}"
         print(f"  round {r['round']:>3} {r['strategy']:<22} {r['answered']:>4}/{r['selected']:<4} answered"

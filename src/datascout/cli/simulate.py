@@ -9,12 +9,13 @@ import numpy as np
 from datascout.cli import command
 from datascout.exceptions import ValidationError
 from datascout.io import load_embeddings, load_labels
+from datascout.labels import NOISE_KINDS
 from datascout.loop import DENSITY_REFERENCES
 from datascout.models import MODEL_NAMES, MODELS
 from datascout.multilabel_models import MULTILABEL_MODEL_NAMES, MULTILABEL_MODELS
 from datascout.pool import check_embeddings, check_ids
 from datascout.registry import MULTILABEL_STRATEGY_NAMES, STRATEGY_NAMES
-from datascout.simulate import SimulationConfig, check_result_paths, simulate, write_result
+from datascout.simulate import SimulationConfig, check_result_paths, simulate, stopping_lines, write_result
 
 EXAMPLE = ("datascout simulate --embeddings E.npy --labels Y.npy --positive-class 3 "
            "--strategy entropy --seals --k 100 --index HNSW32 --initial-positives 5 "
@@ -68,6 +69,18 @@ def register(sub) -> None:
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--test-size", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--label-noise", type=float, default=0.0, metavar="RATE",
+                   help="the oracle answers wrongly at this rate (reproducibly: every answer of an item is "
+                        "its own seeded draw); run.json then says how well 'labels audit' finds the wrong labels")
+    p.add_argument("--noise-kind", choices=NOISE_KINDS, default="uniform",
+                   help="a wrong answer: uniform (a random other class) or confusion (the class whose centroid "
+                        "is nearest the true one's)")
+    p.add_argument("--review-fraction", type=float, default=0.0, metavar="F",
+                   help="every round, re-ask (blind, as a campaign's review queue) the audit's most suspect labels, "
+                        "up to F x batch size: a second answer, a third when they disagree, the majority wins")
+    p.add_argument("--stop-set", type=int, default=2000,
+                   help="pool items drawn once on which successive models are compared (stopping rules)")
+    p.add_argument("--label-budget", type=int, default=None, help="the 'budget' stopping rule fires at this many labels")
     p.add_argument("--out", required=True, help="run.json (run.csv and run.png are written beside it)")
     p.add_argument("--no-plot", action="store_true", help="do not write the PNG")
 
@@ -103,6 +116,8 @@ def run(args) -> int:
         initial_positives=args.initial_positives, initial_negatives=args.initial_negatives,
         initial=args.initial, batch_size=args.batch_size, rounds=args.rounds,
         test_size=args.test_size, seed=args.seed, model=args.model,
+        label_noise=args.label_noise, noise_kind=args.noise_kind, review_fraction=args.review_fraction,
+        stop_set=args.stop_set, label_budget=args.label_budget,
         extra={"embeddings": str(args.embeddings), "labels": str(args.labels)},
     )
 
@@ -115,6 +130,8 @@ def run(args) -> int:
 
     result = simulate(X, np.asarray(y), cfg, embeddings_path=args.embeddings, progress=show)
     paths = write_result(result, out, plot=not args.no_plot)
+    for line in stopping_lines(result):
+        print(line)
     print(f"aulc={result['aulc']:.4f}; wrote {', '.join(str(p) for p in paths)}")
     return 0
 
@@ -127,6 +144,11 @@ def run_multilabel(args, X, ids, out) -> int:
     if args.positive_class is not None:
         raise ValidationError("--positive-class is for single-label runs; with --multi-label use --seed-label "
                               "with --initial-positives/--initial-negatives")
+    for flag, value, default in (("--label-noise", args.label_noise, 0.0), ("--noise-kind", args.noise_kind, "uniform"),
+                                 ("--review-fraction", args.review_fraction, 0.0), ("--stop-set", args.stop_set, 2000),
+                                 ("--label-budget", args.label_budget, None)):
+        if value != default:
+            raise ValidationError(f"{flag} is for single-label runs (not yet with --multi-label)")
     strategy = args.strategy or "mean-entropy"
     if strategy not in MULTILABEL_STRATEGY_NAMES:
         raise ValidationError(f"--strategy {strategy} is for single-label runs: with --multi-label expected one of "

@@ -29,7 +29,7 @@ from datascout.prune.api import (
     select,
     validate_config,
 )
-from datascout.prune.evaluate import default_eval_model, evaluate_pruning, plot_accuracy_vs_fraction
+from datascout.prune.evaluate import evaluate_pruning, plot_accuracy_vs_fraction
 from datascout.prune.proxy import SoftmaxRegression
 from datascout.prune.samplers import (
     ccs_budget,
@@ -56,7 +56,7 @@ from datascout.prune.semdedup import SemDeDupResult, semdedup
 __all__ = [
     "DIRECTIONS", "LABEL_METHODS", "METHODS", "SAMPLERS", "SAMPLER_NAMES", "SCORERS", "PruneConfig",
     "PruneResult", "SemDeDupResult", "SoftmaxRegression", "ccs_budget", "ccs_strata", "check_fraction",
-    "check_labels", "class_quotas", "compute_scores", "default_eval_model", "el2n", "el2n_scores",
+    "check_labels", "class_quotas", "compute_scores", "el2n", "el2n_scores",
     "evaluate_pruning", "forgetting_events", "forgetting_scores", "keep_ccs", "keep_class_balanced",
     "keep_top", "kmeans", "n_to_keep", "plot_accuracy_vs_fraction", "prototype_keep_hard",
     "prototype_scores", "prune", "random_scores", "resolve_sampler", "select", "semdedup",

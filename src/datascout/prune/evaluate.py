@@ -10,33 +10,22 @@ import numpy as np
 
 from datascout.exceptions import ValidationError
 from datascout.io import atomic_write_bytes
+from datascout.models import MODEL_NAMES, MODELS, make_model
 from datascout.prune.api import PruneConfig, check_labels, compute_scores, select, validate_config
 
 
-def default_eval_model(kind: str = "logreg", random_state: int = 0):
-    """``logreg``: scikit-learn logistic regression on standardised features; ``mlp``: one
-    hidden layer of 128 ReLU units (Adam, early stopping)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.neural_network import MLPClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    if kind == "logreg":
-        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=300))
-    if kind == "mlp":
-        return make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(128,), max_iter=60,
-                                                             early_stopping=True, random_state=random_state))
-    raise ValidationError(f"unknown evaluation model {kind!r}: expected 'logreg' or 'mlp'")
-
-
 def evaluate_pruning(X_train, y_train, X_test, y_test, configs: dict, fractions, *, seeds=(0,),
-                     models=("logreg",)) -> list[dict]:
+                     models=("scaled-logreg",)) -> list[dict]:
     """Accuracy on (X_test, y_test) of each model trained on the subset of the training data that
     each named config keeps, at each fraction, for each seed (the seed sets the config's
     ``random_state`` and the model's). Scores are computed once per (config, seed).
+    ``models``: names of :data:`datascout.models.MODELS`; the default is the pruning
+    literature's protocol (unweighted logistic regression on standardised features; with
+    ``"scaled-mlp"``, one hidden layer of 128 units with early stopping).
     Returns records ``{name, fraction, seed, model, accuracy, kept}``."""
-    from sklearn.base import clone
-
+    for kind in models:
+        if kind not in MODELS:
+            raise ValidationError(f"unknown evaluation model {kind!r}: expected one of {', '.join(MODEL_NAMES)}")
     y_train = check_labels(y_train, X_train.shape[0])
     records = []
     for name, base in configs.items():
@@ -47,7 +36,7 @@ def evaluate_pruning(X_train, y_train, X_test, y_test, configs: dict, fractions,
             for f in fractions:
                 kept, _ = select(scores, y_train, PruneConfig(**{**asdict(cfg), "fraction": float(f)}))
                 for kind in models:
-                    model = clone(default_eval_model(kind, int(seed)))
+                    model = make_model(kind, int(seed))
                     Xk, yk = X_train[kept], y_train[kept]
                     if len(np.unique(yk)) < 2:
                         acc = float(np.mean(y_test == yk[0]))

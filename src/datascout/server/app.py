@@ -208,6 +208,8 @@ class StatsOut(Out):
     review: Review
     agreement: Agreement
     annotator_quality: dict[str, float] = Field(description="each annotator's estimated quality (CROWDLAB)")
+    stopping: dict[str, Any] = Field(description="which stopping rules have fired (rule -> round), when, and the "
+                                                 "audit metric then (datascout.campaign.stopping)")
 
 
 class ConfigOut(Out):

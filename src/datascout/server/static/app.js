@@ -330,6 +330,7 @@ async function refreshStats() {
       : "leased now";
     $("t-review").textContent = s.review.open;
     $("audit").textContent = auditLine(s.audit);
+    $("stopping").textContent = s.stopping ? "Stopping: " + s.stopping.message + "." : "";
     bars($("per-round"), s.rounds.map((r) => ["round " + r.round, r.labeled]));
     bars($("class-counts"), Object.entries(s.class_counts));
     const key = s.positive_class !== null ? "average_precision" : "accuracy";
