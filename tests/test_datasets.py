@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import sys
 
@@ -170,3 +171,98 @@ def test_file_sha256(tmp_path):
     data = np.random.default_rng(0).bytes(3_000_000)
     big.write_bytes(data)
     assert file_sha256(big, chunk=1 << 16) == hashlib.sha256(data).hexdigest()
+
+
+DEBIAN_SNAPSHOT = __import__("pathlib").Path(__file__).parent / "data" / "debian"
+
+
+def _snapshot_paragraphs():
+    """(package, section, has Tag) of the snapshot's Packages file, read without the loader."""
+    import gzip
+    import re
+
+    text = gzip.open(DEBIAN_SNAPSHOT / "Packages.gz", "rt", encoding="utf-8").read()
+    out = []
+    for para in text.strip().split("\n\n"):
+        name = re.search(r"^Package: (\S+)$", para, re.M).group(1)
+        section = re.search(r"^Section: (\S+)$", para, re.M).group(1)
+        out.append((name, section, re.search(r"^Tag: ", para, re.M) is not None))
+    return out
+
+
+def test_debian_snapshot_sections_and_tags():
+    paras = _snapshot_paragraphs()
+    assert len(paras) == 311
+    pk = datasets.load_debian_packages(DEBIAN_SNAPSHOT, min_items=5)
+    # kept: tagged packages of sections with >= 5 tagged packages in the snapshot, oldlibs dropped
+    counts = {}
+    for _, s, tagged in paras:
+        counts[s] = counts.get(s, 0) + tagged
+    keep = {s for s, c in counts.items() if c >= 5 and s != "oldlibs"}
+    expected = [n for n, s, t in paras if t and s in keep]
+    assert pk.ids.tolist() == expected and len(expected) == 270 and len(keep) == 45
+    assert pk.info["untagged"] == 5 and pk.info["no_translation"] == 0 and pk.info["duplicates"] == 0
+    assert pk.info["dropped_sections"]["oldlibs"] == 3 and "games" not in pk.info["dropped_sections"]
+    i = pk.ids.tolist().index("abe-data")
+    assert pk.sections[i] == "games"
+    assert pk.tags[i] == ("game::arcade", "role::app-data", "use::gameplaying")
+    assert pk.texts[i] == (
+        "side-scrolling game named \"Abe's Amazing Adventure\" -- data\n"
+        "A scrolling, platform-jumping, key-collecting, ancient pyramid exploring game,\n"
+        "vaguely in the style of similar games for the Commodore+4. The game is\n"
+        "intended to show young people all the cool games they missed.\n"
+        "\n"
+        "This package contains the architecture independent data files.")
+    j = pk.ids.tolist().index("abiword-common")
+    assert pk.sections[j] == "editors" and len(pk.tags[j]) == 11 and pk.tags[j][-1] == "x11::application"
+    # with a lower floor the 3-package sections come back, oldlibs never does
+    low = datasets.load_debian_packages(DEBIAN_SNAPSHOT, min_items=3)
+    assert "oldlibs" not in set(low.sections.tolist()) and len(low.ids) == 270 + 3 * 11
+
+    ds = datasets.load_debian(DEBIAN_SNAPSHOT, min_items=5)
+    assert ds.kind == "text" and ds.classes == sorted(keep) and ds.ids.tolist() == expected
+    assert [ds.classes[c] for c in ds.labels] == pk.sections.tolist()
+    assert ds.info["tags"] == pk.tags and np.bincount(ds.labels).tolist() == [6] * 45
+
+
+def test_debian_parsing_by_hand(tmp_path):
+    (tmp_path / "Packages").write_text(
+        "Package: a\nDescription: short a\nDescription-md5: m1\nTag: role::program,\n use::editing\n"
+        "Section: contrib/games\n\n"
+        "Package: b\nDescription: short b\nDescription-md5: m2\nTag: role::shared-lib\nSection: games\n\n"
+        "Package: a\nDescription: again\nDescription-md5: m9\nTag: x::y\nSection: games\n\n"
+        "Package: c\nDescription: short c\nSection: games\n\n"
+        "Package: d\nDescription: short d\nDescription-md5: m4\nTag: role::program\nSection: oldlibs\n\n"
+        "Package: e\nDescription: short e\nDescription-md5: m5\nTag: role::program\nSection: non-free/games\n")
+    with gzip.open(tmp_path / "Translation-en.gz", "wt") as fh:
+        fh.write("Package: a\nDescription-md5: m1\nDescription-en: short a\n line one\n .\n line two\n\n"
+                 "Package: a\nDescription-md5: other\nDescription-en: not this one\n\n"
+                 "Package: e\nDescription-md5: m5\nDescription-en: short e\n long e\n")
+    pk = datasets.load_debian_packages(tmp_path, min_items=1)
+    assert pk.ids.tolist() == ["a", "b", "e"]
+    assert pk.sections.tolist() == ["games", "games", "games"]  # contrib/ and non-free/ stripped
+    assert pk.texts == ["short a\nline one\n\nline two", "short b", "short e\nlong e"]
+    assert pk.tags == [("role::program", "use::editing"), ("role::shared-lib",), ("role::program",)]
+    assert pk.info == {"untagged": 1, "duplicates": 1, "no_translation": 1,
+                       "dropped_sections": {"oldlibs": 1}, "min_items": 1}
+    assert datasets.load_debian_packages(tmp_path, min_items=3).ids.tolist() == ["a", "b", "e"]
+    with pytest.raises(ValidationError, match=r"no section has at least min_items=4 tagged packages \(the largest has 3\)"):
+        datasets.load_debian_packages(tmp_path, min_items=4)
+    with pytest.raises(ValidationError, match="min_items must be >= 1 but is 0"):
+        datasets.load_debian_packages(tmp_path, min_items=0)
+
+
+def test_missing_debian_lists_say_what_to_run(tmp_path, monkeypatch):
+    with pytest.raises(MissingDependencyError, match="must hold a Packages file and a Translation-en file but holds 0 and 0"):
+        datasets.load_debian_packages(tmp_path)
+    monkeypatch.delenv("DATASCOUT_DEBIAN", raising=False)
+    monkeypatch.setattr(datasets, "APT_LISTS", tmp_path)
+    with pytest.raises(MissingDependencyError, match=r"run 'apt-get update -o Acquire::Languages=en'"):
+        load("debian")
+    assert not datasets.DATASETS["debian"].installed()
+    monkeypatch.setenv("DATASCOUT_DEBIAN", str(DEBIAN_SNAPSHOT))
+    assert datasets.DATASETS["debian"].installed()
+    assert datasets.load_debian_packages(min_items=5).ids.tolist() == \
+        datasets.load_debian_packages(DEBIAN_SNAPSHOT, min_items=5).ids.tolist()
+    with pytest.raises(ValidationError, match="expected 'Field: value' but got 'no colon here'"):
+        datasets.parse_deb822("Package: a\nno colon here\n")
