@@ -721,8 +721,15 @@ def test_auto_phases():
     assert a.phase(100, 2, None) == "entropy"  # binary: MaxEnt, as before
     assert a.phase(0, 2, None) == "typiclust"
     assert Auto(coverage="probcover").phase(5, 10, None) == "probcover"
+    # the model's own expected accuracy (mean top probability) switches without a second model
+    assert a.phase(100, 10, None, confidence=0.75) == "cluster-margin"
+    assert a.phase(100, 10, 0.5, confidence=0.7499) == "typiclust"
+    assert Auto(confidence=0.6).phase(100, 10, None, confidence=0.61) == "cluster-margin"
+    assert Auto(confidence=1.0).phase(100, 10, None, confidence=1.0) == "typiclust"  # agreement alone
+    assert a.phase(100, 2, None, confidence=0.1) == "entropy"
     for bad, match in (({"agreement": 0.0}, "agreement"), ({"coverage": "margin"}, "coverage"),
-                       ({"uncertainty": "entropy"}, "uncertainty")):
+                       ({"uncertainty": "entropy"}, "uncertainty"),
+                       ({"confidence": 0.0}, "confidence must be in \\(0, 1\\] but is 0.0")):
         with pytest.raises(ValidationError, match=match):
             Auto(**bad)
     for bad, match in ((lambda: coverage.ProbCover(alpha=0), "alpha must be in"),
@@ -757,6 +764,37 @@ def test_auto_switches_from_coverage_to_margin_in_a_learner(pool):
     m = margin(L.predict_proba(X))
     free = eligible(L)
     assert np.all(m[ids] >= np.sort(m[free])[-20] - 1e-12)
+
+
+def test_auto_switches_on_the_models_mean_top_probability(pool):
+    """The confidence auto measures is the mean top probability of the model over the
+    candidates, recomputed here; it switches exactly at the threshold, from the first model."""
+    X, y = pool
+    s = seed_positions(2, size=40)
+
+    def first_query(threshold):
+        L = ActiveLearner(X, N_CLASSES, Auto(agreement=1.0, confidence=threshold), holdout=HOLDOUT,
+                          random_state=0)
+        L.teach(s, y[s])
+        free = eligible(L)
+        ids = L.query(10)
+        return L, free, ids
+
+    L, free, _ = first_query(0.999)
+    c = L.last_query_["confidence"]
+    assert c == pytest.approx(L.predict_proba(X[free]).max(axis=1).mean(), abs=1e-12)
+    assert L.last_query_["auto"] == "typiclust" and L.last_query_["agreement"] is None and 0.1 < c < 0.999
+    L, _, ids = first_query(c - 1e-9)
+    assert L.last_query_["auto"] == "cluster-margin"
+    m = margin(L.predict_proba(X))
+    assert np.all(m[ids] >= np.sort(m[eligible(L)])[-100] - 1e-12)  # among the m * b = 100 smallest margins
+    assert first_query(c + 1e-6)[0].last_query_["auto"] == "typiclust"
+    # one class labeled: every probability is 1, which estimates nothing
+    one = np.flatnonzero(y[:400] == 3)[:5]
+    L = ActiveLearner(X, N_CLASSES, Auto(agreement=1.0, confidence=0.5), holdout=HOLDOUT, random_state=0)
+    L.teach(one, y[one])
+    L.query(5)
+    assert L.last_query_["confidence"] is None and L.last_query_["auto"] == "typiclust"
 
 
 @pytest.mark.parametrize("name", ["typiclust", "probcover", "kcenter-cold", "badge", "cluster-margin"])

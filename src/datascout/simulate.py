@@ -207,6 +207,8 @@ def simulate(embeddings, labels, config: SimulationConfig, *, embeddings_path=No
             "macro_f1": float(f1_score(y_test, pred, average="macro", labels=task_classes, zero_division=0)),
             "average_precision": float(average_precision_score(y_test, probs[:, 1])) if binary else None,
         }
+        if r > 0 and "auto" in learner.last_query_:  # which phase auto's query was in, and why
+            rec["auto"] = {k: learner.last_query_.get(k) for k in ("auto", "agreement", "confidence")}
         rounds.append(rec)
         if progress is not None:
             progress(rec)
