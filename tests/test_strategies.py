@@ -789,6 +789,15 @@ def test_auto_switches_on_the_models_mean_top_probability(pool):
     m = margin(L.predict_proba(X))
     assert np.all(m[ids] >= np.sort(m[eligible(L)])[-100] - 1e-12)  # among the m * b = 100 smallest margins
     assert first_query(c + 1e-6)[0].last_query_["auto"] == "typiclust"
+    # on a SEALS candidate pool: measured over C, and the uncertainty phase picks from C
+    cand = CandidatePool(X, index=SimilarityIndex("Flat").build(X), k=10)
+    L = ActiveLearner(X, N_CLASSES, Auto(agreement=1.0, confidence=0.01), candidates=cand,
+                      holdout=HOLDOUT, random_state=0)
+    L.teach(s, y[s])
+    C = L.candidates_.positions.copy()
+    ids = L.query(10)
+    assert L.last_query_["auto"] == "cluster-margin" and set(ids.tolist()) <= set(C.tolist())
+    assert L.last_query_["confidence"] == pytest.approx(L.predict_proba(X[C]).max(axis=1).mean(), abs=1e-9)
     # one class labeled: every probability is 1, which estimates nothing
     one = np.flatnonzero(y[:400] == 3)[:5]
     L = ActiveLearner(X, N_CLASSES, Auto(agreement=1.0, confidence=0.5), holdout=HOLDOUT, random_state=0)
@@ -797,7 +806,7 @@ def test_auto_switches_on_the_models_mean_top_probability(pool):
     assert L.last_query_["confidence"] is None and L.last_query_["auto"] == "typiclust"
 
 
-@pytest.mark.parametrize("name", ["typiclust", "probcover", "kcenter-cold", "badge", "cluster-margin"])
+@pytest.mark.parametrize("name", ["typiclust", "probcover", "kcenter-cold", "badge", "cluster-margin", "auto"])
 def test_selecting_strategies_on_an_index_without_graph(name, pool):
     """SEALS with on-the-fly index queries: the batch comes from C, the graph is built on C."""
     X, y = pool
