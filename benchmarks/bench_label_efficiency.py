@@ -122,6 +122,20 @@ def whole_pool_accuracy(X: np.ndarray, y: np.ndarray, model: str) -> float:
     return float(np.mean(est.predict(X[test]) == y[test]))
 
 
+def cached_ceiling(X, y, model: str, cache, key: str) -> float:
+    """:func:`whole_pool_accuracy`, or the value an earlier run saved under ``cache``."""
+    path = None if cache is None else Path(cache) / f"{key}.json"
+    if path is not None and path.is_file():
+        return float(json.loads(path.read_text())["accuracy"])
+    acc = whole_pool_accuracy(X, y, model)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps({"accuracy": acc}))
+        tmp.replace(path)
+    return acc
+
+
 def run_cached(X, y, cfg: SimulationConfig, cache, key: str) -> dict:
     """:func:`simulate`, or its result saved under ``cache`` (a folder) by an earlier run."""
     path = None if cache is None else Path(cache) / f"{key}.json"
@@ -137,7 +151,10 @@ def run_cached(X, y, cfg: SimulationConfig, cache, key: str) -> dict:
 
 
 def auto_switch(res: dict):
-    """(labels before the query, why) of the first round where ``auto`` left coverage, or None."""
+    """(labels before the query, why) of the first round where ``auto`` left coverage, None if
+    it never did, "unrecorded" for a run whose rounds do not record the phase."""
+    if not any("auto" in r for r in res["rounds"]):
+        return "unrecorded"
     for r in res["rounds"]:
         a = r.get("auto")
         if a and a["auto"] not in ("typiclust", "probcover"):
@@ -237,7 +254,7 @@ def main() -> None:
                                  else "no", int((gap[1:] < 0).sum()), len(gap) - 1])
                 print(rows[-1], gap_rows[-1], flush=True)
             t0 = time.perf_counter()
-            ceiling = whole_pool_accuracy(X, y, model)
+            ceiling = cached_ceiling(X, y, model, args.runs_cache, f"{name}-{model}-n{len(y)}-whole-pool")
             print(f"{name} {model} whole pool: {ceiling:.4f} ({time.perf_counter() - t0:.1f} s)", flush=True)
             sections.append(f"- {title}, {model}: random reaches "
                             + ", ".join(f"{targets[t]:.4f} at {t}" for t in targets_at)
@@ -245,7 +262,8 @@ def main() -> None:
                             f"the whole pool of {n_pool:,} labels gives {ceiling:.4f}."
                             + ("" if (name, model) not in switches else
                                " `auto` switched to uncertainty after "
-                               + ", ".join("never" if v is None else f"{v[0]} labels ({v[1]})"
+                               + ", ".join("never" if v is None else "(not recorded)" if v == "unrecorded"
+                                           else f"{v[0]} labels ({v[1]})"
                                            for v in switches[(name, model)]) + f" (seeds 0 to {args.seeds - 1}).")
                             + (f" **Void:** random's accuracy at the {INITIAL} seed labels, "
                                f"{racc[:, 0].mean():.4f}, already reaches its accuracy at {budget}."

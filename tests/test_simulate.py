@@ -253,5 +253,5 @@ def test_auto_rounds_record_their_phase(digits):
     first, second = rounds[1]["auto"], rounds[2]["auto"]
     assert set(first) == {"auto", "agreement", "confidence"} and first["agreement"] is None
     assert 0 < first["confidence"] <= 1  # the seed's model, over the 1,387 candidates
-    assert (first["auto"] == "cluster-margin") == (first["confidence"] >= 0.75)
-    assert second["auto"] in ("typiclust", "cluster-margin")
+    assert (first["auto"] == "margin") == (first["confidence"] >= 0.75)
+    assert second["auto"] in ("typiclust", "margin", "cluster-margin")

@@ -722,13 +722,19 @@ def test_auto_phases():
     assert a.phase(0, 2, None) == "typiclust"
     assert Auto(coverage="probcover").phase(5, 10, None) == "probcover"
     # the model's own expected accuracy (mean top probability) switches without a second model
-    assert a.phase(100, 10, None, confidence=0.75) == "cluster-margin"
+    # ... to margin while the model is confident, to Cluster-Margin when only the agreement says so
+    assert a.phase(100, 10, None, confidence=0.75) == "margin"
     assert a.phase(100, 10, 0.5, confidence=0.7499) == "typiclust"
-    assert Auto(confidence=0.6).phase(100, 10, None, confidence=0.61) == "cluster-margin"
+    assert a.phase(100, 10, 0.96, confidence=0.7499) == "cluster-margin"
+    assert a.phase(900, 10, None, switched=True, confidence=0.8) == "margin"  # per query once switched
+    assert a.phase(900, 10, None, switched=True, confidence=0.7) == "cluster-margin"
+    assert Auto(uncertainty="cluster-margin").phase(100, 10, None, confidence=0.8) == "cluster-margin"
+    assert Auto(confidence=0.6).phase(100, 10, None, confidence=0.61) == "margin"
     assert Auto(confidence=1.0).phase(100, 10, None, confidence=1.0) == "typiclust"  # agreement alone
     assert a.phase(100, 2, None, confidence=0.1) == "entropy"
     for bad, match in (({"agreement": 0.0}, "agreement"), ({"coverage": "margin"}, "coverage"),
                        ({"uncertainty": "entropy"}, "uncertainty"),
+                       ({"uncertainty": "entropy"}, "by-confidence, cluster-margin, margin"),
                        ({"confidence": 0.0}, "confidence must be in \\(0, 1\\] but is 0.0")):
         with pytest.raises(ValidationError, match=match):
             Auto(**bad)
@@ -748,7 +754,8 @@ def test_prediction_agreement_by_hand():
 
 def test_auto_switches_from_coverage_to_margin_in_a_learner(pool):
     X, y = pool
-    L = ActiveLearner(X, N_CLASSES, Auto(agreement=0.9, uncertainty="margin"), holdout=HOLDOUT, random_state=0)
+    L = ActiveLearner(X, N_CLASSES, Auto(agreement=0.9, uncertainty="margin", confidence=1.0), holdout=HOLDOUT,
+                      random_state=0)
     ids = L.query(20)  # no label yet: coverage needs no model
     assert L.last_query_["auto"] == "typiclust" and L.model_ is None
     phases, agreements = [], []
@@ -785,9 +792,9 @@ def test_auto_switches_on_the_models_mean_top_probability(pool):
     assert c == pytest.approx(L.predict_proba(X[free]).max(axis=1).mean(), abs=1e-12)
     assert L.last_query_["auto"] == "typiclust" and L.last_query_["agreement"] is None and 0.1 < c < 0.999
     L, _, ids = first_query(c - 1e-9)
-    assert L.last_query_["auto"] == "cluster-margin"
+    assert L.last_query_["auto"] == "margin"
     m = margin(L.predict_proba(X))
-    assert np.all(m[ids] >= np.sort(m[eligible(L)])[-100] - 1e-12)  # among the m * b = 100 smallest margins
+    assert np.all(m[ids] >= np.sort(m[eligible(L)])[-10] - 1e-12)  # the 10 smallest margins
     assert first_query(c + 1e-6)[0].last_query_["auto"] == "typiclust"
     # on a SEALS candidate pool: measured over C, and the uncertainty phase picks from C
     cand = CandidatePool(X, index=SimilarityIndex("Flat").build(X), k=10)
@@ -796,7 +803,7 @@ def test_auto_switches_on_the_models_mean_top_probability(pool):
     L.teach(s, y[s])
     C = L.candidates_.positions.copy()
     ids = L.query(10)
-    assert L.last_query_["auto"] == "cluster-margin" and set(ids.tolist()) <= set(C.tolist())
+    assert L.last_query_["auto"] == "margin" and set(ids.tolist()) <= set(C.tolist())
     assert L.last_query_["confidence"] == pytest.approx(L.predict_proba(X[C]).max(axis=1).mean(), abs=1e-9)
     # one class labeled: every probability is 1, which estimates nothing
     one = np.flatnonzero(y[:400] == 3)[:5]

@@ -55,7 +55,7 @@ from datascout.strategies import entropy, margin, top_b
 DEFAULT_AGREEMENT = 0.95
 DEFAULT_CONFIDENCE = 0.75
 COVERAGE = ("typiclust", "probcover")
-UNCERTAINTY = ("cluster-margin", "margin")
+UNCERTAINTY = ("by-confidence", "cluster-margin", "margin")
 
 
 def prediction_agreement(previous, current) -> float | None:
@@ -80,7 +80,7 @@ class Auto(SelectingStrategy):
     name = "auto"
 
     def __init__(self, agreement: float = DEFAULT_AGREEMENT, coverage: str = "typiclust",
-                 uncertainty: str = "cluster-margin", confidence: float = DEFAULT_CONFIDENCE):
+                 uncertainty: str = "by-confidence", confidence: float = DEFAULT_CONFIDENCE):
         if not 0.0 < agreement <= 1.0:
             raise ValidationError(f"agreement must be in (0, 1] but is {agreement}")
         if not 0.0 < confidence <= 1.0:
@@ -103,25 +103,28 @@ class Auto(SelectingStrategy):
             return "entropy"
         if n_labeled == 0:
             return self.coverage
-        if (switched or (agreement is not None and agreement >= self.agreement)
-                or (confidence is not None and confidence >= self.confidence and self.confidence < 1.0)):
-            return self.uncertainty
-        return self.coverage
+        confident = confidence is not None and self.confidence < 1.0 and confidence >= self.confidence
+        if not (switched or confident or (agreement is not None and agreement >= self.agreement)):
+            return self.coverage
+        if self.uncertainty == "by-confidence":
+            return "margin" if confident else "cluster-margin"
+        return self.uncertainty
 
     def choose(self, inputs: SelectInputs, b: int) -> np.ndarray:
         n_labeled = len(inputs.labeled_positions)
         avail = inputs.available
         switched = bool(inputs.cache.get("auto-switched", False))
         probs, agreement, confidence = None, None, None
-        if n_labeled > 0 and inputs.n_classes > 2 and not switched:
+        if n_labeled > 0 and inputs.n_classes > 2:
             probs = inputs.probs(avail)
-            pos = avail if inputs.positions is None else np.asarray(inputs.positions)[avail]
-            order = np.argsort(pos, kind="stable")
-            current = (pos[order], probs.argmax(axis=1)[order])
-            previous = inputs.cache.get("auto-predictions")
-            if previous is not None:
-                agreement = prediction_agreement(previous, current)
-            inputs.cache["auto-predictions"] = current
+            if not switched:
+                pos = avail if inputs.positions is None else np.asarray(inputs.positions)[avail]
+                order = np.argsort(pos, kind="stable")
+                current = (pos[order], probs.argmax(axis=1)[order])
+                previous = inputs.cache.get("auto-predictions")
+                if previous is not None:
+                    agreement = prediction_agreement(previous, current)
+                inputs.cache["auto-predictions"] = current
             if len(probs) and len(np.unique(inputs.labeled_classes)) >= 2:  # one class: p = 1, no estimate
                 confidence = float(probs.max(axis=1).mean())
             inputs.info["agreement"] = agreement
