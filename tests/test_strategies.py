@@ -854,3 +854,23 @@ def test_reduce_dims_keeps_the_principal_directions():
     d_z = np.linalg.norm(Z[:50, None, :2] - Z[None, :50, :2], axis=2)
     np.testing.assert_allclose(d_p, d_z, rtol=1e-2, atol=1e-2)
     np.testing.assert_array_equal(coverage.reduce_dims(A[:, :2], {}, dims=2), A[:, :2])  # narrow rows pass through
+
+
+def test_auto_is_the_default_of_the_learner_the_simulation_and_the_cli(pool):
+    from datascout.cli import build_parser
+    from datascout.simulate import SimulationConfig
+
+    X, y = pool
+    L = ActiveLearner(X, N_CLASSES, holdout=HOLDOUT, random_state=0)
+    assert isinstance(L.strategy, Auto) and SimulationConfig().strategy == "auto"
+    args = build_parser().parse_args(["simulate", "--embeddings", "e.npy", "--labels", "y.npy", "--out", "r.json"])
+    assert args.strategy == "auto"
+    # two classes (a rare concept against the rest): MaxEnt from the first labeled round, as before
+    yb = (y == 3).astype(np.int64)
+    B = ActiveLearner(X, 2, holdout=HOLDOUT, random_state=0)
+    s = np.concatenate([np.flatnonzero(yb[:400] == 1)[:5], np.flatnonzero(yb[:400] == 0)[:25]])
+    B.teach(s, yb[s])
+    ids = B.query(10)
+    assert B.last_query_["auto"] == "entropy"
+    e = entropy(B.predict_proba(X))
+    assert np.all(e[ids] >= np.sort(e[eligible(B)])[-10] - 1e-12)

@@ -37,7 +37,7 @@ ROUND_KEYS = ("round", "labeled", "positives_found", "pool_positives", "candidat
 
 @dataclass
 class SimulationConfig:
-    strategy: str = "entropy"
+    strategy: str = "auto"  # binary tasks: entropy after the seed (datascout.auto)
     positive_class: int | None = None
     beta: float = 1.0
     seals: bool = False

@@ -27,7 +27,8 @@ def register(sub) -> None:
     p.add_argument("--labels", required=True, help=".npy of class ids or .csv")
     p.add_argument("--positive-class", type=int, default=None,
                    help="class C: the task becomes C vs the rest (binary, AP on the test split)")
-    p.add_argument("--strategy", choices=STRATEGY_NAMES, default="entropy")
+    p.add_argument("--strategy", choices=STRATEGY_NAMES, default="auto",
+                   help="default auto: TypiClust, then margin / Cluster-Margin; entropy for --positive-class")
     p.add_argument("--model", choices=MODEL_NAMES, default="logreg",
                    help="classifier refitted every round: "
                         + "; ".join(f"{name}: {text}" for name, (_, text) in MODELS.items()))
