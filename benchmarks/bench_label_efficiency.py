@@ -11,6 +11,10 @@ Data sets (offline, see DESIGN.md):
   58,000 x 9, 7 classes, 78% one class), features standardised;
 * ``fortunes``: the Debian fortunes quotes (the file is the class) as all-MiniLM-L6-v2
   embeddings, the pool ``datascout datasets embed fortunes`` builds;
+* ``debian``: Debian's package descriptions with their sections as classes (45 sections of at
+  least 50 tagged packages) as all-MiniLM-L6-v2 embeddings, the pool ``datascout datasets embed
+  debian`` builds (``--limit 12000`` for the figures: a seeded slice, embedding all 29k takes
+  long on a shared machine);
 * ``digits`` (scikit-learn's 1,797 x 64, 10 classes): a smoke check (its pool holds 1,437 items).
 
 Each run is :func:`datascout.simulate.simulate`: a stratified 20% test split, 100 random seed
@@ -53,7 +57,8 @@ BUDGET = 2000
 INITIAL = 100
 SHORT = {"fashion-mnist": "Fashion-MNIST PCA-64", "letter": "Letter",
          "fashion-mnist-effnet": "Fashion-MNIST EfficientNet-Lite0", "satellite": "Satellite",
-         "shuttle": "Shuttle", "digits": "digits", "fortunes": "fortunes MiniLM"}
+         "shuttle": "Shuttle", "digits": "digits", "fortunes": "fortunes MiniLM",
+         "debian": "Debian sections MiniLM"}
 UCI_TITLES = {"letter": "Letter (UCI, 20,000 x 16 standardised, 26 classes)",
               "satellite": "Satellite (UCI Statlog Landsat, 6,435 x 36 standardised, 6 classes)",
               "shuttle": "Shuttle (UCI Statlog, 58,000 x 9 standardised, 7 classes, 78% one class)"}
@@ -96,9 +101,17 @@ def data(name: str):
     if name == "fortunes":
         X, y, m = embedded_pool("fortunes")
         return X, y, f"fortunes (all-MiniLM-L6-v2, {m['count']:,} x {m['dimension']}, {len(np.unique(y))} classes)"
+    if name == "debian":
+        X, y, m = embedded_pool("debian")
+        sub = m["source"].get("subset") or {}
+        part = f", a seeded slice of {sub['limit']:,}" if sub else ""
+        return X, y, (f"Debian package descriptions (all-MiniLM-L6-v2, {m['count']:,} x {m['dimension']}"
+                      f"{part}, {len(np.unique(y))} sections)")
     if name == "fashion-mnist-effnet":
         X, y, m = embedded_pool("fashion-mnist")
-        return X, y, f"Fashion-MNIST (EfficientNet-Lite0, {m['count']:,} x {m['dimension']}, 10 classes)"
+        sub = m["source"].get("subset") or {}
+        part = f", a seeded slice of {sub['limit']:,}" if sub else ""
+        return X, y, f"Fashion-MNIST (EfficientNet-Lite0, {m['count']:,} x {m['dimension']}{part}, 10 classes)"
     raise SystemExit(f"unknown data set {name!r}")
 
 
@@ -107,6 +120,20 @@ def whole_pool_accuracy(X: np.ndarray, y: np.ndarray, model: str) -> float:
     pool, test = train_test_split(np.arange(len(y)), test_size=0.2, random_state=0, stratify=y)
     est = make_model(model, random_state=0).fit(X[pool], y[pool])
     return float(np.mean(est.predict(X[test]) == y[test]))
+
+
+def cached_ceiling(X, y, model: str, cache, key: str) -> float:
+    """:func:`whole_pool_accuracy`, or the value an earlier run saved under ``cache``."""
+    path = None if cache is None else Path(cache) / f"{key}.json"
+    if path is not None and path.is_file():
+        return float(json.loads(path.read_text())["accuracy"])
+    acc = whole_pool_accuracy(X, y, model)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps({"accuracy": acc}))
+        tmp.replace(path)
+    return acc
 
 
 def run_cached(X, y, cfg: SimulationConfig, cache, key: str) -> dict:
@@ -121,6 +148,21 @@ def run_cached(X, y, cfg: SimulationConfig, cache, key: str) -> dict:
         tmp.write_text(json.dumps(res))
         tmp.replace(path)
     return res
+
+
+def auto_switch(res: dict):
+    """(labels before the query, why) of the first round where ``auto`` left coverage, None if
+    it never did, "unrecorded" for a run whose rounds do not record the phase."""
+    if not any("auto" in r for r in res["rounds"]):
+        return "unrecorded"
+    for r in res["rounds"]:
+        a = r.get("auto")
+        if a and a["auto"] not in ("typiclust", "probcover"):
+            why = ("confidence %.2f" % a["confidence"] if a.get("confidence") is not None else "")
+            if a.get("agreement") is not None:
+                why = (why + ", " if why else "") + "agreement %.3f" % a["agreement"]
+            return int(r["labeled"]) - (int(res["rounds"][1]["labeled"]) - int(res["rounds"][0]["labeled"])), why
+    return None
 
 
 def fmt_need(v: float | None, budget: int) -> str:
@@ -150,6 +192,7 @@ def main() -> None:
     targets_at = [t for t in (1000, 2000, 5000) if t <= budget]
     t_start = time.perf_counter()
     rows, sections, class_rows, gap_rows = [], [], [], []
+    switches = {}
     run_seconds = 0.0  # the runs' own query + fit time, from their records (cached ones included)
     models = args.models.split(",")
     strategies = args.strategies.split(",")
@@ -179,6 +222,8 @@ def main() -> None:
                 acc = np.asarray([[r["accuracy"] for r in res["rounds"]] for res in runs])
                 f1 = np.asarray([[r["macro_f1"] for r in res["rounds"]] for res in runs])
                 curves[strategy] = (labeled, acc, f1)
+                if strategy == "auto":
+                    switches[(name, model)] = [auto_switch(res) for res in runs]
                 per_class = np.mean([res["labeled_per_class"] for res in runs], axis=0)
                 spread = (" / ".join(f"{v:.0f}" for v in per_class) if len(per_class) <= 10
                           else f"min {per_class.min():.0f}, max {per_class.max():.0f}")
@@ -209,12 +254,17 @@ def main() -> None:
                                  else "no", int((gap[1:] < 0).sum()), len(gap) - 1])
                 print(rows[-1], gap_rows[-1], flush=True)
             t0 = time.perf_counter()
-            ceiling = whole_pool_accuracy(X, y, model)
+            ceiling = cached_ceiling(X, y, model, args.runs_cache, f"{name}-{model}-n{len(y)}-whole-pool")
             print(f"{name} {model} whole pool: {ceiling:.4f} ({time.perf_counter() - t0:.1f} s)", flush=True)
             sections.append(f"- {title}, {model}: random reaches "
                             + ", ".join(f"{targets[t]:.4f} at {t}" for t in targets_at)
                             + f" labels (seeds at {budget}: {', '.join(f'{v:.4f}' for v in racc[:, -1])}); "
                             f"the whole pool of {n_pool:,} labels gives {ceiling:.4f}."
+                            + ("" if (name, model) not in switches else
+                               " `auto` switched to uncertainty after "
+                               + ", ".join("never" if v is None else "(not recorded)" if v == "unrecorded"
+                                           else f"{v[0]} labels ({v[1]})"
+                                           for v in switches[(name, model)]) + f" (seeds 0 to {args.seeds - 1}).")
                             + (f" **Void:** random's accuracy at the {INITIAL} seed labels, "
                                f"{racc[:, 0].mean():.4f}, already reaches its accuracy at {budget}."
                                if void else ""))

@@ -157,3 +157,32 @@ def test_cli_embed_text_file(text_model, tmp_path, capsys):
     ref = text_model.encode([SENTENCES[0], SENTENCES[2]])
     np.testing.assert_allclose(emb.astype(np.float32), ref, atol=2e-3)
     assert main(argv) == 0  # the same command on a finished folder changes nothing
+
+
+def test_debian_pool_from_the_snapshot(text_model, tmp_path, monkeypatch, capsys):
+    """`datascout datasets embed debian` on the committed 311-package snapshot of the apt lists."""
+    import dataclasses
+    import functools
+    import hashlib
+    from pathlib import Path
+
+    from datascout import datasets
+    from datascout.cli import main
+
+    snapshot = Path(__file__).parent / "data" / "debian"
+    spec = dataclasses.replace(datasets.DATASETS["debian"],
+                               load=functools.partial(datasets.load_debian, snapshot, min_items=5))
+    monkeypatch.setitem(datasets.DATASETS, "debian", spec)
+    out = tmp_path / "debian"
+    assert main(["datasets", "embed", "debian", "--out", str(out), "--limit", "10", "--quiet"]) == 0
+    assert "wrote 10 x 384 float32 (all-MiniLM-L6-v2, 0 skipped)" in capsys.readouterr().out
+    emb, ids, labels, manifest = load_pool_dir(out)
+    d = datasets.load_debian(snapshot, min_items=5)
+    pos = [d.ids.tolist().index(i) for i in ids]
+    np.testing.assert_array_equal(labels, d.labels[pos])
+    np.testing.assert_allclose(emb, text_model.encode([d.data[p] for p in pos]), atol=1e-5)
+    assert manifest["classes"] == d.classes and len(d.classes) == 45
+    h = hashlib.sha256()
+    for t in d.data:
+        h.update(t.encode() + b"\0")
+    assert manifest["source"]["sha256"] == h.hexdigest()

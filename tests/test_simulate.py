@@ -246,3 +246,15 @@ def test_zero_rounds_with_a_seed_of_almost_the_whole_pool(digits):
     assert [r["labeled"] for r in res["rounds"]] == [1400]
     with pytest.raises(ValidationError, match="larger than the 37 unlabeled pool items"):
         simulate(X, y, SimulationConfig(strategy="margin", initial=1400, batch_size=100, rounds=1))
+
+
+def test_auto_rounds_record_their_phase(digits):
+    X, y = digits
+    res = simulate(X, y, SimulationConfig(strategy="auto", initial=50, batch_size=40, rounds=2, seed=1))
+    rounds = res["rounds"]
+    assert "auto" not in rounds[0] and set(rounds[0]) == set(ROUND_KEYS)
+    first, second = rounds[1]["auto"], rounds[2]["auto"]
+    assert set(first) == {"auto", "agreement", "confidence"} and first["agreement"] is None
+    assert 0 < first["confidence"] <= 1  # the seed's model, over the 1,387 candidates
+    assert (first["auto"] == "margin") == (first["confidence"] >= 0.75)
+    assert second["auto"] in ("typiclust", "margin", "cluster-margin")

@@ -741,8 +741,21 @@ def test_auto_phases():
     assert a.phase(100, 2, None) == "entropy"  # binary: MaxEnt, as before
     assert a.phase(0, 2, None) == "typiclust"
     assert Auto(coverage="probcover").phase(5, 10, None) == "probcover"
+    # the model's own expected accuracy (mean top probability) switches without a second model
+    # ... to margin while the model is confident, to Cluster-Margin when only the agreement says so
+    assert a.phase(100, 10, None, confidence=0.75) == "margin"
+    assert a.phase(100, 10, 0.5, confidence=0.7499) == "typiclust"
+    assert a.phase(100, 10, 0.96, confidence=0.7499) == "cluster-margin"
+    assert a.phase(900, 10, None, switched=True, confidence=0.8) == "margin"  # per query once switched
+    assert a.phase(900, 10, None, switched=True, confidence=0.7) == "cluster-margin"
+    assert Auto(uncertainty="cluster-margin").phase(100, 10, None, confidence=0.8) == "cluster-margin"
+    assert Auto(confidence=0.6).phase(100, 10, None, confidence=0.61) == "margin"
+    assert Auto(confidence=1.0).phase(100, 10, None, confidence=1.0) == "typiclust"  # agreement alone
+    assert a.phase(100, 2, None, confidence=0.1) == "entropy"
     for bad, match in (({"agreement": 0.0}, "agreement"), ({"coverage": "margin"}, "coverage"),
-                       ({"uncertainty": "entropy"}, "uncertainty")):
+                       ({"uncertainty": "entropy"}, "uncertainty"),
+                       ({"uncertainty": "entropy"}, "by-confidence, cluster-margin, margin"),
+                       ({"confidence": 0.0}, "confidence must be in \\(0, 1\\] but is 0.0")):
         with pytest.raises(ValidationError, match=match):
             Auto(**bad)
     for bad, match in ((lambda: coverage.ProbCover(alpha=0), "alpha must be in"),
@@ -761,7 +774,8 @@ def test_prediction_agreement_by_hand():
 
 def test_auto_switches_from_coverage_to_margin_in_a_learner(pool):
     X, y = pool
-    L = ActiveLearner(X, N_CLASSES, Auto(agreement=0.9, uncertainty="margin"), holdout=HOLDOUT, random_state=0)
+    L = ActiveLearner(X, N_CLASSES, Auto(agreement=0.9, uncertainty="margin", confidence=1.0), holdout=HOLDOUT,
+                      random_state=0)
     ids = L.query(20)  # no label yet: coverage needs no model
     assert L.last_query_["auto"] == "typiclust" and L.model_ is None
     phases, agreements = [], []
@@ -779,7 +793,47 @@ def test_auto_switches_from_coverage_to_margin_in_a_learner(pool):
     assert np.all(m[ids] >= np.sort(m[free])[-20] - 1e-12)
 
 
-@pytest.mark.parametrize("name", ["typiclust", "probcover", "kcenter-cold", "badge", "cluster-margin"])
+def test_auto_switches_on_the_models_mean_top_probability(pool):
+    """The confidence auto measures is the mean top probability of the model over the
+    candidates, recomputed here; it switches exactly at the threshold, from the first model."""
+    X, y = pool
+    s = seed_positions(2, size=40)
+
+    def first_query(threshold):
+        L = ActiveLearner(X, N_CLASSES, Auto(agreement=1.0, confidence=threshold), holdout=HOLDOUT,
+                          random_state=0)
+        L.teach(s, y[s])
+        free = eligible(L)
+        ids = L.query(10)
+        return L, free, ids
+
+    L, free, _ = first_query(0.999)
+    c = L.last_query_["confidence"]
+    assert c == pytest.approx(L.predict_proba(X[free]).max(axis=1).mean(), abs=1e-12)
+    assert L.last_query_["auto"] == "typiclust" and L.last_query_["agreement"] is None and 0.1 < c < 0.999
+    L, _, ids = first_query(c - 1e-9)
+    assert L.last_query_["auto"] == "margin"
+    m = margin(L.predict_proba(X))
+    assert np.all(m[ids] >= np.sort(m[eligible(L)])[-10] - 1e-12)  # the 10 smallest margins
+    assert first_query(c + 1e-6)[0].last_query_["auto"] == "typiclust"
+    # on a SEALS candidate pool: measured over C, and the uncertainty phase picks from C
+    cand = CandidatePool(X, index=SimilarityIndex("Flat").build(X), k=10)
+    L = ActiveLearner(X, N_CLASSES, Auto(agreement=1.0, confidence=0.01), candidates=cand,
+                      holdout=HOLDOUT, random_state=0)
+    L.teach(s, y[s])
+    C = L.candidates_.positions.copy()
+    ids = L.query(10)
+    assert L.last_query_["auto"] == "margin" and set(ids.tolist()) <= set(C.tolist())
+    assert L.last_query_["confidence"] == pytest.approx(L.predict_proba(X[C]).max(axis=1).mean(), abs=1e-9)
+    # one class labeled: every probability is 1, which estimates nothing
+    one = np.flatnonzero(y[:400] == 3)[:5]
+    L = ActiveLearner(X, N_CLASSES, Auto(agreement=1.0, confidence=0.5), holdout=HOLDOUT, random_state=0)
+    L.teach(one, y[one])
+    L.query(5)
+    assert L.last_query_["confidence"] is None and L.last_query_["auto"] == "typiclust"
+
+
+@pytest.mark.parametrize("name", ["typiclust", "probcover", "kcenter-cold", "badge", "cluster-margin", "auto"])
 def test_selecting_strategies_on_an_index_without_graph(name, pool):
     """SEALS with on-the-fly index queries: the batch comes from C, the graph is built on C."""
     X, y = pool
@@ -820,3 +874,23 @@ def test_reduce_dims_keeps_the_principal_directions():
     d_z = np.linalg.norm(Z[:50, None, :2] - Z[None, :50, :2], axis=2)
     np.testing.assert_allclose(d_p, d_z, rtol=1e-2, atol=1e-2)
     np.testing.assert_array_equal(coverage.reduce_dims(A[:, :2], {}, dims=2), A[:, :2])  # narrow rows pass through
+
+
+def test_auto_is_the_default_of_the_learner_the_simulation_and_the_cli(pool):
+    from datascout.cli import build_parser
+    from datascout.simulate import SimulationConfig
+
+    X, y = pool
+    L = ActiveLearner(X, N_CLASSES, holdout=HOLDOUT, random_state=0)
+    assert isinstance(L.strategy, Auto) and SimulationConfig().strategy == "auto"
+    args = build_parser().parse_args(["simulate", "--embeddings", "e.npy", "--labels", "y.npy", "--out", "r.json"])
+    assert args.strategy == "auto"
+    # two classes (a rare concept against the rest): MaxEnt from the first labeled round, as before
+    yb = (y == 3).astype(np.int64)
+    B = ActiveLearner(X, 2, holdout=HOLDOUT, random_state=0)
+    s = np.concatenate([np.flatnonzero(yb[:400] == 1)[:5], np.flatnonzero(yb[:400] == 0)[:25]])
+    B.teach(s, yb[s])
+    ids = B.query(10)
+    assert B.last_query_["auto"] == "entropy"
+    e = entropy(B.predict_proba(X))
+    assert np.all(e[ids] >= np.sort(e[eligible(B)])[-10] - 1e-12)

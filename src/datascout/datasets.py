@@ -405,7 +405,7 @@ DATASETS = {
     "shuttle": DatasetSpec(load_shuttle, "vectors", "identity", "58,000 x 9, 7 classes", _MLBENCH,
                            _mlbench_installed("Shuttle.rda")),
     "debian": DatasetSpec(load_debian, "text", "all-MiniLM-L6-v2",
-                          "~29k package texts, 45 sections, debtags", f"apt: {_APT_UPDATE}",
+                          "~29k packages, 45 sections", f"apt: {_APT_UPDATE}",
                           _debian_installed),
     "digits": DatasetSpec(load_digits, "vectors", "identity", "1,797 x 64, 10 classes",
                           "scikit-learn (bundled)", lambda: True),

@@ -43,6 +43,8 @@ class ActiveLearner:
     n_classes : int
         Number of task classes (labels are ``0..n_classes-1``).
     strategy : str or Strategy
+        Default ``"auto"`` (:class:`datascout.auto.Auto`): TypiClust until the model is confident
+        or settled, then margin or Cluster-Margin; entropy (MaxEnt) for two classes.
     model : scikit-learn classifier, optional
         Default: ``LogisticRegression(class_weight="balanced")``.
     candidates : CandidatePool, optional
@@ -58,7 +60,7 @@ class ActiveLearner:
     random_state : int, optional
     """
 
-    def __init__(self, pool, n_classes: int, strategy: str | Strategy = "entropy", *, model=None,
+    def __init__(self, pool, n_classes: int, strategy: str | Strategy = "auto", *, model=None,
                  candidates: CandidatePool | None = None, density_reference: str = "pool",
                  holdout=None, random_state=None):
         self.pool = pool if isinstance(pool, Pool) else Pool(pool)

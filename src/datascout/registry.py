@@ -54,7 +54,7 @@ STRATEGIES = {
     "badge": (lambda o: coverage.BADGE(), "BADGE: k-means++ seeding over gradient embeddings"),
     "cluster-margin": (lambda o: coverage.ClusterMargin(o["hybrid_m"]),
                        "smallest m*b margins, round-robin over clusters"),
-    "auto": (lambda o: auto.Auto(), "coverage until successive models agree, then Cluster-Margin"),
+    "auto": (lambda o: auto.Auto(), "TypiClust until the model is confident or successive models agree, then margin / Cluster-Margin"),
 }
 STRATEGY_NAMES = tuple(STRATEGIES)
 

@@ -44,7 +44,7 @@ ROUND_KEYS = ("round", "labeled", "positives_found", "pool_positives", "candidat
 
 @dataclass
 class SimulationConfig:
-    strategy: str = "entropy"
+    strategy: str = "auto"  # binary tasks: entropy after the seed (datascout.auto)
     positive_class: int | None = None
     beta: float = 1.0
     seals: bool = False
@@ -244,6 +244,8 @@ def simulate(embeddings, labels, config: SimulationConfig, *, embeddings_path=No
             **oracle.round_figures(learner, reviewed),
             **watch.after_fit(learner, y_test),
         }
+        if r > 0 and "auto" in learner.last_query_:  # which phase auto's query was in, and why
+            rec["auto"] = {k: learner.last_query_.get(k) for k in ("auto", "agreement", "confidence")}
         rounds.append(rec)
         if progress is not None:
             progress(rec)

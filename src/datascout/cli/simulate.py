@@ -44,7 +44,8 @@ def register(sub) -> None:
     p.add_argument("--positive-class", type=int, default=None,
                    help="class C: the task becomes C vs the rest (binary, AP on the test split)")
     p.add_argument("--strategy", choices=ALL_STRATEGIES, default=None,
-                   help="default: entropy (single-label), mean-entropy (--multi-label)")
+                   help="default: auto (TypiClust, then margin / Cluster-Margin; entropy for two classes), "
+                        "mean-entropy with --multi-label")
     p.add_argument("--model", choices=ALL_MODELS, default="logreg",
                    help="classifier refitted every round: "
                         + "; ".join(f"{name}: {text}" for name, (_, text) in MODELS.items())
@@ -101,7 +102,7 @@ def run(args) -> int:
         if value is not None:
             raise ValidationError(f"{flag} is for --multi-label runs")
     if args.strategy is None:
-        args.strategy = "entropy"
+        args.strategy = "auto"
     if args.strategy not in STRATEGY_NAMES or args.model not in MODEL_NAMES:
         what, name, names = (("strategy", args.strategy, STRATEGY_NAMES) if args.strategy not in STRATEGY_NAMES
                              else ("model", args.model, MODEL_NAMES))

@@ -2,7 +2,7 @@
 
 The data sets and their default embedders are the table :data:`datascout.datasets.DATASETS`:
 ``fortunes`` with all-MiniLM-L6-v2 (384-d), ``fashion-mnist`` with EfficientNet-Lite0 at 112 px
-(1280-d), ``letter``, ``satellite``, ``shuttle`` and ``digits`` passed through as their feature
+(1280-d), ``debian`` (package descriptions, their sections as labels) with all-MiniLM-L6-v2, ``letter``, ``satellite``, ``shuttle`` and ``digits`` passed through as their feature
 vectors. Each pool folder (``cache_dir()/pools/NAME`` by default) holds ground truth in
 ``labels.npy`` and ``classes.json``; see :mod:`datascout.embed.pipeline` for the layout.
 """
@@ -40,6 +40,11 @@ def _source_checksum(name: str, data) -> str:
         files = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                  "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
         return _folder_checksum(ds.FASHION_MNIST_DIR, files)
+    if isinstance(data, list):  # texts: one by one (one array of them pads every text to the longest)
+        h = hashlib.sha256()
+        for text in data:
+            h.update(text.encode("utf-8") + b"\0")
+        return h.hexdigest()
     return hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()
 
 
