@@ -72,6 +72,13 @@ def test_multiclass_run_has_null_binary_fields(tmp_path, digits_files):
     assert data["config"]["model"] == "logreg"
 
 
+def test_the_default_strategy_is_auto(tmp_path, digits_files):
+    e, y = digits_files
+    out = tmp_path / "run.json"
+    assert main(args_for(e, y, out, "--initial", "40", "--batch-size", "20", "--rounds", "1", "--no-plot")) == 0
+    assert json.loads(out.read_text())["config"]["strategy"] == "auto"
+
+
 def test_model_option_is_recorded_and_checked(tmp_path, digits_files, capsys):
     e, y = digits_files
     out = tmp_path / "run.json"
