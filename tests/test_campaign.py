@@ -25,7 +25,7 @@ def test_schema_is_wal_versioned_and_migrates_forward(tmp_path):
     camp, _ = make_campaign(tmp_path)
     con = camp.con
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     # a version-1 database (before leases existed) is migrated on open, data kept
     old = tmp_path / "old.db"
     raw = sqlite3.connect(old)
@@ -34,13 +34,16 @@ def test_schema_is_wal_versioned_and_migrates_forward(tmp_path):
     raw.commit()
     raw.close()
     con2 = connect(old)
-    assert con2.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert con2.execute("PRAGMA user_version").fetchone()[0] == 5
     assert con2.execute("SELECT payload FROM items").fetchone()[0] == "hello"
     con2.execute("INSERT INTO annotators VALUES ('x', 0)")
     con2.execute("INSERT INTO leases VALUES (0, 'x', 1.0, 0)")  # the new table exists
     con2.execute("INSERT INTO rounds VALUES (0, 'random', '{}', '{}', 0)")
     con2.execute("INSERT INTO selections (pos, round, rank) VALUES (0, 0, 0)")  # new columns, defaults
     assert con2.execute("SELECT audit, pred_class, pred_prob FROM selections").fetchone() == (0, None, None)
+    con2.execute("INSERT INTO ls_tasks VALUES ('u#1', 0, NULL, 0, 'sending', 0)")  # the Label Studio sync state
+    with pytest.raises(sqlite3.IntegrityError):
+        con2.execute("INSERT INTO ls_tasks VALUES ('u#1', 0, 7, 0, 'pushed', 0)")  # an item is one task per project
     raw = sqlite3.connect(old)
     raw.execute("PRAGMA user_version=99")
     raw.commit()
