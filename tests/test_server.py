@@ -4,7 +4,6 @@ tokens, image serving, and durability across SIGKILL."""
 from __future__ import annotations
 
 import base64
-
 import json
 import sqlite3
 import threading

@@ -18,7 +18,7 @@ from datascout import __version__
 from datascout.exceptions import DatascoutError
 
 # command modules, in the order their commands appear in --help
-COMMAND_MODULES = ["simulate", "demo", "index", "datasets", "embed", "prune", "labels", "campaign"]
+COMMAND_MODULES = ["simulate", "demo", "index", "datasets", "embed", "prune", "labels", "campaign", "labelstudio"]
 
 
 class _Parser(argparse.ArgumentParser):
