@@ -310,3 +310,58 @@ def test_sigkill_of_sync_watch_loses_nothing_and_duplicates_nothing(tmp_path, la
     n_ann = sum(len(t["annotations"]) for t in srv.tasks(pid))
     assert camp.con.execute("SELECT COUNT(*) FROM labels WHERE source = 'label-studio'").fetchone()[0] == n_ann
     assert camp.current_round() >= 1, logs
+
+
+def test_datascout_as_the_projects_ml_backend_and_webhook(tmp_path, label_studio):
+    """Settings -> Model: Label Studio calls datascout's health/setup/predict with Basic auth (the
+    token as password); its annotation webhook, given the bearer header, brings labels in at once."""
+    from test_campaign_support import Server
+
+    srv = label_studio
+    camp, truth = make_campaign(tmp_path, batch_size=6, audit_fraction=0.0, review_fraction=0.0)
+    d = tmp_path / "camp"
+    pid = srv.new_project("ml walk", ls.label_config(camp.classes, "text"))
+    sync_once(d, srv, pid)
+    for t in srv.tasks(pid):
+        srv.annotate(t["id"], truth[t["data"]["item_id"]])
+    sync_once(d, srv, pid)  # round 0 in, round 1 pushed
+    assert camp.current_round() == 1
+    token = "ds-token-0123456789abcdef"
+    ds = Server(d, token=token)
+    try:
+        ml = {"url": f"{ds.url}/ml", "project": pid, "title": "datascout", "auth_method": "BASIC_AUTH",
+              "basic_auth_user": "datascout"}
+        r = srv.http.post("/api/ml", json={**ml, "basic_auth_pass": "not-the-token-at-all"})
+        assert r.status_code == 400 and "authentication" in r.text  # our server refused LS's health check
+        backend = srv.post("/api/ml", {**ml, "basic_auth_pass": token})
+        assert backend["state"] == "CO" or backend.get("readable_state") == "Connected", backend
+        # predictions on demand for the round-0 tasks (they were pushed before there was a model)
+        round0 = [t for t in srv.tasks(pid) if not t["predictions"]]
+        assert len(round0) == 6
+        r = srv.http.post("/api/dm/actions", params={"id": "retrieve_tasks_predictions", "project": pid},
+                          json={"selectedItems": {"all": False, "included": [t["id"] for t in round0]}})
+        assert r.status_code == 200, r.text
+        direct = httpx.post(f"{ds.url}/ml/predict", headers={"Authorization": f"Bearer {token}"},
+                            json={"tasks": [{"data": t["data"]} for t in round0]}, timeout=60).json()["results"]
+        back = {t["id"]: t for t in srv.tasks(pid)}
+        for t, want in zip(round0, direct):
+            (p,) = back[t["id"]]["predictions"]
+            assert p["result"] == want["result"] and p["model_version"] == "datascout-round-1"
+            assert p["result"][0]["value"]["choices"][0] in camp.classes and 0 < p["score"] <= 1
+        # the webhook Label Studio made for the backend, given our bearer token
+        hooks = [h for h in srv.get("/api/webhooks", project=pid) if h["url"] == f"{ds.url}/ml/webhook"]
+        assert len(hooks) == 1
+        r = srv.http.patch(f"/api/webhooks/{hooks[0]['id']}", json={"headers": {"Authorization": f"Bearer {token}"}})
+        assert r.status_code == 200, r.text
+        task = next(t for t in srv.tasks(pid) if not t["annotations"])
+        srv.annotate(task["id"], truth[task["data"]["item_id"]])
+        deadline = time.monotonic() + 60
+        want = {(task["data"]["item_id"], EMAIL): truth[task["data"]["item_id"]]}
+        while time.monotonic() < deadline and not (want.items() <= labels_by_item(camp, "label-studio").items()):
+            time.sleep(0.2)
+        assert want.items() <= labels_by_item(camp, "label-studio").items(), ds.output()
+        n = camp.con.execute("SELECT COUNT(*) FROM labels").fetchone()[0]
+        sync_once(d, srv, pid)  # the sync finds it taken in already: nothing twice
+        assert camp.con.execute("SELECT COUNT(*) FROM labels").fetchone()[0] == n
+    finally:
+        ds.stop()
