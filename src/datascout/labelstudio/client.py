@@ -109,6 +109,9 @@ class Client:
     def create_project(self, title: str, label_config: str) -> dict:
         return self.request("POST", "/api/projects", {"title": title, "label_config": label_config})
 
+    def update_project(self, pid: int, fields: dict) -> dict:
+        return self.request("PATCH", f"/api/projects/{int(pid)}", fields)
+
     def users(self) -> list[dict]:
         got = self.request("GET", "/api/users")
         return got.get("results", []) if isinstance(got, dict) else got

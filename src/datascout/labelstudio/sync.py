@@ -131,6 +131,8 @@ class Sync:
             tasks.append(task)
         ls.mark_sending(camp, self.target, [r[0] for r in todo], rnd)
         self.client.import_tasks(self.project, tasks)
+        if any("predictions" in t for t in tasks):  # the project pre-labels with this round's model
+            self.client.update_project(self.project, {"model_version": ls.model_version(rnd)})
         found, _, _ = self.scan()
         ls.mark_pushed(camp, self.target, found)
         missing = [r[1] for r in todo if r[0] not in found]
