@@ -365,3 +365,62 @@ def test_datascout_as_the_projects_ml_backend_and_webhook(tmp_path, label_studio
         assert camp.con.execute("SELECT COUNT(*) FROM labels").fetchone()[0] == n
     finally:
         ds.stop()
+
+
+def test_label_studio_shows_the_pre_annotation_in_chromium(tmp_path, label_studio):
+    """The task a labeler opens in Label Studio's page (headless Chromium, logged in) comes
+    pre-labeled with the model's guess, under its model_version; an image task's inline image loads."""
+    import shutil
+
+    from test_browser import DOCS, launch, playwright, watch
+    from test_campaign_support import make_image_campaign
+
+    sync_api = playwright()
+    srv = label_studio
+    camp, truth = make_campaign(tmp_path / "text", batch_size=6, audit_fraction=0.0, review_fraction=0.0)
+    d = tmp_path / "text" / "camp"
+    pid = srv.new_project("datascout quotes", ls.label_config(camp.classes, "text"))
+    sync_once(d, srv, pid)
+    for t in srv.tasks(pid):
+        srv.annotate(t["id"], truth[t["data"]["item_id"]])
+    sync_once(d, srv, pid)
+    task = next(t for t in srv.tasks(pid) if t["predictions"])
+    guess = task["predictions"][0]["result"][0]["value"]["choices"][0]
+    icamp, _, _ = make_image_campaign(tmp_path / "img")
+    ipid = srv.new_project("datascout images", ls.label_config(icamp.classes, "image"))
+    itasks = json.loads(icamp.export("label-studio"))
+    srv.post(f"/api/projects/{ipid}/import", itasks)
+    itask = srv.tasks(ipid)[0]
+    log = []
+    with sync_api.sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1280, "height": 760})
+        watch(page, log)
+        try:
+            page.goto(srv.url + "/user/login/")
+            page.fill("input[name=email]", EMAIL)
+            page.fill("input[name=password]", PASSWORD)
+            page.click("button[type=submit]")
+            page.wait_for_url(lambda u: "/user/login" not in u)
+            page.goto(f"{srv.url}/projects/{ipid}/data?task={itask['id']}")
+            page.wait_for_function("() => [...document.querySelectorAll('img')].some("
+                                   "(i) => i.src.startsWith('data:image/png') && i.naturalWidth === 8)")
+            page.goto(f"{srv.url}/projects/{pid}/data?task={task['id']}")
+            page.get_by_text("datascou", exact=False).first.wait_for()  # the prediction's tab (name shortened)
+            box = page.get_by_role("checkbox", name=guess)
+            box.wait_for()
+            deadline = time.monotonic() + 60
+            while not box.is_checked() and time.monotonic() < deadline:
+                page.wait_for_timeout(250)
+            page.wait_for_timeout(1500)  # let the editor settle for the picture
+            assert box.is_checked(), "the model's guess is not pre-selected"
+            others = [c for c in camp.classes if c != guess]
+            assert not any(page.get_by_role("checkbox", name=c).is_checked() for c in others)
+            page.screenshot(path=str(tmp_path / "label-studio.png"))
+        except Exception as exc:
+            raise AssertionError("browser:\n" + "\n".join(log[-40:])) from exc
+        finally:
+            browser.close()
+    assert (tmp_path / "label-studio.png").stat().st_size > 10_000
+    if os.environ.get("DATASCOUT_UPDATE_SCREENSHOT") == "1":  # a test leaves the checkout alone
+        shutil.copyfile(tmp_path / "label-studio.png", DOCS / "label-studio.png")
