@@ -373,13 +373,13 @@ def take_annotations(camp, tgt: str, records) -> int:
     seen before (same id, same ``updated_at``) adds nothing; one changed since adds the new answer
     (a relabel, kept as history); a cancelled one is a skip. An answer the annotator already gave
     (e.g. from a file import) is recorded as seen and not added twice. Returns the labels added."""
-    from datascout.campaign.core import check_annotator
-
     if not records:
         return 0
     rows = []
     for r in records:
-        check_annotator(r["annotator"])
+        who = r["annotator"]
+        if not isinstance(who, str) or not (1 <= len(who) <= 64) or not set(who) <= ANNOTATOR_CHARS:
+            raise ValidationError(f"annotator must be 1-64 characters of letters, digits, _-.@ but is {who!r}")
         c = None if r["label"] is None else camp.class_id(r["label"])
         rows.append((int(r["annotation_id"]), str(r["updated"]), int(r["pos"]), r["annotator"], c))
     now = time.time()
