@@ -1,5 +1,5 @@
 """Against a real Label Studio (PyPI ``label-studio``, pinned in scripts/setup.sh, in its own
-virtual environment ``.venv-ls``): started once per test session on 127.0.0.1 with a throwaway
+virtual environment ``.venv-ls``): started once per test session (for this module's tests) on 127.0.0.1 with a throwaway
 data folder, a user and a token. The walk: export -> import into a project -> tasks and
 predictions read back through its API -> annotations made through its API -> ``sync --once``
 brings them in and the round advances -> the next round's tasks appear, none twice -> a SIGKILL of
@@ -106,7 +106,7 @@ class LabelStudio:
         self.log.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # one server for the session's Label Studio tests, stopped right after them
 def label_studio(tmp_path_factory):
     binary = label_studio_binary()
     if binary is None:

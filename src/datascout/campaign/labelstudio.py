@@ -69,13 +69,15 @@ def choice_result(kind: str, label: str) -> list:
 
 class ImageValues:
     """``data.image`` of each image item: inline (a ``data:`` URL of the raster file), or
-    ``base_url`` + its path relative to the common folder of ``paths``."""
+    ``base_url`` + its path relative to the folder that holds every image of the campaign (the
+    same for the export and each push of the sync)."""
 
-    def __init__(self, paths, base_url: str | None = None):
+    def __init__(self, con, base_url: str | None = None):
         self.base_url = base_url
         self.root = None
-        if base_url is not None and paths:
-            self.root = Path(os.path.commonpath([str(Path(p).parent) for p in paths]))
+        if base_url is not None:
+            parents = {str(Path(r[0]).parent) for r in con.execute("SELECT payload FROM items WHERE kind = 'image'")}
+            self.root = Path(os.path.commonpath(sorted(parents))) if parents else None
 
     def __call__(self, item_id: str, path: str) -> str:
         from datascout.io import raster_media_type
@@ -146,7 +148,7 @@ def export_tasks(camp, *, annotators=None, image_base_url: str | None = None) ->
     if not rows:
         return []
     kind = item_kind(con)
-    images = ImageValues([r[3] for r in rows], image_base_url) if kind == "image" else None
+    images = ImageValues(con, image_base_url) if kind == "image" else None
     pos, y = camp.resolved_labels(con)
     proba = None
     if len(set(y.tolist())) >= 2:

@@ -42,10 +42,13 @@ def check_config(config: str, kind: str) -> None:
 
 class Sync:
     """One campaign and one Label Studio project (``project=None``: the campaign's own, found by
-    its title or created with the matching config)."""
+    its title or created with the matching config). ``image_base_url``: where image items are
+    served (see :class:`datascout.campaign.labelstudio.ImageValues`; default: inline)."""
 
-    def __init__(self, camp, client: Client, project: int | None = None, *, out=None):
+    def __init__(self, camp, client: Client, project: int | None = None, *, image_base_url: str | None = None,
+                 out=None):
         self.camp = camp
+        self.image_base_url = image_base_url
         self.client = client
         self.project = project
         self.out = out or sys.stdout
@@ -121,7 +124,7 @@ class Sync:
         if not todo:
             return 0
         kind = ls.item_kind(camp.con)
-        images = ls.ImageValues([r[3] for r in todo]) if kind == "image" else None
+        images = ls.ImageValues(camp.con, self.image_base_url) if kind == "image" else None
         tasks = []
         for p, item_id, _, payload, pred, prob in todo:
             task = {"data": ls.task_data(item_id, kind, payload, images)}

@@ -65,7 +65,7 @@ class LabelStudioIn(BaseModel):
 
 
 class PredictIn(LabelStudioIn):
-    tasks: list[dict] = Field(max_length=10 * MAX_BATCH)
+    tasks: list[dict] = Field(max_length=100 * MAX_BATCH)
 
 
 # -- what comes out (extra fields the library adds later pass through, declared as allowed) ---

@@ -12,6 +12,7 @@ import stat
 from urllib.parse import urlsplit
 
 MAX_BODY_BYTES = 256 * 1024
+ML_MAX_BODY_BYTES = 64 * 1024 * 1024  # /ml/: Label Studio posts whole tasks (inline images) to predict
 
 # No inline script or style anywhere (the page and /docs load theirs from /static); images from
 # the app itself, the blob: URLs the page makes of fetched images, and data: URLs (the icons in
@@ -162,14 +163,20 @@ class Guard:
         if not api:
             return await self.app(scope, receive, send_secured)
         method = scope["method"]
+        given = headers.get("authorization")
+        authorized = not self.token or bearer_ok(given, self.token) or (ml and basic_ok(given, self.token))
+        if ml and not authorized:  # its larger bodies are read only from who holds the token
+            return await _refuse(send_secured, 401, "a valid token is required (header 'Authorization: Bearer TOKEN', "
+                                                    "or Basic authentication with the token as password)",
+                                 [(b"www-authenticate", b"Bearer")])  # no Basic challenge: browsers would keep it
         if method not in SAFE_METHODS:
-            body = await _read_body(receive, MAX_BODY_BYTES)
+            limit = ML_MAX_BODY_BYTES if ml else MAX_BODY_BYTES
+            body = await _read_body(receive, limit)
             if body is None:
-                return await _refuse(send_secured, 413, f"request body must be at most {MAX_BODY_BYTES} bytes "
+                return await _refuse(send_secured, 413, f"request body must be at most {limit} bytes "
                                                         f"but is {headers.get('content-length', 'longer')}")
             receive = _replay(body, receive)
-        given = headers.get("authorization")
-        if self.token and not (bearer_ok(given, self.token) or (ml and basic_ok(given, self.token))):
+        if not authorized:
             return await _refuse(send_secured, 401, "a valid token is required (header 'Authorization: Bearer TOKEN')",
                                  [(b"www-authenticate", b"Bearer")])
         if method not in SAFE_METHODS:

@@ -32,6 +32,9 @@ def register(sub) -> None:
     once.add_argument("--once", action="store_true", help="one pass, then exit (non-zero when Label Studio fails)")
     once.add_argument("--watch", action="store_true", help="a pass every --interval seconds until stopped")
     s.add_argument("--interval", type=float, default=5.0, help="seconds between passes with --watch (default 5)")
+    s.add_argument("--image-base-url", metavar="URL",
+                   help="where the images are served (URL + path relative to the images' folder); "
+                        "default: each image inline as a data: URL")
 
 
 def run_config(args) -> int:
@@ -52,7 +55,7 @@ def run_sync(args) -> int:
         raise ValidationError(f"--interval must be a number of seconds > 0 but is {args.interval}")
     camp = _open(args.dir)
     client = Client(args.url, args.token or os.environ.get(TOKEN_ENV, ""))
-    sync = Sync(camp, client, args.project)
+    sync = Sync(camp, client, args.project, image_base_url=args.image_base_url)
     if args.once:
         sync.run_once()
     else:
