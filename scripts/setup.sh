@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything datascout and its tests need on a fresh Debian machine, idempotently:
 # the offline data sets (Debian packages), headless Chromium for the browser test, and a
-# virtual environment in .venv with datascout and all its extras (torch pinned to the CPU build).
+# virtual environment in .venv with datascout and all its extras (torch pinned to the CPU build),
+# and Label Studio in .venv-ls for the tests against a real Label Studio.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,5 +45,15 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q "torch==2.13.0" 2>&1 | quiet
   .venv/bin/python -m pip install -q -e ".[all,ray]" 2>&1 | quiet
   touch "$stamp"
+fi
+# Label Studio, for the tests against a real server: its own virtual environment (its
+# dependencies clash with datascout's), pinned, installed once
+LS_VERSION=1.23.2
+if [ ! -x .venv-ls/bin/label-studio ] || ! grep -qx "$LS_VERSION" .venv-ls/.datascout-installed 2>/dev/null; then
+  echo "setup: installing label-studio $LS_VERSION into .venv-ls"
+  [ -x .venv-ls/bin/python ] || "$PY" -m venv .venv-ls
+  .venv-ls/bin/python -m pip install -q --upgrade pip 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+  .venv-ls/bin/python -m pip install -q "label-studio==$LS_VERSION" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+  echo "$LS_VERSION" > .venv-ls/.datascout-installed
 fi
 echo "setup: ready"

@@ -25,7 +25,7 @@ def test_schema_is_wal_versioned_and_migrates_forward(tmp_path):
     camp, _ = make_campaign(tmp_path)
     con = camp.con
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     # a version-1 database (before leases existed) is migrated on open, data kept
     old = tmp_path / "old.db"
     raw = sqlite3.connect(old)
@@ -34,13 +34,16 @@ def test_schema_is_wal_versioned_and_migrates_forward(tmp_path):
     raw.commit()
     raw.close()
     con2 = connect(old)
-    assert con2.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert con2.execute("PRAGMA user_version").fetchone()[0] == 5
     assert con2.execute("SELECT payload FROM items").fetchone()[0] == "hello"
     con2.execute("INSERT INTO annotators VALUES ('x', 0)")
     con2.execute("INSERT INTO leases VALUES (0, 'x', 1.0, 0)")  # the new table exists
     con2.execute("INSERT INTO rounds VALUES (0, 'random', '{}', '{}', 0)")
     con2.execute("INSERT INTO selections (pos, round, rank) VALUES (0, 0, 0)")  # new columns, defaults
     assert con2.execute("SELECT audit, pred_class, pred_prob FROM selections").fetchone() == (0, None, None)
+    con2.execute("INSERT INTO ls_tasks VALUES ('u#1', 0, NULL, 0, 'sending', 0)")  # the Label Studio sync state
+    with pytest.raises(sqlite3.IntegrityError):
+        con2.execute("INSERT INTO ls_tasks VALUES ('u#1', 0, 7, 0, 'pushed', 0)")  # an item is one task per project
     raw = sqlite3.connect(old)
     raw.execute("PRAGMA user_version=99")
     raw.commit()
@@ -195,19 +198,30 @@ def test_export_import_round_trip_all_formats(tmp_path):
     jl = [json.loads(line) for line in camp.export("jsonl").splitlines()]
     assert {o["id"]: o["label"] for o in jl} == expected
     assert all(o["answers"][0]["annotator"] == "alice" for o in jl)
+    # Label Studio takes annotations only from its members: without a map, alice's labels are
+    # predictions of their own model_version; with one, annotations completed by her email
     tasks = json.loads(camp.export("label-studio"))
     assert len(tasks) == 24  # the 12 labeled + the 12 of the next round
     by_id = {t["data"]["item_id"]: t for t in tasks}
     for i in ids:
-        ann = by_id[i]["annotations"][0]["result"][0]
-        assert ann["value"]["choices"] == [truth[i]] and ann["to_name"] == "text"
+        assert by_id[i]["annotations"] == []
+        human = [p for p in by_id[i]["predictions"] if p["model_version"] == "datascout-label-alice"]
+        assert [p["result"][0]["value"]["choices"] for p in human] == [[truth[i]]]
         assert by_id[i]["data"]["text"]
+    tasks = json.loads(camp.export("label-studio", annotators="alice=alice@example.com"))
+    by_id = {t["data"]["item_id"]: t for t in tasks}
+    for i in ids:
+        ann = by_id[i]["annotations"][0]
+        assert ann["completed_by"] == {"email": "alice@example.com"} and not ann["was_cancelled"]
+        assert ann["result"][0]["value"]["choices"] == [truth[i]] and ann["result"][0]["to_name"] == "text"
+        assert [p["model_version"] for p in by_id[i]["predictions"]] == ["datascout-round-1"]
     preds = [t["predictions"][0] for t in tasks]
     assert all(p["result"][0]["value"]["choices"][0] in camp.classes and 0 < p["score"] <= 1 for p in preds)
-    # each format imports back into a fresh campaign with the same labels
-    for fmt, ext in (("csv", "csv"), ("jsonl", "jsonl"), ("label-studio", "json")):
+    # each format imports back into a fresh campaign with the same labels (whatever the file's name)
+    for fmt, ext in (("csv", "csv"), ("jsonl", "jsonl"), ("label-studio", "txt")):
         f = tmp_path / f"labels.{ext}"
-        f.write_text(camp.export(fmt))
+        f.write_text(camp.export(fmt, annotators="alice=alice@example.com") if fmt == "label-studio"
+                     else camp.export(fmt))
         fresh, _ = make_campaign(tmp_path / fmt, seed_labels=f)
         pos, y = fresh.resolved_labels()
         ids_at = dict(fresh.con.execute("SELECT pos, id FROM items").fetchall())

@@ -551,18 +551,20 @@ def test_imports_keep_each_annotator_and_never_count_an_export_twice(tmp_path, c
         {"completed_by": 3, "result": choice(classes[0])},
         {"completed_by": 4, "result": choice(classes[1])},
         {"completed_by": 5, "result": choice(classes[2]), "was_cancelled": True}]}]))
-    assert camp.import_labels(ls) == 2
+    assert camp.import_labels(ls) == 3
     got = camp.con.execute("SELECT annotator, class FROM labels ORDER BY annotator").fetchall()
-    assert got == [("ls-3", 0), ("ls-4", 1)]
+    assert got == [("ls-3", 0), ("ls-4", 1), ("ls-5", None)]  # the cancelled one is a skip
+    assert camp.import_labels(ls) == 0  # and none of them twice
     # the campaign's own exports imported back add nothing
     f = tmp_path / "two.csv"
     f.write_text(f"id,label,annotator\n{b},{classes[2]},alice\n{b},{classes[2]},bob\n")
     assert camp.import_labels(f) == 2
     for fmt, ext in (("jsonl", "jsonl"), ("csv", "csv"), ("label-studio", "json")):
         out = tmp_path / f"export.{ext}"
-        out.write_text(camp.export(fmt))
-        assert camp.import_labels(out) == 0, fmt
-    assert camp.con.execute("SELECT COUNT(*) FROM labels").fetchone()[0] == 4
+        out.write_text(camp.export(fmt, annotators="alice=alice@x.org,bob=bob@x.org,ls-3=3,ls-4=4,ls-5=5")
+                       if fmt == "label-studio" else camp.export(fmt))
+        assert camp.import_labels(out) == 0, fmt  # alice and bob come back from their emails as themselves
+    assert camp.con.execute("SELECT COUNT(*) FROM labels").fetchone()[0] == 5
     # a JSONL export into a fresh campaign keeps each annotator's answer
     out = tmp_path / "export.jsonl"
     fresh = Campaign.create(tmp_path / "fresh", embeddings=emb, items=items_path, classes=classes, batch_size=5,

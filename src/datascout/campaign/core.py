@@ -901,15 +901,20 @@ class Campaign:
     # -- import / export / stats ----------------------------------------------------------
 
     def import_labels(self, path, *, annotator: str = "import") -> int:
-        """Import labels from a file (CSV / JSONL / Label Studio JSON). They count like answers
-        given on the page: an item of the current round that they label is done (never leased
-        again), and a round they complete selects its successor. A label an annotator already
-        gave is not added again, so importing one file twice adds nothing. Returns how many
-        labels were added."""
-        from datascout.campaign.formats import is_resolved_export, read_label_file
+        """Import labels from a file (CSV / JSONL / any of Label Studio's exports: JSON, JSON-MIN,
+        CSV; the format is told by the content). They count like answers given on the page: an
+        item of the current round that they label is done (never leased again), and a round they
+        complete selects its successor. A label an annotator already gave is not added again, so
+        importing one file twice adds nothing. Label Studio's users become annotators by the
+        email the sync recorded for their id (else ``ls-ID``); its cancelled annotations are
+        skips. Returns how many labels were added."""
+        from datascout.campaign.formats import is_resolved_export, label_file_kind, read_label_file
+        from datascout.campaign.labelstudio import known_users, member_aliases
 
         check_annotator(annotator)
-        rows = read_label_file(path)
+        from_ls = label_file_kind(path) == "label-studio"
+        rows = read_label_file(path, users=known_users(self), aliases=member_aliases(self)) if from_ls \
+            else read_label_file(path)
         _check_label_rows(rows, None, self.classes, Path(path).name)
         if is_resolved_export(path):
             # resolved labels (a CSV export) fill in items nobody labeled; they are not one more
@@ -921,7 +926,7 @@ class Campaign:
                 log.warning("datascout: note: %d of %d resolved labels in %s are on items already labeled: "
                             "left as they are", len(rows) - len(kept), len(rows), Path(path).name)
             rows = kept
-        added = self._import_rows(rows, annotator)
+        added = self._import_rows(rows, annotator, skips=from_ls)
         if added:
             try:
                 self.maybe_advance(background=False)
@@ -929,13 +934,14 @@ class Campaign:
                 log.warning("datascout: note: the labels are imported, but the next round was not selected: %s", exc)
         return added
 
-    def _import_rows(self, rows, annotator: str) -> int:
-        """Store checked ``(id, class name or None, annotator or None)`` rows; skips (None) and
-        repeats of an annotator's current answer are left out. Returns the count added."""
+    def _import_rows(self, rows, annotator: str, *, skips: bool = False) -> int:
+        """Store checked ``(id, class name or None, annotator or None)`` rows; repeats of an
+        annotator's current answer are left out, and so are rows without a class unless ``skips``
+        (Label Studio's cancelled annotations: then they are skips). Returns the count added."""
         check_annotator(annotator)
         latest = {}  # (id, annotator) -> class id: the last row of the file wins
         for item_id, label, who in rows:
-            if label is not None:
+            if label is not None or skips:
                 latest[(str(item_id), check_annotator(who) if who else annotator)] = self.class_id(label)
         if not latest:
             return 0
@@ -969,10 +975,10 @@ class Campaign:
 
         return {**stats(self), "stopping": self.stopping()}
 
-    def export(self, fmt: str) -> str:
+    def export(self, fmt: str, *, annotators=None, image_base_url: str | None = None) -> str:
         from datascout.campaign.formats import export
 
-        return export(self, fmt)
+        return export(self, fmt, annotators=annotators, image_base_url=image_base_url)
 
 
 class _SelectWorker:

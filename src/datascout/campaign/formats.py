@@ -8,7 +8,6 @@ import io
 import json
 import time
 from pathlib import Path
-from urllib.parse import quote
 
 import numpy as np
 
@@ -32,26 +31,58 @@ def _latest_answers(con):
            JOIN items i ON i.pos = l.pos ORDER BY l.pos, l.label_id""").fetchall()
 
 
+def _content_kind(path: Path) -> str:
+    """What a labels file holds, by its content (the name's extension is only a hint):
+    ``label-studio`` (any of Label Studio's exports), ``jsonl`` or ``csv``."""
+    from datascout.campaign.labelstudio import sniff
+
+    if sniff(path) is not None:
+        return "label-studio"
+    with open_text(path) as fh:
+        head = fh.read(4096).lstrip()
+    if head.startswith("["):
+        return "label-studio"  # a JSON list: read as Label Studio tasks (which names what is wrong)
+    if head.startswith("{"):
+        return "jsonl"
+    return "csv"
+
+
 def is_resolved_export(path) -> bool:
     """Whether ``path`` is datascout's CSV export: one resolved label per item (columns
     ``n_answers`` and ``agreement``), not any annotator's own answers."""
     path = Path(path)
-    if path.suffix.lower() != ".csv" or not path.is_file():
+    if not path.is_file() or _content_kind(path) != "csv":
         return False
     with open_text(path) as fh:
         header = next(csv.reader(fh, skipinitialspace=True), [])
     return {"id", "label", "n_answers", "agreement"} <= {h.strip() for h in header}
 
 
-def read_label_file(path) -> list[tuple]:
-    """``[(item id, class name or None, annotator or None)]`` from CSV (columns ``id``, ``label``,
-    optional ``annotator``), JSONL (``{"id", "label"}``) or a Label Studio export (``.json``)."""
+def label_file_kind(path) -> str:
     path = Path(path)
     if not path.is_file():
         raise ValidationError(f"expected a labels file at {str(path)!r} but none exists")
-    suffix = path.suffix.lower()
+    return _content_kind(path)
+
+
+def read_label_file(path, *, users: dict | None = None, aliases: dict | None = None) -> list[tuple]:
+    """``[(item id, class name or None, annotator or None)]`` from CSV (columns ``id``, ``label``,
+    optional ``annotator``), JSONL (``{"id", "label"}``) or any of Label Studio's exports (JSON,
+    JSON-MIN, CSV: matched by ``item_id``, never by its task id; a cancelled annotation is a row
+    with label ``None``; ``users`` maps its user ids to emails, ``aliases`` members to annotators). The format is told by the content,
+    whatever the file is named."""
+    from datascout.campaign.labelstudio import read_export
+
+    path = Path(path)
+    kind = label_file_kind(path)
     rows = []
-    if suffix == ".csv":
+    if kind == "label-studio":
+        try:
+            _, records = read_export(path, users, aliases)
+        except json.JSONDecodeError as exc:
+            raise ValidationError(f"{path.name}: expected Label Studio task JSON: {exc.msg}") from None
+        rows = [(r["item_id"], r["label"], r["annotator"]) for r in records]
+    elif kind == "csv":
         with open_text(path) as fh:
             reader = csv.DictReader(fh, skipinitialspace=True)
             if reader.fieldnames is None or not {"id", "label"} <= set(reader.fieldnames):
@@ -60,7 +91,7 @@ def read_label_file(path) -> list[tuple]:
             for r in reader:
                 lab = r["label"]
                 rows.append((r["id"], lab if lab != "" else None, r.get("annotator") or None))
-    elif suffix == ".jsonl":
+    else:
         for lineno, obj in iter_jsonl(path):
             if isinstance(obj, dict) and "id" in obj and isinstance(obj.get("answers"), list):
                 # datascout's own JSONL export: each annotator's answer, not the resolved label
@@ -73,45 +104,14 @@ def read_label_file(path) -> list[tuple]:
             if not isinstance(obj, dict) or "id" not in obj or "label" not in obj:
                 raise ValidationError(f"{path.name} line {lineno}: expected an object with id and label")
             rows.append((str(obj["id"]), obj["label"], obj.get("annotator")))
-    elif suffix == ".json":
-        try:
-            with open_text(path) as fh:
-                tasks = json.load(fh)
-        except json.JSONDecodeError as exc:
-            raise ValidationError(f"{path.name}: expected Label Studio task JSON: {exc.msg}") from None
-        if not isinstance(tasks, list):
-            raise ValidationError(f"{path.name}: expected a list of Label Studio tasks but got {type(tasks).__name__}")
-        for n, t in enumerate(tasks, 1):
-            data = t.get("data") if isinstance(t, dict) else None
-            item_id = data.get("item_id", data.get("id")) if isinstance(data, dict) else None
-            if item_id is None:
-                raise ValidationError(f"{path.name}: task {n} has no data.item_id")
-            annotations = t.get("annotations") or []
-            if not isinstance(annotations, list) or not all(isinstance(a, dict) for a in annotations):
-                raise ValidationError(f"{path.name}: task {n}'s annotations must be a list of objects "
-                                      f"but is {annotations!r:.60}")
-            for ann in annotations:
-                if ann.get("was_cancelled"):
-                    continue  # skipped in Label Studio: no answer
-                choices = [_ls_choice(r) for r in (ann.get("result") or [])]
-                choices = [c for c in choices if c is not None]
-                if not choices:
-                    continue
-                who = ann.get("completed_by")
-                if isinstance(who, dict):  # an expanded user: its email, else its id
-                    who = who.get("email") or who.get("id")
-                if isinstance(who, int) and not isinstance(who, bool):
-                    who = f"ls-{who}"  # Label Studio's user id: one annotator per user
-                who = who if isinstance(who, str) else None
-                rows.append((str(item_id), choices[0], who))
-    else:
-        raise ValidationError(f"unsupported labels file {path.name!r}: expected .csv, .jsonl or .json (Label Studio); "
-                              "name the file by its format")
     for r in rows:
         if r[1] is not None and not isinstance(r[1], str):
             raise ValidationError(f"{path.name}: label of item {r[0]!r} must be a class name but is {r[1]!r}")
     if not rows:
-        raise ValidationError(f"{path.name} holds no labels")
+        raise ValidationError(f"{path.name} holds no labels" + (
+            " (Label Studio predictions are not labels)" if kind == "label-studio" else ""))
+    if kind == "label-studio":
+        return rows  # in the order they were given: an annotator's latest answer wins
     given: dict = {}
     for item_id, label, who in rows:  # one answer per item and annotator in one file
         key = (str(item_id), who)
@@ -123,17 +123,16 @@ def read_label_file(path) -> list[tuple]:
     return rows
 
 
-def _ls_choice(result):
-    """The class a Label Studio ``choices`` result names, or ``None`` for any other result."""
-    if not isinstance(result, dict) or result.get("type") != "choices":
-        return None
-    choices = result.get("value", {}).get("choices") if isinstance(result.get("value"), dict) else None
-    return choices[0] if isinstance(choices, list) and choices else None
-
-
-def export(camp, fmt: str) -> str:
+def export(camp, fmt: str, *, annotators=None, image_base_url: str | None = None) -> str:
+    """The campaign's labels in ``fmt``; for ``label-studio``, ``annotators`` maps annotators to
+    project members and ``image_base_url`` says where images are served (see
+    :func:`datascout.campaign.labelstudio.export_tasks`)."""
     if fmt not in EXPORT_FORMATS:
         raise ValidationError(f"unknown export format {fmt!r}: expected one of {', '.join(EXPORT_FORMATS)}")
+    if fmt == "label-studio":
+        from datascout.campaign.labelstudio import export_tasks
+
+        return json.dumps(export_tasks(camp, annotators=annotators, image_base_url=image_base_url), indent=1)
     con = camp.con
     classes = camp.classes
     pos, y = camp.resolved_labels(con)
@@ -151,50 +150,8 @@ def export(camp, fmt: str) -> str:
             got = [a["label"] for a in answers[p] if a["label"] is not None]
             w.writerow([ids[p], classes[resolved[p]], len(got), f"{got.count(classes[resolved[p]]) / len(got):.3f}"])
         return buf.getvalue()
-    if fmt == "jsonl":
-        return "".join(json.dumps({"id": ids[p], "label": classes[resolved[p]], "answers": answers[p]}) + "\n"
-                       for p in sorted(resolved))
-    return json.dumps(_label_studio(camp, resolved, answers), indent=1)
-
-
-def _label_studio(camp, resolved: dict, answers: dict) -> list:
-    """Label Studio tasks for every selected or labeled item, with the annotations and the current
-    model's predictions as pre-annotations."""
-    from datascout.models import FittedModel, default_model
-
-    con = camp.con
-    classes = camp.classes
-    rows = con.execute("""SELECT pos, id, kind, payload FROM items
-                          WHERE pos IN (SELECT pos FROM selections UNION SELECT pos FROM labels)
-                          ORDER BY pos""").fetchall()
-    proba = None
-    if rows and len(set(resolved.values())) >= 2:
-        X, _ = camp.embeddings()
-        lp = np.asarray(sorted(resolved), dtype=np.int64)
-        model = FittedModel(default_model(0), len(classes)).fit(
-            np.asarray(X[lp], dtype=np.float32), np.asarray([resolved[p] for p in lp.tolist()]))
-        proba = model.predict_proba(np.asarray(X[np.asarray([r[0] for r in rows])], dtype=np.float32))
-    version = f"datascout-round-{camp.current_round()}"
-    tasks = []
-    for i, (p, item_id, kind, payload) in enumerate(rows):
-        to_name = "text" if kind == "text" else "image"
-        data = {"item_id": item_id}
-        data[to_name] = payload if kind == "text" else f"/api/items/{quote(item_id, safe='')}/image"
-
-        def choice(label):
-            return [{"from_name": "label", "to_name": to_name, "type": "choices", "value": {"choices": [label]}}]
-
-        task = {"id": p + 1, "data": data,
-                "annotations": [{"completed_by": a["annotator"], "result": choice(a["label"]),
-                                 "was_cancelled": False}
-                                for a in answers.get(p, []) if a["label"] is not None],
-                "predictions": []}
-        if proba is not None:
-            c = int(proba[i].argmax())
-            task["predictions"].append({"model_version": version, "score": float(proba[i, c]),
-                                        "result": choice(classes[c])})
-        tasks.append(task)
-    return tasks
+    return "".join(json.dumps({"id": ids[p], "label": classes[resolved[p]], "answers": answers[p]}) + "\n"
+                   for p in sorted(resolved))
 
 
 def stats(camp) -> dict:

@@ -77,6 +77,36 @@ MIGRATIONS: list[str] = [
         created REAL NOT NULL
     );
     """,
+    # 4 -> 5: the Label Studio sync state: which item is which task in which project (a row is
+    # written, 'sending', before the tasks are posted, and set 'pushed' once Label Studio is seen
+    # to hold them), every Label Studio annotation taken in (so none is taken twice), and the
+    # members' emails by user id
+    """
+    CREATE TABLE ls_tasks (
+        target TEXT NOT NULL,               -- the Label Studio URL and project: 'URL#ID'
+        pos INTEGER NOT NULL REFERENCES items(pos),
+        task_id INTEGER,                    -- NULL while 'sending'
+        round INTEGER,
+        state TEXT NOT NULL CHECK (state IN ('sending', 'pushed')),
+        time REAL NOT NULL,
+        PRIMARY KEY (target, pos)
+    );
+    CREATE TABLE ls_annotations (
+        target TEXT NOT NULL,
+        annotation_id INTEGER NOT NULL,
+        updated TEXT NOT NULL,              -- Label Studio's updated_at when it was taken in
+        pos INTEGER NOT NULL REFERENCES items(pos),
+        annotator TEXT NOT NULL,
+        class INTEGER,                      -- NULL: cancelled (a skip), or no choice
+        PRIMARY KEY (target, annotation_id)
+    );
+    CREATE TABLE ls_users (
+        server TEXT NOT NULL,               -- the Label Studio URL
+        user_id INTEGER NOT NULL,
+        email TEXT NOT NULL,
+        PRIMARY KEY (server, user_id)
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -18,7 +18,7 @@ from datascout import __version__
 from datascout.exceptions import DatascoutError
 
 # command modules, in the order their commands appear in --help
-COMMAND_MODULES = ["simulate", "demo", "index", "datasets", "embed", "prune", "labels", "campaign"]
+COMMAND_MODULES = ["simulate", "demo", "index", "datasets", "embed", "prune", "labels", "campaign", "label-studio"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMAND_MODULES:
         try:
-            module = importlib.import_module(f"datascout.cli.{name}")
+            module = importlib.import_module(f"datascout.cli.{name.replace('-', '_')}")
         except Exception as exc:  # reported, never dropped: the command stays in --help
             _unavailable(sub, name, exc)
             continue

@@ -82,7 +82,8 @@ def register(sub) -> None:
     c.add_argument("dir")
     c.add_argument("--json", action="store_true", help="print the full statistics as JSON")
 
-    c = command(csub, "import", "Import existing labels (CSV id,label[,annotator] / JSONL / Label Studio JSON).",
+    c = command(csub, "import", "Import existing labels (CSV id,label[,annotator] / JSONL / a Label Studio export: "
+                "JSON, JSON-MIN or CSV), told by their content.",
                 "datascout campaign import camp/ labels.csv --annotator alice", run_import)
     c.add_argument("dir")
     c.add_argument("file")
@@ -94,6 +95,13 @@ def register(sub) -> None:
     c.add_argument("--format", choices=list(EXPORT_FORMATS), default="jsonl",
                    help="; ".join(f"{name}: {what}" for name, (what, _, _) in EXPORT_FORMATS.items()))
     c.add_argument("--out", required=True, help="output file (written atomically), or - for standard output")
+    c.add_argument("--annotator-map", metavar="NAME=MEMBER,...",
+                   help="label-studio: each annotator's Label Studio member (email or user id), e.g. "
+                        "alice=alice@example.com,bob=3: their labels go as annotations (Label Studio refuses "
+                        "others); the labels of annotators not mapped go as predictions")
+    c.add_argument("--image-base-url", metavar="URL",
+                   help="label-studio: where the images are served (URL + path relative to the images' folder), "
+                        "e.g. /data/local-files/?d= ; default: each image inline as a data: URL")
 
     c = command(csub, "next", "Retrain and select the next round now, if the current one is fully answered.",
                 "datascout campaign next camp/", run_next)
@@ -221,7 +229,9 @@ def run_import(args) -> int:
 
 def run_export(args) -> int:
     camp = _open(args.dir)
-    text = camp.export(args.format)
+    if args.format != "label-studio" and (args.annotator_map or args.image_base_url):
+        raise ValidationError(f"--annotator-map and --image-base-url are for --format label-studio, not {args.format}")
+    text = camp.export(args.format, annotators=args.annotator_map, image_base_url=args.image_base_url)
     if args.out == "-":  # standard output
         sys.stdout.write(text)
         return 0

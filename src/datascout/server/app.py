@@ -2,7 +2,9 @@
 
 Endpoints (documented at ``/docs``, OpenAPI at ``/openapi.json``): ``POST /api/batch``,
 ``POST /api/labels``, ``GET /api/stats``, ``GET /api/export``, ``GET /api/config``,
-``GET /api/items/{id}/image``. Every error, whatever raised it, is ``{"error": "..."}`` with a
+``GET /api/items/{id}/image``; under ``/ml/``, Label Studio's machine-learning backend protocol
+(``health``, ``setup``, ``predict``) and its annotation ``webhook`` (its shapes, not in the OpenAPI
+document; see :mod:`datascout.labelstudio.backend`). Every error, whatever raised it, is ``{"error": "..."}`` with a
 4xx status and changes nothing. A GET changes nothing either: leasing is a POST.
 """
 
@@ -26,6 +28,7 @@ from datascout.campaign import EXPORT_FORMATS, Campaign, ConflictError, NotFound
 from datascout.campaign.core import MAX_BATCH
 from datascout.exceptions import DatascoutError, MissingDependencyError
 from datascout.io import raster_media_type
+from datascout.labelstudio.backend import Predictor, take_webhook
 from datascout.server.security import HEADERS, Guard, UnservableFile, read_registered_file
 
 STATIC = Path(__file__).parent / "static"
@@ -54,6 +57,15 @@ class LabelIn(In):
 class LabelsIn(In):
     annotator: str = ANNOTATOR
     labels: list[LabelIn] = Field(min_length=1, max_length=10 * MAX_BATCH)
+
+
+class LabelStudioIn(BaseModel):
+    """What Label Studio posts to the machine-learning backend (its own shapes: kept as they are)."""
+    model_config = ConfigDict(extra="allow")
+
+
+class PredictIn(LabelStudioIn):
+    tasks: list[dict] = Field(max_length=100 * MAX_BATCH)
 
 
 # -- what comes out (extra fields the library adds later pass through, declared as allowed) ---
@@ -372,6 +384,29 @@ def create_app(directory, *, token: str | None = None, select_in: str = "process
         return Response(data, media_type=media)
 
     app.include_router(api)
+
+    # Label Studio's machine-learning backend protocol (Settings -> Model, URL http://HOST:PORT/ml)
+    # and its webhook: its shapes, not ours, so they stay out of the OpenAPI document
+    predictor = Predictor(campaign)
+    ml = APIRouter(prefix="/ml", include_in_schema=False)
+
+    @ml.get("/health")
+    def ml_health():
+        return {"status": "UP", "model_class": "datascout", "model_version": predictor.model_version()}
+
+    @ml.post("/setup")
+    def ml_setup(body: LabelStudioIn):
+        return {"model_version": predictor.model_version()}
+
+    @ml.post("/predict")
+    def ml_predict(body: PredictIn):
+        return {"results": predictor.predict(body.tasks), "model_version": predictor.model_version()}
+
+    @ml.post("/webhook")
+    def ml_webhook(body: LabelStudioIn):
+        return take_webhook(campaign, body.model_dump())
+
+    app.include_router(ml)
 
     def openapi():
         """FastAPI's document, less the 422 it adds to every route with a parameter: the routes

@@ -12,6 +12,7 @@ import stat
 from urllib.parse import urlsplit
 
 MAX_BODY_BYTES = 256 * 1024
+ML_MAX_BODY_BYTES = 64 * 1024 * 1024  # /ml/: Label Studio posts whole tasks (inline images) to predict
 
 # No inline script or style anywhere (the page and /docs load theirs from /static); images from
 # the app itself, the blob: URLs the page makes of fetched images, and data: URLs (the icons in
@@ -62,6 +63,24 @@ def bearer_ok(header: str | None, token: str) -> bool:
     return hmac.compare_digest(given.encode("latin-1", "replace"), token.encode())
 
 
+def basic_ok(header: str | None, token: str) -> bool:
+    """``Authorization: Basic base64(USER:TOKEN)`` with the token as the password (any user
+    name): what Label Studio's machine-learning backend settings can send (its "Basic
+    Authentication"); compared in constant time."""
+    import base64
+    import binascii
+
+    scheme, _, given = (header or "").partition(" ")
+    if scheme.lower() != "basic" or not given:
+        return False
+    try:
+        decoded = base64.b64decode(given.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    _, colon, password = decoded.partition(b":")
+    return bool(colon) and hmac.compare_digest(password, token.encode())
+
+
 def same_origin(origin: str, host: str | None) -> bool:
     """Whether an ``Origin`` header names the host and port the request was sent to (``Host``).
     A ``Host`` without a port stands for the origin scheme's default port."""
@@ -110,7 +129,8 @@ class Guard:
     """ASGI middleware: the security headers on every response it passes (errors, static files,
     404s, /docs), and, for ``/api/``, the checks that run before any route: a body of at most
     :data:`MAX_BODY_BYTES` (413), the bearer token when one is set (401), and for every method but
-    GET/HEAD/OPTIONS no other site (403) and a JSON body (415). With ``hosts``, a request whose
+    GET/HEAD/OPTIONS no other site (403) and a JSON body (415); ``/ml/`` (Label Studio's calls) the
+    same, where the token may also come as the password of Basic authentication. With ``hosts``, a request whose
     ``Host`` names another host is refused first (400): a page on another name that rebinds its DNS
     to this machine stays another origin. Its refusals carry the app's one error shape
     ``{"error": "..."}``."""
@@ -123,7 +143,10 @@ class Guard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        api = scope["path"].startswith("/api/")
+        # /ml/: Label Studio's machine-learning backend calls and its webhook (a token, as the
+        # bearer or as the Basic password; no Origin header, which passes the cross-site check)
+        ml = scope["path"].startswith("/ml/")
+        api = scope["path"].startswith("/api/") or ml
 
         async def send_secured(message):
             if message["type"] == "http.response.start":
@@ -140,13 +163,20 @@ class Guard:
         if not api:
             return await self.app(scope, receive, send_secured)
         method = scope["method"]
+        given = headers.get("authorization")
+        authorized = not self.token or bearer_ok(given, self.token) or (ml and basic_ok(given, self.token))
+        if ml and not authorized:  # its larger bodies are read only from who holds the token
+            return await _refuse(send_secured, 401, "a valid token is required (header 'Authorization: Bearer TOKEN', "
+                                                    "or Basic authentication with the token as password)",
+                                 [(b"www-authenticate", b"Bearer")])  # no Basic challenge: browsers would keep it
         if method not in SAFE_METHODS:
-            body = await _read_body(receive, MAX_BODY_BYTES)
+            limit = ML_MAX_BODY_BYTES if ml else MAX_BODY_BYTES
+            body = await _read_body(receive, limit)
             if body is None:
-                return await _refuse(send_secured, 413, f"request body must be at most {MAX_BODY_BYTES} bytes "
+                return await _refuse(send_secured, 413, f"request body must be at most {limit} bytes "
                                                         f"but is {headers.get('content-length', 'longer')}")
             receive = _replay(body, receive)
-        if self.token and not bearer_ok(headers.get("authorization"), self.token):
+        if not authorized:
             return await _refuse(send_secured, 401, "a valid token is required (header 'Authorization: Bearer TOKEN')",
                                  [(b"www-authenticate", b"Bearer")])
         if method not in SAFE_METHODS:
