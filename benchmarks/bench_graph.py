@@ -12,7 +12,8 @@ numba threads all set to ``--threads``):
 * ``pynndescent``: ``NNDescent(metric="cosine")``, when the package is importable (numba's
   compilation included: a user pays it).
 * ``blocks``: ``KNNGraph.build(index="blocks")`` (datascout.graph_build) at its defaults, plus
-  any ``--blocks-variant ROWS:BLOCKS`` (block rows : blocks searched per block).
+  any ``--blocks-variant ROWS:BLOCKS:PROBE`` (block rows : nearest blocks searched per block :
+  each row's nearest blocks probed, 0 = by block).
 
 Recall@10 and @100 against exact search on 1,000 random items (their exact neighbours from
 ``faiss.knn``); SEALS quality with each graph against the full pool (20 rounds x 100, seed set 5
@@ -115,14 +116,21 @@ def exact_sample(path: Path, threads: int):
 # --------------------------------------------------------------------------- one method (a worker)
 
 
+def vm_hwm_mib() -> float:
+    """This process's own peak resident memory (VmHWM; getrusage's maximum survives exec, so
+    a worker would report its parent's)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def worker(args) -> None:
     set_threads(args.threads)
     import faiss
     faiss.omp_set_num_threads(args.threads)
     from threadpoolctl import threadpool_limits
     threadpool_limits(args.threads)
-    from _report import peak_rss_mib
-
     from datascout.graph_build import plan
     from datascout.index import SimilarityIndex, recall_at_k
     from datascout.seals import KNNGraph
@@ -188,13 +196,13 @@ def worker(args) -> None:
     elif method.startswith("blocks"):
         settings = None
         if ":" in method:
-            rows, blocks = map(int, method.split(":")[1:3])
-            settings = plan(n, K, block_rows=rows, search_blocks=blocks)
+            rows, blocks, probe = map(int, method.split(":")[1:4])
+            settings = plan(n, K, block_rows=rows, search_blocks=blocks, probe=probe)
         g = KNNGraph.build(X, K, "blocks", out_dir=out, blocks=settings)
         info = {"seconds": time.perf_counter() - t0, "record": g.meta["blocks"]}
     else:
         raise SystemExit(f"unknown method {method!r}")
-    info["peak_rss_mib"] = peak_rss_mib()
+    info["peak_rss_mib"] = vm_hwm_mib()
     print("RESULT " + json.dumps(info), flush=True)
 
 
@@ -228,7 +236,7 @@ def main():
     ap.add_argument("--d", type=int, default=256)
     ap.add_argument("--center-scale", type=float, default=0.5)
     ap.add_argument("--methods", default="exact,hnsw,ivf,pynndescent,blocks")
-    ap.add_argument("--blocks-variant", action="append", default=[], help="ROWS:BLOCKS, e.g. 1024:8")
+    ap.add_argument("--blocks-variant", action="append", default=[], help="ROWS:BLOCKS:PROBE, e.g. 1024:8:0 or 256:1:8")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--exact-queries", type=int, default=0, help="time exact search on this many items only")
     ap.add_argument("--nlist", type=int, default=0, help="IVF lists (default 4 sqrt(n))")
@@ -269,7 +277,7 @@ def main():
             out = Path(tmp) / m.replace(":", "-")
             cmd = [sys.executable, __file__, "--worker", m, "--path", str(path), "--out", str(out),
                    "--threads", str(args.threads), "--gt", str(Path(tmp) / "gt.npy"),
-                   "--sample", str(Path(tmp) / "sample.npy"), "--nlist", str(args.nlist or ""),
+                   "--sample", str(Path(tmp) / "sample.npy"), "--nlist", str(args.nlist),
                    "--target-recall", str(args.target_recall), "--exact-queries", str(args.exact_queries)]
             print(f"[{time.strftime('%H:%M:%S')}] {m} ...", file=sys.stderr, flush=True)
             res = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
@@ -298,8 +306,9 @@ def main():
         names = {"exact": "exact (faiss Flat, BLAS)", "hnsw": "faiss HNSW32", "ivf": "faiss IVF-Flat",
                  "pynndescent": "pynndescent", "blocks": "datascout blocks (default)"}
         if m.startswith("blocks:"):
-            br, sb = m.split(":")[1:3]
-            return f"datascout blocks ({br} rows, {sb} blocks searched)"
+            br, sb, pr = m.split(":")[1:4]
+            return (f"datascout blocks ({br} rows, probe {pr})" if int(pr) else
+                    f"datascout blocks ({br} rows, {sb} nearest blocks)")
         return names.get(m, m)
 
     competitors = [r for r in rows if not r["method"].startswith("blocks") and r["r100"] >= args.target_recall]
@@ -318,7 +327,8 @@ def main():
             setting = f"time scaled from {r['extrapolated_from']:,} queries"
         if "record" in r:
             rec = r["record"]
-            setting = f"{rec['blocks']} blocks, {rec['search_rows']:,} rows searched per block"
+            setting = (f"{rec['blocks']} blocks, {100 * rec['pairs_fraction']:.1f}% of all pairs multiplied, "
+                       f"{rec['reverse_edges_added']:,} reverse edges added")
         speed = f"{fastest['seconds'] / r['seconds']:.2f}x" if fastest else "-"
         line = [label(r), setting, f"{r['seconds']:.1f}", speed, f"{r['r10']:.4f}", f"{r['r100']:.4f}",
                 f"{r['peak_rss_mib']:.0f}"]

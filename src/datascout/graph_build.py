@@ -53,25 +53,31 @@ class BlockPlan:
 
     n_blocks: int
     search_rows: int
+    probe: int
     refine_rounds: int
     refine_neighbors: int
     train_rows: int
 
 
-def plan(n: int, k: int, *, block_rows: int = 1024, search_blocks: int = 16, refine_rounds: int = 0,
-         refine_neighbors: int = 10, train_rows_per_block: int = 64) -> BlockPlan:
-    """Block settings for ``n`` rows: ``n / block_rows`` blocks (at least 1), each compared with
-    about ``search_blocks`` blocks' worth of rows (at least ``k + 1``, at most the pool)."""
+def plan(n: int, k: int, *, block_rows: int = 256, search_blocks: int = 12, probe: int = 4, refine_rounds: int = 0,
+         refine_neighbors: int = 10, train_rows_per_block: int = 32, max_train_rows: int = 262144) -> BlockPlan:
+    """Block settings for ``n`` rows: ``n / block_rows`` blocks (at least 1). With ``probe`` > 0
+    (the default) a block is compared with the union of its rows' ``probe`` nearest blocks; with
+    ``probe=0``, with its nearest blocks until about ``search_blocks`` blocks' worth of rows
+    (at least ``k + 1`` rows either way, at most the pool). k-means
+    trained on ``train_rows_per_block`` rows per block, at most ``max_train_rows``."""
     for name, value in (("block_rows", block_rows), ("search_blocks", search_blocks),
-                        ("refine_neighbors", refine_neighbors), ("train_rows_per_block", train_rows_per_block)):
+                        ("refine_neighbors", refine_neighbors), ("train_rows_per_block", train_rows_per_block),
+                        ("max_train_rows", max_train_rows)):
         if int(value) != value or value < 1:
             raise ValidationError(f"{name} must be an integer >= 1 but is {value!r}")
-    if int(refine_rounds) != refine_rounds or refine_rounds < 0:
-        raise ValidationError(f"refine_rounds must be an integer >= 0 but is {refine_rounds!r}")
+    for name, value in (("refine_rounds", refine_rounds), ("probe", probe)):
+        if int(value) != value or value < 0:
+            raise ValidationError(f"{name} must be an integer >= 0 but is {value!r}")
     n_blocks = max(1, min(n // block_rows, n // max(k + 1, 1)))
     search_rows = int(min(n, max(k + 1, search_blocks * max(n // n_blocks, 1))))
-    return BlockPlan(n_blocks, search_rows, int(refine_rounds), int(refine_neighbors),
-                     min(n, n_blocks * int(train_rows_per_block)))
+    return BlockPlan(n_blocks, search_rows, int(probe), int(refine_rounds), int(refine_neighbors),
+                     min(n, n_blocks * int(train_rows_per_block), int(max_train_rows)))
 
 
 def build_block_graph(X, k: int, neighbors: np.ndarray, similarities: np.ndarray, *,
@@ -108,12 +114,14 @@ def build_block_graph(X, k: int, neighbors: np.ndarray, similarities: np.ndarray
         block_sim = centroids @ centroids.T
     else:
         assign = np.zeros(n, dtype=np.int64)
+        centroids = np.zeros((1, d), dtype=np.float32)
         block_sim = np.ones((1, 1), dtype=np.float32)
     order = np.argsort(assign, kind="stable")  # reordered row -> pool position
     counts = np.bincount(assign, minlength=s.n_blocks)
     offsets = np.concatenate([[0], np.cumsum(counts)])
     assign = assign.astype(np.int32)
-    covered = np.zeros((s.n_blocks, s.n_blocks), dtype=bool)  # covered[b, c]: block b searched block c
+    pairs = 0  # query x candidate products computed
+    covered = []  # per block b: b * n_blocks + c for every block c it searched (sorted keys, in b order)
     seconds["partition"] = time.perf_counter() - t0
 
     scratch = None
@@ -142,17 +150,21 @@ def build_block_graph(X, k: int, neighbors: np.ndarray, similarities: np.ndarray
             lo, hi = int(offsets[b]), int(offsets[b + 1])
             if hi == lo:
                 continue
-            chosen, total = [], 0
-            for c in ranked[b]:
-                if counts[c]:
-                    chosen.append(int(c))
-                    total += int(counts[c])
-                if total >= s.search_rows:
-                    break
-            chosen.sort()  # ascending: the candidate rows are read in file order
-            covered[b, chosen] = True
+            if s.probe:
+                chosen = _probed_blocks(T[lo:hi], centroids, ranked[b], counts, s.probe, k + 1)
+            else:
+                chosen, total = [], 0
+                for c in ranked[b]:
+                    if counts[c]:
+                        chosen.append(int(c))
+                        total += int(counts[c])
+                    if total >= s.search_rows:
+                        break
+                chosen.sort()  # ascending: the candidate rows are read in file order
+            covered.append(b * s.n_blocks + np.asarray(chosen, dtype=np.int64))
             DB = np.concatenate([T[offsets[c]: offsets[c + 1]] for c in chosen])  # contiguous reads
             cand_pos = np.concatenate([order[offsets[c]: offsets[c + 1]] for c in chosen])
+            pairs += (hi - lo) * len(DB)
             q_rows = max(1, PRODUCT_BYTES // (4 * len(DB)))
             for q in iter_row_chunks(hi - lo, q_rows):
                 Q = np.asarray(T[lo + q.start: lo + q.stop])
@@ -168,7 +180,8 @@ def build_block_graph(X, k: int, neighbors: np.ndarray, similarities: np.ndarray
         seconds["blocks"] = time.perf_counter() - t1
         t1 = time.perf_counter()
         # 4. every edge offered to its other end
-        reverse_added = _reverse_edges(neighbors, similarities, k, assign, covered, chunk_rows)
+        covered = np.concatenate(covered) if covered else np.empty(0, np.int64)
+        reverse_added = _reverse_edges(neighbors, similarities, k, assign, covered, s.n_blocks, chunk_rows)
         seconds["reverse"] = time.perf_counter() - t1
         t1 = time.perf_counter()
         # 5. neighbours of neighbours, exactly
@@ -179,8 +192,9 @@ def build_block_graph(X, k: int, neighbors: np.ndarray, similarities: np.ndarray
         if scratch is not None:
             del T
             scratch.unlink(missing_ok=True)
-    return {"blocks": s.n_blocks, "search_rows": s.search_rows, "refine_rounds": s.refine_rounds,
+    return {"blocks": s.n_blocks, "search_rows": s.search_rows, "probe": s.probe, "refine_rounds": s.refine_rounds,
             "refine_neighbors": s.refine_neighbors, "largest_block": int(counts.max()),
+            "pairs_fraction": round(pairs / float(n) ** 2, 4),
             "reverse_edges_added": int(reverse_added), "neighbor_edges_added": [int(a) for a in nn_added],
             "seconds": {key: round(v, 3) for key, v in seconds.items()}}
 
@@ -205,38 +219,46 @@ def _top(Q: np.ndarray, DB: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def merge_offers(neighbors, similarities, rows: np.ndarray, offer_pos: np.ndarray,
-                 offer_sim: np.ndarray, k: int) -> int:
+                 offer_sim: np.ndarray, k: int, *, width: int = 32) -> int:
     """Merge offered neighbours into the graph rows ``rows`` (offers aligned: ``rows[i]`` is
     offered ``offer_pos[i]`` at ``offer_sim[i]``; a row may repeat). Each row keeps its best
-    ``k`` distinct neighbours. Returns how many offers entered a row."""
-    if len(rows) == 0:
+    ``k`` distinct neighbours. Returns how many offers entered a row.
+
+    Offers a row already holds, and repeated offers, are dropped first; the rest are placed
+    beside their row's k neighbours (``width`` offers per row at a time) and each row re-ranked."""
+    rows = np.asarray(rows, dtype=np.int64)
+    offer_pos = np.asarray(offer_pos, dtype=np.int64)
+    offer_sim = np.asarray(offer_sim, dtype=np.float32)
+    if not len(rows):
         return 0
-    targets, inv = np.unique(rows, return_inverse=True)
-    cur_pos = np.asarray(neighbors[targets], dtype=np.int64)
-    cur_sim = np.asarray(similarities[targets], dtype=np.float32)
-    t = len(targets)
-    r = np.concatenate([np.repeat(np.arange(t), k), inv])
-    p = np.concatenate([cur_pos.ravel(), offer_pos.astype(np.int64)])
-    v = np.concatenate([cur_sim.ravel(), offer_sim.astype(np.float32)])
-    old = np.concatenate([np.ones(t * k, bool), np.zeros(len(inv), bool)])
-    keep = p >= 0
-    r, p, v, old = r[keep], p[keep], v[keep], old[keep]
-    o = np.lexsort((~old, p, r))  # per (row, neighbour): the graph's own entry first
-    r, p, v, old = r[o], p[o], v[o], old[o]
-    first = np.concatenate([[True], (r[1:] != r[:-1]) | (p[1:] != p[:-1])])
-    r, p, v, old = r[first], p[first], v[first], old[first]
-    o = np.lexsort((~old, -v, r))  # per row: best first; on ties the graph's own entry
-    r, p, v, old = r[o], p[o], v[o], old[o]
-    start = np.searchsorted(r, np.arange(t))
-    rank = np.arange(len(r)) - start[r]
-    keep = rank < k
-    new_pos = np.full((t, k), -1, dtype=np.int64)
-    new_sim = np.full((t, k), -np.inf, dtype=np.float32)
-    new_pos[r[keep], rank[keep]] = p[keep]
-    new_sim[r[keep], rank[keep]] = v[keep]
-    neighbors[targets] = new_pos
-    similarities[targets] = new_sim
-    return int(np.count_nonzero(keep & ~old))
+    n = max(int(neighbors.shape[0]), int(offer_pos.max()) + 1, 1)
+    key, first = np.unique(rows * n + offer_pos, return_index=True)  # sorted by row, then neighbour
+    rows, offer_pos, offer_sim = rows[first], offer_pos[first], offer_sim[first]
+    added = 0
+    while len(rows):
+        targets, start, per = np.unique(rows, return_index=True, return_counts=True)
+        rank = np.arange(len(rows)) - np.repeat(start, per)
+        now = rank < width
+        r, p, v, rank = rows[now], offer_pos[now], offer_sim[now], rank[now]
+        rows, offer_pos, offer_sim = rows[~now], offer_pos[~now], offer_sim[~now]
+        t = np.searchsorted(targets, r)
+        cur_pos = np.asarray(neighbors[targets], dtype=np.int64)
+        cur_sim = np.asarray(similarities[targets], dtype=np.float32)
+        held = (cur_pos[t] == p[:, None]).any(axis=1)
+        r, p, v, rank, t = r[~held], p[~held], v[~held], rank[~held], t[~held]
+        if not len(r):
+            continue
+        m = min(width, int(per.max()))
+        all_pos = np.concatenate([cur_pos, np.full((len(targets), m), -1, np.int64)], axis=1)
+        all_sim = np.concatenate([cur_sim, np.full((len(targets), m), -np.inf, np.float32)], axis=1)
+        all_pos[t, k + rank] = p
+        all_sim[t, k + rank] = v
+        order = np.argsort(-all_sim, axis=1, kind="stable")[:, :k]  # on ties the row's own entries first
+        new_pos = np.take_along_axis(all_pos, order, axis=1)
+        neighbors[targets] = new_pos
+        similarities[targets] = np.take_along_axis(all_sim, order, axis=1)
+        added += int(np.count_nonzero(order >= k))
+    return added
 
 
 def _kth(similarities, k: int, chunk_rows: int) -> np.ndarray:
@@ -248,7 +270,27 @@ def _kth(similarities, k: int, chunk_rows: int) -> np.ndarray:
     return out
 
 
-def _reverse_edges(neighbors, similarities, k: int, assign, covered, chunk_rows: int) -> int:
+def _probed_blocks(Q, centroids, ranked, counts, probe: int, least_rows: int) -> list:
+    """The blocks a group of queries ``Q`` (one block's rows) is compared with: the union of
+    each query's ``probe`` nearest centroids among the ``4 * probe`` nearest to the group's own,
+    extended in that order until at least ``least_rows`` rows; sorted (read in file order)."""
+    near = ranked[: 4 * probe]
+    S = Q @ centroids[near].T
+    m = min(probe, len(near))
+    top = np.argpartition(S, S.shape[1] - m, axis=1)[:, -m:] if S.shape[1] > m else np.arange(S.shape[1])
+    chosen = set(near[np.unique(top)].tolist())
+    chosen = {c for c in chosen if counts[c]}
+    total = int(counts[list(chosen)].sum()) if chosen else 0
+    for c in ranked:
+        if total >= least_rows:
+            break
+        if counts[c] and int(c) not in chosen:
+            chosen.add(int(c))
+            total += int(counts[c])
+    return sorted(chosen)
+
+
+def _reverse_edges(neighbors, similarities, k: int, assign, covered, n_blocks: int, chunk_rows: int) -> int:
     """Offer every edge i -> j (similarity s) to j, where j's own block never searched i's
     block (elsewhere j has already compared itself with i and kept what beat its k-th); j takes
     it when s beats its current k-th neighbour."""
@@ -261,7 +303,9 @@ def _reverse_edges(neighbors, similarities, k: int, assign, covered, chunk_rows:
         sm = np.asarray(similarities[rows], dtype=np.float32)
         src = np.broadcast_to(np.arange(rows.start, rows.stop)[:, None], nb.shape)
         ok = nb >= 0
-        ok[ok] = ~covered[assign[nb[ok]], assign[src[ok]]]
+        key = assign[nb[ok]].astype(np.int64) * n_blocks + assign[src[ok]]
+        at = np.minimum(np.searchsorted(covered, key), len(covered) - 1)
+        ok[ok] = covered[at] != key  # j's block never searched i's block
         ok[ok] = sm[ok] > kth[nb[ok]]
         if not ok.any():
             continue

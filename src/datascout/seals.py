@@ -48,7 +48,7 @@ def check_graph_index(name: str) -> str:
     try:
         return check_factory(name)
     except ValidationError:
-        raise ValidationError(f"unsupported graph index {name!r}: expected 'blocks' or a faiss factory string "
+        raise ValidationError(f"unsupported index {name!r}: expected 'blocks' or a faiss factory string "
                               "such as 'Flat', 'HNSW32', 'IVF1024,Flat', 'IVF1024,PQ32' or 'LSH'") from None
 
 
