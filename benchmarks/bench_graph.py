@@ -210,8 +210,10 @@ def worker(args) -> None:
 
 
 def seals_quality(X, y, graph, rounds: int, full_cache: dict) -> dict:
-    """AP and positives-found ratios (SEALS with ``graph`` / full pool), entropy and
-    most-likely-positive, one seed."""
+    """Per strategy (MaxEnt, most-likely-positive; one seed): the AP and positives-found ratios of
+    SEALS over ``graph`` to the full pool, and each arm's mean seconds per round: ``wall`` = from
+    one round's end to the next (selection, the new labels' neighbour lookups, fitting, and the
+    held-out evaluation, which both arms pay alike), ``select`` and ``fit`` alone."""
     from datascout.simulate import SimulationConfig, simulate
     out = {}
     for strategy in ("entropy", "most-likely-positive"):
@@ -219,14 +221,51 @@ def seals_quality(X, y, graph, rounds: int, full_cache: dict) -> dict:
             cfg = SimulationConfig(strategy=strategy, positive_class=1, seals=seals, k=K, index="blocks",
                                    initial_positives=5, initial_negatives=95, batch_size=100, rounds=rounds,
                                    test_size=0.2, seed=0)
-            last = simulate(X, y, cfg, graph=graph if seals else None)["rounds"][-1]
-            return last["average_precision"], last["positives_found"]
+            stamps = []
+            res = simulate(X, y, cfg, graph=graph if seals else None,
+                           progress=lambda rec: stamps.append(time.perf_counter()))
+            rs = res["rounds"][1:]
+            last = rs[-1]
+            return {"ap": last["average_precision"], "found": last["positives_found"],
+                    "wall": float(np.mean(np.diff(stamps))),
+                    "select": float(np.mean([r["select_seconds"] for r in rs])),
+                    "fit": float(np.mean([r["fit_seconds"] for r in rs]))}
         if strategy not in full_cache:
             full_cache[strategy] = run(False)
-        ap_f, found_f = full_cache[strategy]
-        ap_s, found_s = run(True)
-        out[strategy] = (ap_s / ap_f if ap_f else float("nan"), found_s / found_f if found_f else float("nan"))
+        f = full_cache[strategy]
+        sl = run(True)
+        out[strategy] = {"ap_ratio": sl["ap"] / f["ap"] if f["ap"] else float("nan"),
+                         "found_ratio": sl["found"] / f["found"] if f["found"] else float("nan"),
+                         "seals": sl, "full": f}
     return out
+
+
+def bill(rows, label, rounds: int) -> str:
+    """The whole bill of a campaign of ``rounds`` rounds: graph build + every round for SEALS,
+    every round for the full pool; the break-even number of rounds (build / saving per round),
+    and the same for 10 concepts searched over the one graph (built once, its cost shared)."""
+    table = []
+    for r in rows:
+        if "seals" not in r:
+            continue
+        for strategy, name in (("entropy", "MaxEnt"), ("most-likely-positive", "most-likely-positive")):
+            q = r["seals"][strategy]
+            full, seals = q["full"]["wall"], q["seals"]["wall"]
+            saving = full - seals
+            even = r["seconds"] / saving if saving > 0 else float("inf")
+            table.append([label(r), name, f"{r['seconds']:.1f}", f"{1e3 * full:.0f}", f"{1e3 * seals:.0f}",
+                          f"{rounds * full:.1f}", f"{r['seconds'] + rounds * seals:.1f}",
+                          f"{even:.0f}" if np.isfinite(even) else "never", f"{even / 10:.0f}" if np.isfinite(even) else "never"])
+    from _report import markdown_table
+    return (f"The whole bill of one {rounds}-round campaign (100 labels a round) on this pool, seconds: the full "
+            f"pool pays every round; SEALS pays the graph once, then cheaper rounds. *round ms* = mean wall time "
+            "per round (selection, the new labels' neighbour lookups, fitting, and a held-out evaluation that both "
+            "arms pay alike). *break-even* = graph seconds / (full round - SEALS round): the number of rounds "
+            "after which SEALS has paid for its graph; *10 concepts* = the same when 10 concepts are searched "
+            "over the one graph (built once).\n\n" + markdown_table(
+                ["graph", "strategy", "graph s", "full round ms", "SEALS round ms", f"full pool, {rounds} rounds s",
+                 f"SEALS incl. graph, {rounds} rounds s", "break-even rounds", "break-even rounds, 10 concepts"],
+                table))
 
 
 def main():
@@ -334,7 +373,8 @@ def main():
                 f"{r['peak_rss_mib']:.0f}"]
         if has_seals:
             s = r.get("seals")
-            line += [f"{s[k][0]:.3f} / {s[k][1]:.3f}" if s else "-" for k in ("entropy", "most-likely-positive")]
+            line += [f"{s[k]['ap_ratio']:.3f} / {s[k]['found_ratio']:.3f}" if s else "-"
+                     for k in ("entropy", "most-likely-positive")]
         table.append(line)
     body = (f"## kNN graph builders, k = {K}: {what}\n\n"
             f"Every item's {K} nearest neighbours by cosine (self excluded), each method in its own process "
@@ -348,6 +388,8 @@ def main():
         body += (f"\n\nSEALS quality with each graph: AP (held-out 20%) and positives found after "
                  f"{args.rounds} rounds x 100 from 5 + 95 seed labels, SEALS over that graph / the full pool "
                  "(same seed, one seed; MLP-positive = most-likely-positive).")
+    if has_seals:
+        body += "\n\n" + bill(rows, label, args.rounds)
     ivf = [r for r in rows if r["method"] == "ivf"]
     if ivf:
         body += f"\n\nIVF nprobe tried (recall@100 on the sample): {ivf[0]['nprobe_tried']}."
