@@ -387,7 +387,7 @@ def main():
     if has_seals:
         body += (f"\n\nSEALS quality with each graph: AP (held-out 20%) and positives found after "
                  f"{args.rounds} rounds x 100 from 5 + 95 seed labels, SEALS over that graph / the full pool "
-                 "(same seed, one seed; MLP-positive = most-likely-positive).")
+                 "(same seed, one seed).")
     if has_seals:
         body += "\n\n" + bill(rows, label, args.rounds)
     ivf = [r for r in rows if r["method"] == "ivf"]

@@ -186,7 +186,7 @@ class Campaign:
 
     @classmethod
     def create(cls, directory, *, embeddings=None, items=None, pool=None, classes=None, positive_class=None,
-               strategy=None, batch_size: int = 20, k: int = 30, index: str = "HNSW32",
+               strategy=None, batch_size: int = 20, k: int = 30, index: str = "blocks",
                lease_seconds: float = 600.0, labels_per_item: int = 1, random_state: int = 0,
                seed_labels=None, like=None, query_embedding=None, query_note=None,
                id_column: str = "id", text_column: str = "text", audit_fraction: float = 0.1,
@@ -277,6 +277,9 @@ class Campaign:
                 raise ValidationError("the query vector must be finite but holds NaN or inf")
             if not float(np.abs(query).max()) > 0:
                 raise ValidationError("the query vector is all zeros: it has no direction to search along")
+        from datascout.seals import check_graph_index
+
+        check_graph_index(index)
         emb_path = inputs.path
         created_dir = not directory.exists()
         directory.mkdir(parents=True, exist_ok=True)
