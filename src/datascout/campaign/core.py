@@ -186,7 +186,7 @@ class Campaign:
 
     @classmethod
     def create(cls, directory, *, embeddings=None, items=None, pool=None, classes=None, positive_class=None,
-               strategy=None, batch_size: int = 20, k: int = 30, index: str = "blocks",
+               strategy=None, batch_size: int = 20, k: int = 30, index: str = "HNSW32",
                lease_seconds: float = 600.0, labels_per_item: int = 1, random_state: int = 0,
                seed_labels=None, like=None, query_embedding=None, query_note=None,
                id_column: str = "id", text_column: str = "text", audit_fraction: float = 0.1,

@@ -29,8 +29,8 @@ def register(sub) -> None:
     p = command(isub, "build", "Build the k-nearest-neighbour graph of an embeddings file (saved beside "
                 "it, reused by 'datascout simulate --seals').", EXAMPLE, run_build)
     p.add_argument("--embeddings", required=True, help=".npy (memory-mapped), .npz or .parquet")
-    p.add_argument("--index", default="blocks",
-                   help="'blocks' (default; no index: blocks of nearby items multiplied with their nearest "
+    p.add_argument("--index", default="HNSW32",
+                   help="'blocks' (no index: blocks of nearby items multiplied with their nearest "
                         "blocks) or a faiss factory string: Flat, HNSW32, IVF1024,Flat, IVF1024,PQ32, LSH")
     p.add_argument("--k", type=int, default=100, help="neighbours per item (self excluded)")
     p.add_argument("--batch-rows", type=int, default=4096, help="items queried per batch")
