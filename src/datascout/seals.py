@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from datascout.exceptions import DatascoutError, IndexMismatchError, ValidationError
+from datascout.graph_build import BLOCKS, BlockPlan, build_block_graph, plan
 from datascout.index import SimilarityIndex, check_factory, drop_self
 from datascout.io import dir_lock, staged_dir
 from datascout.progress import ProgressBar
@@ -36,6 +37,19 @@ class GraphCorruptError(ValidationError):
 
 
 GRAPH_FILES = ("neighbors.npy", "similarities.npy", "graph.json")  # a graph folder holds all three
+
+
+def check_graph_index(name: str) -> str:
+    """A name a kNN graph can be built with: ``"blocks"`` (:mod:`datascout.graph_build`, blocks
+    of nearby items multiplied with their nearest blocks) or any faiss factory string that
+    :func:`~datascout.index.check_factory` accepts (an index built first, then queried)."""
+    if name == BLOCKS:
+        return name
+    try:
+        return check_factory(name)
+    except ValidationError:
+        raise ValidationError(f"unsupported index {name!r}: expected 'blocks' or a faiss factory string "
+                              "such as 'Flat', 'HNSW32', 'IVF1024,Flat', 'IVF1024,PQ32' or 'LSH'") from None
 
 
 def graph_dir(embeddings_path, factory: str, k: int) -> Path:
@@ -68,9 +82,12 @@ class KNNGraph:
     @classmethod
     def build(cls, embeddings, k: int = 100, index: SimilarityIndex | str = "HNSW32", *,
               batch_rows: int = 4096, progress: bool = False, out_dir=None,
-              fingerprint_: str | None = None) -> "KNNGraph":
+              fingerprint_: str | None = None, blocks: BlockPlan | None = None) -> "KNNGraph":
         """Build the index (if a factory string is given) and query every item's k+1 neighbours
-        in batches of ``batch_rows``, dropping the item itself.
+        in batches of ``batch_rows``, dropping the item itself. ``index="blocks"``: no index;
+        the graph is computed by :func:`datascout.graph_build.build_block_graph` (blocks of
+        nearby items multiplied with their nearest blocks), with the settings ``blocks``
+        (default :func:`datascout.graph_build.plan` for the pool's size).
 
         With ``out_dir`` the two arrays are written straight into ``.npy`` files there (memory
         stays bounded by one batch, not N x k) and the returned graph is memory-mapped from them.
@@ -83,6 +100,9 @@ class KNNGraph:
             raise ValidationError(f"k must be in 1..{n - 1} for a pool of {n} items but is {k}")
         if batch_rows < 1:
             raise ValidationError(f"batch_rows must be >= 1 but is {batch_rows}")
+        if isinstance(index, str) and index == BLOCKS:
+            return cls._build_blocks(X, k, blocks or plan(n, k), progress=progress, out_dir=out_dir,
+                                     fingerprint_=fingerprint_)
         t0 = time.perf_counter()
         if isinstance(index, str):
             bar = _progress(n, "index  ") if progress else None
@@ -100,7 +120,7 @@ class KNNGraph:
             per_query = (k + 1) * max(int(index.refine), 1) * X.shape[1] * 4 * 2
             batch_rows = max(16, min(batch_rows, (256 << 20) // per_query))
 
-        def fill(neighbors, sims) -> dict:
+        def fill(neighbors, sims, _scratch) -> dict:
             bar = _progress(n, "kNN graph") if progress else None
             t1 = time.perf_counter()
             try:
@@ -116,18 +136,46 @@ class KNNGraph:
                     "fingerprint": fingerprint_ or fingerprint(X), "index_seconds": round(t_index, 3),
                     "graph_seconds": round(time.perf_counter() - t1, 3)}
 
+        return cls._filled(n, k, dtype, fill, out_dir)
+
+    @classmethod
+    def _filled(cls, n: int, k: int, dtype, fill, out_dir) -> "KNNGraph":
+        """The graph ``fill(neighbors, similarities, folder)`` writes (returning its record):
+        into arrays in memory, or with ``out_dir`` into ``.npy`` memory maps staged in a folder
+        that is moved into place whole (``folder``: that staging folder, for scratch files)."""
         if out_dir is None:
             neighbors, sims = np.empty((n, k), dtype=dtype), np.empty((n, k), dtype=np.float32)
-            return cls(neighbors, sims, fill(neighbors, sims))
+            return cls(neighbors, sims, fill(neighbors, sims, None))
         with staged_dir(Path(out_dir)) as tmp:  # the folder appears whole or not at all
             neighbors = np.lib.format.open_memmap(tmp / "neighbors.npy", mode="w+", dtype=dtype, shape=(n, k))
             sims = np.lib.format.open_memmap(tmp / "similarities.npy", mode="w+", dtype=np.float32, shape=(n, k))
-            meta = fill(neighbors, sims)
+            meta = fill(neighbors, sims, tmp)
             neighbors.flush()
             sims.flush()
             del neighbors, sims
             (tmp / "graph.json").write_text(json.dumps(meta, indent=2))
         return cls.load(out_dir)
+
+    @classmethod
+    def _build_blocks(cls, X, k: int, settings: BlockPlan, *, progress: bool, out_dir,
+                      fingerprint_: str | None) -> "KNNGraph":
+        n = X.shape[0]
+        dtype = np.int32 if n < 2**31 else np.int64
+
+        def fill(neighbors, sims, scratch_dir) -> dict:
+            bar = _progress(n, "kNN graph (blocks)") if progress else None
+            t0 = time.perf_counter()
+            try:
+                record = build_block_graph(X, k, neighbors, sims, settings=settings, scratch_dir=scratch_dir,
+                                           progress=bar)
+            finally:
+                if bar is not None:
+                    bar(0, done=True)
+            return {"version": 1, "index": BLOCKS, "k": k, "n": n, "dim": X.shape[1],
+                    "fingerprint": fingerprint_ or fingerprint(X), "index_seconds": 0.0,
+                    "graph_seconds": round(time.perf_counter() - t0, 3), "blocks": record}
+
+        return cls._filled(n, k, dtype, fill, out_dir)
 
     def save(self, directory) -> Path:
         """Write ``neighbors.npy``, ``similarities.npy`` and ``graph.json``; atomic per directory."""
@@ -482,7 +530,7 @@ def build_or_load_graph(embeddings, embeddings_path, factory: str, k: int, *,
     the embeddings' folder is read-only the graph is built in memory for this run (with a
     note); any other failure to write it (a full disk) is an error, not a silent second build.
     ``fingerprint_``: see :func:`find_graph` (the caller vouches for the rows' content)."""
-    check_factory(factory)
+    check_graph_index(factory)
     X = embeddings if fingerprint_ is not None else check_embeddings(embeddings)
     found = find_graph(X, embeddings_path, factory, k, fingerprint_=fingerprint_)
     if found is not None:

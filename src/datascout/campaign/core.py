@@ -282,6 +282,9 @@ class Campaign:
                 raise ValidationError("the query vector must be finite but holds NaN or inf")
             if not float(np.abs(query).max()) > 0:
                 raise ValidationError("the query vector is all zeros: it has no direction to search along")
+        from datascout.seals import check_graph_index
+
+        check_graph_index(index)
         emb_path = inputs.path
         created_dir = not directory.exists()
         directory.mkdir(parents=True, exist_ok=True)

@@ -51,7 +51,9 @@ def register(sub) -> None:
                    help="default: entropy, or most-likely-positive with --positive-class")
     c.add_argument("--batch-size", type=int, default=20, help="items per round")
     c.add_argument("--k", type=int, default=30, help="SEALS neighbours per labeled item")
-    c.add_argument("--index", default="HNSW32", help="faiss factory string for the kNN graph")
+    c.add_argument("--index", default="HNSW32",
+                   help="how the kNN graph is built: a faiss factory string (HNSW32, IVF1024,Flat, ...) or "
+                        "'blocks' (matrix products over blocks of nearby items)")
     c.add_argument("--lease-seconds", type=float, default=600.0, help="how long an item stays leased to one annotator")
     c.add_argument("--labels-per-item", type=int, default=1, help="distinct annotators asked for each item")
     c.add_argument("--audit-fraction", type=float, default=0.1,

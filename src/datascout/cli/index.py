@@ -14,9 +14,10 @@ from datascout.exceptions import ValidationError
 from datascout.index import SimilarityIndex, check_factory, drop_self, recall_at_k
 from datascout.io import load_embeddings
 from datascout.progress import ProgressBar
-from datascout.seals import KNNGraph, find_graph, graph_dir
+from datascout.graph_build import BLOCKS, plan
+from datascout.seals import KNNGraph, check_graph_index, find_graph, graph_dir
 
-EXAMPLE = "datascout index build --embeddings E.npy --index HNSW32 --k 100"
+EXAMPLE = "datascout index build --embeddings E.npy --k 100"
 
 
 def register(sub) -> None:
@@ -29,12 +30,18 @@ def register(sub) -> None:
                 "it, reused by 'datascout simulate --seals').", EXAMPLE, run_build)
     p.add_argument("--embeddings", required=True, help=".npy (memory-mapped), .npz or .parquet")
     p.add_argument("--index", default="HNSW32",
-                   help="faiss factory string: Flat, HNSW32, IVF1024,Flat, IVF1024,PQ32, LSH")
+                   help="'blocks' (no index: blocks of nearby items multiplied with their nearest "
+                        "blocks) or a faiss factory string: Flat, HNSW32, IVF1024,Flat, IVF1024,PQ32, LSH")
     p.add_argument("--k", type=int, default=100, help="neighbours per item (self excluded)")
     p.add_argument("--batch-rows", type=int, default=4096, help="items queried per batch")
     p.add_argument("--ef-construction", type=int, default=80, help="HNSW build depth")
     p.add_argument("--ef-search", type=int, default=None, help="HNSW search depth (default max(2k, 64))")
     p.add_argument("--nprobe", type=int, default=16, help="IVF lists probed per query")
+    p.add_argument("--block-rows", type=int, default=256, help="blocks: items per block (about)")
+    p.add_argument("--probe", type=int, default=4,
+                   help="blocks: each block is compared with its items' PROBE nearest blocks (0: by --search-blocks)")
+    p.add_argument("--search-blocks", type=int, default=12,
+                   help="blocks with --probe 0: each block is compared with its nearest blocks, this many blocks' worth")
     p.add_argument("--recall-sample", type=int, default=0,
                    help="also measure recall@k against exact search on this many random items")
     p.add_argument("--force", action="store_true", help="rebuild even if a matching graph exists")
@@ -48,7 +55,15 @@ def _usage(parser) -> int:
 
 
 def run_build(args) -> int:
-    factory = check_factory(args.index)
+    factory = check_graph_index(args.index)
+    if factory == BLOCKS and args.ray:
+        raise ValidationError("--index blocks builds the graph in one process: on Ray use --index IVF1024,Flat "
+                              "or another faiss factory string")
+    if args.probe < 0:
+        raise ValidationError(f"--probe must be >= 0 but is {args.probe}")
+    for flag in ("block_rows", "search_blocks"):
+        if getattr(args, flag) < 1:
+            raise ValidationError(f"--{flag.replace('_', '-')} must be >= 1 but is {getattr(args, flag)}")
     if args.k < 1:
         raise ValidationError(f"--k must be >= 1 but is {args.k}")
     if args.batch_rows < 1:
@@ -71,19 +86,30 @@ def run_build(args) -> int:
     if not out.parent.exists() or not _writable(out.parent):
         raise ValidationError(f"cannot write the graph beside the embeddings: {str(out.parent)!r} is not writable")
     t0 = time.perf_counter()
-    index = SimilarityIndex(factory, ef_search=args.ef_search, ef_construction=args.ef_construction,
-                            nprobe=args.nprobe)
-    with ProgressBar(X.shape[0], "index", enabled=not args.no_progress) as bar:
-        index.build(X, progress=bar)
+    if factory == BLOCKS:
+        index = BLOCKS
+        settings = plan(X.shape[0], args.k, block_rows=args.block_rows, search_blocks=args.search_blocks,
+                        probe=args.probe)
+    else:
+        settings = None
+        index = SimilarityIndex(factory, ef_search=args.ef_search, ef_construction=args.ef_construction,
+                                nprobe=args.nprobe)
+        with ProgressBar(X.shape[0], "index", enabled=not args.no_progress) as bar:
+            index.build(X, progress=bar)
     t_index = time.perf_counter() - t0
     graph = KNNGraph.build(X, args.k, index, batch_rows=args.batch_rows,
-                           progress=not args.no_progress, out_dir=out)
+                           progress=not args.no_progress, out_dir=out, blocks=settings)
     t_total = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
     print(f"wrote {out} ({X.shape[0]} items x k={args.k}, {size:.1f} MiB)")
-    print(f"index build {t_index:.2f} s, graph queries {graph.meta['graph_seconds']:.2f} s, "
-          f"total {t_total:.2f} s; peak memory {peak:.0f} MiB")
+    if factory == BLOCKS:
+        rec = graph.meta["blocks"]
+        print(f"{rec['blocks']} blocks, {rec['search_rows']} items compared per block; graph {t_total:.2f} s; "
+              f"peak memory {peak:.0f} MiB")
+    else:
+        print(f"index build {t_index:.2f} s, graph queries {graph.meta['graph_seconds']:.2f} s, "
+              f"total {t_total:.2f} s; peak memory {peak:.0f} MiB")
     if args.recall_sample:
         rng = np.random.default_rng(0)
         m = min(args.recall_sample, X.shape[0])
