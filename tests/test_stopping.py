@@ -127,3 +127,30 @@ def test_stopping_report_figures():
     assert s["labels_saved"] == pytest.approx(0.5) and s["metric_lost"] == pytest.approx(0.1)
     assert s["value"] == 0.995 and s["threshold"] == 0.99
     assert rep["gain"]["round"] is None
+
+
+def test_calibrated_positive_probs_count_the_positives_a_balanced_model_overstates():
+    """A rare concept (3% of the pool) and a balanced logistic regression fitted on items chosen
+    by score (the most likely positives first, as an active search does): its probabilities
+    summed over the unlabeled items overstate the positives left many times over; after Platt
+    scaling on the labeled items' out-of-fold probabilities the sum lands near the true count."""
+    from datascout.labels import calibrated_positive_probs
+    from datascout.models import FittedModel, default_model
+
+    rng = np.random.default_rng(0)
+    n, d = 20000, 8
+    y = (rng.random(n) < 0.03).astype(np.int64)
+    X = rng.standard_normal((n, d)).astype(np.float32)
+    X[:, 0] += 1.8 * y  # the concept shows, overlapping, on one direction
+    first = FittedModel(default_model(0), 2).fit(X[:400], y[:400])
+    score = first.predict_proba(X)[:, 1]
+    chosen = np.argsort(-score)[:300]  # chosen by score
+    lab = np.unique(np.concatenate([np.arange(400), chosen]))
+    model = FittedModel(default_model(0), 2).fit(X[lab], y[lab])
+    unl = np.setdiff1d(np.arange(n), lab)
+    p = model.predict_proba(X[unl])[:, 1]
+    truth = int(y[unl].sum())
+    cal = calibrated_positive_probs(X[lab], y[lab], p, random_state=0)
+    assert p.sum() > 3 * truth  # balanced weights: every item looks half positive near the boundary
+    assert abs(cal.sum() - truth) < 0.35 * truth
+    assert calibrated_positive_probs(X[:10], np.r_[np.ones(1), np.zeros(9)].astype(int), p) is None

@@ -60,6 +60,31 @@ def out_of_fold_probs(X, y, n_classes: int, *, model=None, folds: int = 5, rando
     return proba
 
 
+def calibrated_positive_probs(X_labeled, y_labeled, probs, *, model=None, folds: int = 5,
+                              random_state: int = 0):
+    """``probs`` (the model's probabilities of the positive class, for any items) recalibrated by
+    Platt scaling: a logistic map of their logit fitted on the labeled items' out-of-fold
+    probabilities (:func:`out_of_fold_probs`, the same model) against their labels.
+
+    A balanced model, or one fitted on items an active learner chose, does not give the positive
+    rate of the pool; the map does, as long as the items were chosen by their score (then, among
+    items of one score, the chosen and the others are alike). ``None`` when a class has fewer
+    than 2 labels (nothing to cross-validate)."""
+    from sklearn.linear_model import LogisticRegression
+
+    y = np.asarray(y_labeled, dtype=np.int64)
+    if np.bincount(y, minlength=2).min() < 2:
+        return None
+    oof = out_of_fold_probs(X_labeled, y, 2, model=model, folds=folds, random_state=random_state)[:, 1]
+
+    def logit(p):
+        p = np.clip(np.asarray(p, dtype=np.float64), 1e-9, 1 - 1e-9)
+        return (np.log(p) - np.log1p(-p)).reshape(-1, 1)
+
+    platt = LogisticRegression(C=1e4).fit(logit(oof), y)
+    return platt.predict_proba(logit(probs))[:, 1]
+
+
 @dataclass
 class LabelAudit:
     """The result of :func:`audit_labels`, for the labeled items, by pool position.

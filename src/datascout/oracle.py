@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from datascout.exceptions import ValidationError
-from datascout.labels import NOISE_KINDS, NoisyOracle, audit_labels, confusable_classes, majority_vote
+from datascout.labels import (NOISE_KINDS, NoisyOracle, audit_labels, calibrated_positive_probs, confusable_classes,
+                              majority_vote)
 from datascout.stopping import (
     RULES,
     add_gain,
@@ -209,11 +210,14 @@ class StoppingWatch:
                             n_classes=self.n_classes, **self.selected_)
         self.previous_, self.selected_ = probs.argmax(axis=1), {}
         if self.binary:
-            lab = learner.labeled_positions
+            lab = np.sort(learner.labeled_positions)
             found = int((learner.labels_[lab] == 1).sum())  # the answers, as a campaign knows them
             n_unl = learner.n_unlabeled
             # from the scores: the model's probabilities on the stop set's unlabeled items, scaled up
-            rem, ci = remaining_from_sample(float(probs[unl, 1].sum()), int(unl.sum()), n_unl)
+            cal = calibrated_positive_probs(np.asarray(self.X[lab], dtype=np.float32), learner.labels_[lab],
+                                            probs[unl, 1], model=learner.model, random_state=0)
+            rem, ci = remaining_from_sample(float(np.sum(probs[unl, 1] if cal is None else cal)),
+                                            int(unl.sum()), n_unl)
             scores = recall_estimate(found, rem, ci) if rem is not None else None
             # from an audit sample: the test split (uniform, never trained on) plays it here;
             # positives in the pool = its prevalence x the pool

@@ -20,9 +20,9 @@ measurements from arrays, :func:`stopping_rounds` applies the rules (:data:`RULE
   positives, ``found / (found + remaining)`` (the interval, not the point estimate: an audit
   sample without a positive yet puts the remaining positives at 0, the recall at 1), with the positives
   remaining among the unlabeled items estimated from a uniform random audit sample where one
-  exists (Wilson interval of its prevalence), else from the model's scores on the stop set's
-  unlabeled items (their sum; optimistic once the positives left are the ones the model is sure
-  are negative: docs/benchmarks.md).
+  exists (Wilson interval of its prevalence), else from the model's calibrated scores on the stop
+  set's unlabeled items (their sum after Platt scaling on the labeled items' out-of-fold
+  probabilities, :func:`datascout.labels.calibrated_positive_probs`; docs/benchmarks.md).
 * ``gain``: the estimated gain of the next round: the least-squares slope of the (audit) quality
   over the labels of the last 4 rounds, times the batch size (in a campaign only once the audit
   interval is at most 0.1 wide).

@@ -15,6 +15,8 @@ import json
 
 import numpy as np
 
+from datascout.labels import calibrated_positive_probs
+
 from datascout.stopping import (
     RULES,
     add_gain,
@@ -28,6 +30,16 @@ from datascout.stopping import (
 
 STOP_SET = 1000
 META_KEY = "stop_set_predictions"
+
+
+def calibrated_sum(X, learner, positive_probs) -> float:
+    """The expected number of positives among items whose model probabilities are
+    ``positive_probs``: their sum after Platt scaling on the learner's labeled items
+    (:func:`datascout.labels.calibrated_positive_probs`), the raw sum when that cannot be fitted."""
+    lab = np.sort(learner.labeled_positions)
+    cal = calibrated_positive_probs(np.asarray(X[lab], dtype=np.float32), learner.labels_[lab], positive_probs,
+                                    model=learner.model, random_state=0)
+    return float(np.sum(positive_probs if cal is None else cal))
 
 
 def stop_set(n_items: int, random_state: int) -> np.ndarray:
@@ -60,7 +72,7 @@ def round_measurements(con, X, learner, labeled_pos, chosen_strategy, cfg, audit
             est, source = recall_estimate(found_positives, rem["value"], rem["ci"]), "audit"
         else:
             n_unl = int(cfg["n_items"]) - len(labeled_pos)
-            r, ci = remaining_from_sample(float(probs[unl, 1].sum()), int(unl.sum()), n_unl)
+            r, ci = remaining_from_sample(float(calibrated_sum(X, learner, probs[unl, 1])), int(unl.sum()), n_unl)
             est, source = (recall_estimate(found_positives, r, ci) if r is not None else None), "scores"
         if est is not None:
             sig.update({"recall_estimate": est["value"], "recall_lower": est["ci"][0],
