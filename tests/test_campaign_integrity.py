@@ -632,3 +632,24 @@ def test_creating_a_campaign_hashes_the_embeddings_once(tmp_path, monkeypatch):
     assert len(calls) == 1  # recorded in the campaign and in graph.json alike (it was hashed twice)
     meta = json.loads(next((tmp_path / "inputs").glob("emb.knn-*")).joinpath("graph.json").read_text())
     assert meta["fingerprint"] == real(X)
+
+
+def test_a_campaign_from_a_data_set_pool_embedded_with_a_limit(tmp_path, capsys):
+    """``datasets embed fortunes --limit 40`` keeps a seeded draw of the quotes: ``campaign init
+    --pool`` reads back exactly those items (it refused the pool before: the other 15k quotes had
+    no embedding), each text the data set's quote of that id."""
+    from datascout import datasets
+
+    pool = tmp_path / "pool"
+    assert main(["datasets", "embed", "fortunes", "--limit", "40", "--out", str(pool), "--quiet"]) == 0
+    d = tmp_path / "camp"
+    assert main(["campaign", "init", str(d), "--pool", str(pool), "--positive-class", "startrek",
+                 "--batch-size", "4", "--k", "5"]) == 0
+    data = datasets.load("fortunes")
+    text_of = dict(zip((str(i) for i in data.ids.tolist()), data.data))
+    ids = [str(i) for i in np.load(pool / "ids.npy").tolist()]
+    assert len(ids) == 40 and len(set(ids)) == 40
+    con = sqlite3.connect(d / "campaign.db")
+    rows = dict(con.execute("SELECT id, payload FROM items"))
+    assert sorted(rows) == sorted(ids) and all(rows[i] == text_of[i] for i in ids)
+    capsys.readouterr()

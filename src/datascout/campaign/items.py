@@ -166,7 +166,14 @@ def items_from_pool(pool_dir: Path) -> list[dict]:
             raise ValidationError(f"the pool {name!r} of data set {src['dataset']!r} holds {d.kind} kept in "
                                   "memory, not files: pass --items")
         ids = d.ids if d.ids is not None else np.arange(len(d.data))
-        return [{"id": str(i), "kind": "text", "payload": str(t)} for i, t in zip(ids.tolist(), d.data)]
+        texts = d.data
+        sub = src.get("subset")
+        if sub:  # embedded with --limit: the same seeded draw of the data set's items
+            from datascout.embed.dataset_pools import subset_positions
+
+            pos = subset_positions(len(d.data), int(sub["limit"]), int(sub.get("seed", 0)))
+            ids, texts = ids[pos], [d.data[i] for i in pos.tolist()]
+        return [{"id": str(i), "kind": "text", "payload": str(t)} for i, t in zip(ids.tolist(), texts)]
     path = Path(src.get("path", ""))
     if not path.exists():
         raise ValidationError(f"the pool {name!r} was embedded from {str(path)!r}, which no longer exists: "
