@@ -58,7 +58,7 @@ class LabelStudio:
             try:
                 if httpx.get(self.url + "/health", timeout=5).status_code == 200:
                     break
-            except httpx.HTTPError:
+            except httpx.HTTPError:  # not listening yet: poll again
                 pass
             time.sleep(1)
         else:
